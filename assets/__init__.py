@@ -1,0 +1,1 @@
+"""Data only: part cards, camera presets, materials (package data, no logic)."""

@@ -1,0 +1,1 @@
+"""Anomaly detectors behind the one Detector interface (never imports sim)."""

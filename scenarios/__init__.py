@@ -1,0 +1,1 @@
+"""Scenario specs, the engine, metrics, reports and the CLI."""

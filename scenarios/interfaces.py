@@ -1,0 +1,187 @@
+"""Core records and protocols shared by sim, detectors and the engine (no heavy imports).
+
+Conventions (DESIGN.md): metres, radians, seconds; images H x W uint8 RGB; depth float32
+metres (0 where nothing was hit); poses are 4x4 float64 ``T_<to>_<from>``; cameras follow
+OpenCV (x right, y down, z forward) with a 3x3 intrinsic matrix ``K``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+Float32Array = NDArray[np.float32]
+ImageU8 = NDArray[np.uint8]
+BoolArray = NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One camera capture: rgb (H, W, 3) uint8, depth (H, W) float32 metres or None.
+
+    ``K`` is (3, 3) float64; ``T_base_cam`` (4, 4) float64 maps camera coordinates into the
+    robot base frame; ``dist`` holds OpenCV distortion (k1, k2, p1, p2, k3) or is None.
+    """
+
+    rgb: ImageU8
+    K: FloatArray
+    T_base_cam: FloatArray
+    depth: Float32Array | None = None
+    dist: FloatArray | None = None
+    timestamp: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(W, H) of the image in pixels."""
+        return int(self.rgb.shape[1]), int(self.rgb.shape[0])
+
+
+@dataclass(frozen=True)
+class DefectRecord:
+    """A defect injected into (or annotated on) a part; ``size_mm`` is its main extent."""
+
+    kind: str
+    size_mm: float
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Flat JSON form: {"kind", "size_mm", **params}."""
+        return {"kind": self.kind, "size_mm": float(self.size_mm), **self.params}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One inspection pair: the real observation and the pose-matched twin.
+
+    ``fg_mask`` (H, W) bool is the twin foreground; ``gt_mask`` (H, W) bool marks defect
+    pixels in the real image (None when unknown, e.g. on hardware); ``label`` is 1 exactly
+    when ``gt_mask`` has a defect pixel (None when unknown). Point clouds, when present, are
+    (N, 3) float64 metres in the base frame; ``gt_point_labels`` (N,) bool.
+    """
+
+    id: str
+    real: Observation
+    twin: Observation
+    fg_mask: BoolArray
+    gt_mask: BoolArray | None
+    label: int | None
+    part_id: str
+    category: str
+    view_id: int
+    defects: tuple[DefectRecord, ...] = ()
+    real_points: FloatArray | None = None
+    twin_points: FloatArray | None = None
+    gt_point_labels: BoolArray | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A detector's output: image ``score``, ``anomaly_map`` (H, W) float32 of the real image."""
+
+    score: float
+    anomaly_map: Float32Array
+    point_scores: FloatArray | None = None
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """An anomaly detector: fit on normal samples, then predict one sample at a time."""
+
+    name: str
+
+    def fit(self, samples: Sequence[Sample]) -> None:
+        """Learn from normal (label 0) samples; may be a no-op for training-free methods."""
+        ...
+
+    def predict(self, sample: Sample) -> Prediction:
+        """Score one sample; the anomaly map has the real image's H x W."""
+        ...
+
+
+@dataclass(frozen=True)
+class RenderOutput:
+    """Passes from one render: rgb (H, W, 3) uint8, depth (H, W) float32 metres (0 = miss),
+    mask (H, W) bool part foreground, labels (H, W) int32 face-label ids (0 = nominal or
+    background; see ``mask``)."""
+
+    rgb: ImageU8
+    depth: Float32Array
+    mask: BoolArray
+    labels: NDArray[np.int32]
+
+
+class Renderer(Protocol):
+    """A backend-neutral renderer (pyrender now, Blender next); converts poses internally."""
+
+    def render(self, scene: Any, K: FloatArray, image_size: tuple[int, int],
+               T_base_cam: FloatArray) -> RenderOutput:
+        """Render ``scene`` seen by an OpenCV camera (K, (W, H), T_base_cam)."""
+        ...
+
+
+class RobotDriver(Protocol):
+    """A robot arm that can be moved to a flange pose and report where it is."""
+
+    def move_to(self, T_base_ee: FloatArray) -> bool:
+        """Move the flange to ``T_base_ee``; False if unreachable or colliding."""
+        ...
+
+    def current_pose(self) -> FloatArray:
+        """The flange pose ``T_base_ee`` the robot reports (forward kinematics)."""
+        ...
+
+
+class CameraDriver(Protocol):
+    """A camera that captures an Observation at its current pose."""
+
+    def capture(self, T_base_cam: FloatArray) -> Observation:
+        """Capture an image; ``T_base_cam`` is the pose the system believes."""
+        ...
+
+
+class Cell(Protocol):
+    """One inspection cell, simulated or real: plan, move, capture, render the twin."""
+
+    def plan_viewpoints(self) -> list[FloatArray]:
+        """Planned camera poses ``T_base_cam`` around the part."""
+        ...
+
+    def move_to(self, T_base_cam: FloatArray) -> bool:
+        """Drive the camera to a planned pose; False when unreachable or colliding."""
+        ...
+
+    def capture(self) -> Observation:
+        """Capture the real observation at the pose actually reached."""
+        ...
+
+    def render_twin(self) -> Observation:
+        """Render the twin at the pose the system believes it reached."""
+        ...
+
+
+class TwincellError(Exception):
+    """Base of every error twincell raises on purpose; the CLI prints it as one line."""
+
+    exit_code = 1
+
+
+class SpecError(TwincellError):
+    """A scenario or component spec is invalid; the message names the field and what is allowed."""
+
+    exit_code = 2
+
+
+class GeometryError(TwincellError):
+    """A geometric construction failed (degenerate pose, failed boolean, empty mesh)."""
+
+
+class RunDirError(TwincellError):
+    """The output directory cannot be used (holds another run, not writable)."""
+
+    exit_code = 2

@@ -1,0 +1,1 @@
+"""The simulated inspection cell: geometry, viewpoints, scene, parts and defects, renderers."""
