@@ -148,8 +148,8 @@ class CameraDriver(Protocol):
 class Cell(Protocol):
     """One inspection cell, simulated or real: plan, move, capture, render the twin."""
 
-    def plan_viewpoints(self) -> list[FloatArray]:
-        """Planned camera poses ``T_base_cam`` around the part."""
+    def plan_viewpoints(self) -> dict[int, FloatArray]:
+        """Planned camera poses ``T_base_cam`` around the part, keyed by view id."""
         ...
 
     def move_to(self, T_base_cam: FloatArray) -> bool:

@@ -1,0 +1,217 @@
+"""The simulated inspection cell: robot + flange camera + part, behind the Cell protocol.
+
+Pose bookkeeping for one capture (all 4x4, base frame):
+- planned  ``T_base_cam_plan``: a viewpoint around the *believed* part centre;
+- IK drives the flange to ``T_base_cam_plan @ inv(T_ee_cam_believed)``; FK of the joints
+  gives ``T_base_ee`` - the pose the controller reports;
+- real   ``T_base_cam      = T_base_ee @ E_robot @ T_ee_cam`` (true hand-eye, fresh
+  robot repeatability error ``E_robot`` per capture), seeing the part at its true pose;
+- twin   ``T_base_cam_twin = T_base_ee @ T_ee_cam_believed``, seeing the nominal CAD part at
+  the believed pose ``T_base_obj_twin = T_base_obj @ E_object``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+import trimesh
+
+from scenarios.interfaces import Observation
+from sim.appearance import AppearanceGap, Look, apply_sensor, real_look, twin_look
+from sim.defects import PartInstance
+from sim.geometry import depth_to_points, invert_pose, transform_points
+from sim.pose_errors import PoseErrorModel
+from sim.pyrender_backend import PyrenderRenderer
+from sim.render import Material, MeshItem, RenderScene
+from sim.robot_scene import RobotScene
+from sim.viewpoints import plan_viewpoints
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """An OpenCV pinhole camera: image size (W, H) and K (3, 3); distortion is not rendered."""
+
+    width: int
+    height: int
+    K: np.ndarray
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(W, H) in pixels."""
+        return (self.width, self.height)
+
+
+@dataclass(frozen=True)
+class ViewpointPlan:
+    """The AVATAR viewpoint set: icosphere level, radius (m), elevation bounds (degrees)."""
+
+    radius_m: float = 0.25
+    subdivisions: int = 1
+    elevation_min_deg: float = 20.0
+    elevation_max_deg: float = 80.0
+
+
+@dataclass(frozen=True)
+class CellSetup:
+    """What stays fixed in a run: robot, camera, hand-eye (true and believed), plans, gaps."""
+
+    robot: str
+    camera: CameraModel
+    T_ee_cam: np.ndarray
+    T_ee_cam_believed: np.ndarray
+    viewpoints: ViewpointPlan
+    robot_error: PoseErrorModel
+    appearance: AppearanceGap = field(default_factory=AppearanceGap)
+
+
+@dataclass(frozen=True)
+class PartPlacement:
+    """A part on the table: the instance, its true pose and the pose the system believes."""
+
+    part: PartInstance
+    T_base_obj: np.ndarray
+    T_base_obj_twin: np.ndarray
+
+    @property
+    def center_obj(self) -> np.ndarray:
+        """Centre of the part's bounding box (3,), metres, object frame."""
+        return np.asarray(self.part.nominal.bounds.mean(axis=0), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One pose-matched pair with its exact ground truth (H, W) bool and twin mask."""
+
+    real: Observation
+    twin: Observation
+    twin_mask: np.ndarray
+    real_mask: np.ndarray
+    gt_mask: np.ndarray
+
+
+def _part_items(
+    key: str, placement: PartPlacement, look: Look, defective: bool, T_base_obj: np.ndarray
+) -> list[MeshItem]:
+    part = placement.part
+    table_mesh = _table_mesh()
+    items = [MeshItem("table", table_mesh, np.eye(4), {0: look.table}, is_part=False)]
+    if defective:
+        materials: dict[int, Material] = {0: look.part}
+        for i, d in enumerate(part.defects):
+            materials[i + 1] = look.scratch if (d.appearance and look.scratch) else look.part
+        items.append(MeshItem(key, part.mesh, T_base_obj, materials, part.face_labels))
+    else:
+        items.append(MeshItem(key, part.nominal, T_base_obj, {0: look.part}))
+    return items
+
+
+@functools.lru_cache(maxsize=1)
+def _table_mesh() -> trimesh.Trimesh:
+    """A 2.4 m square, 2 cm thick table whose top is the base plane z = 0."""
+    table = trimesh.creation.box((2.4, 2.4, 0.02))
+    table.apply_translation((0.45, 0.0, -0.01))
+    return table
+
+
+class SimCell:
+    """A simulated cell for one part placement; ``rng`` drives every capture-time draw.
+
+    Heavy objects (PyBullet scene, GL renderer) are passed in so a worker can reuse them;
+    the cell itself is cheap, so the engine makes one per sample and stays a pure function
+    of (scenario, seed, sample index).
+    """
+
+    def __init__(
+        self,
+        setup: CellSetup,
+        placement: PartPlacement,
+        robot: RobotScene,
+        renderer: PyrenderRenderer,
+        rng: np.random.Generator,
+    ) -> None:
+        self.setup = setup
+        self.placement = placement
+        self._robot = robot
+        self._renderer = renderer
+        self._rng = rng
+        self._T_base_ee: np.ndarray | None = None
+        self.last_failure = ""
+
+    def plan_viewpoints(self) -> dict[int, np.ndarray]:
+        """Viewpoints around the believed part centre, keyed by icosphere vertex id."""
+        vp = self.setup.viewpoints
+        center = transform_points(self.placement.T_base_obj_twin, self.placement.center_obj[None])[0]
+        plan = plan_viewpoints(center, vp.radius_m, vp.subdivisions,
+                               vp.elevation_min_deg, vp.elevation_max_deg)
+        return {v.view_id: v.T_base_cam for v in plan}
+
+    def move_to(self, T_base_cam: np.ndarray) -> bool:
+        """Drive the camera to a planned pose by IK; False (see ``last_failure``) if infeasible."""
+        target = RobotScene.flange_target(T_base_cam, self.setup.T_ee_cam_believed)
+        res = self._robot.reach(target, self.setup.T_ee_cam)
+        self.last_failure = res.reason
+        self._T_base_ee = res.T_base_ee if res.ok else None
+        return res.ok
+
+    def _require_pose(self) -> np.ndarray:
+        if self._T_base_ee is None:
+            raise RuntimeError("capture before a successful move_to")
+        return self._T_base_ee
+
+    def capture_pair(self) -> Capture:
+        """Capture the real image, render the twin and the exact ground truth, in that order."""
+        T_base_ee = self._require_pose()
+        setup, pl = self.setup, self.placement
+        cam = setup.camera
+        center = transform_points(pl.T_base_obj, pl.center_obj[None])[0]
+        E_robot = setup.robot_error.sample(self._rng)
+        T_base_cam = T_base_ee @ E_robot @ setup.T_ee_cam
+        look = real_look(center, setup.appearance, self._rng)
+        key = pl.part.part_id
+        real_scene = RenderScene(tuple(_part_items(key + "/real", pl, look, True, pl.T_base_obj)),
+                                 look.lights, look.background)
+        real_out = self._renderer.render(real_scene, cam.K, cam.image_size, T_base_cam)
+        rgb = apply_sensor(real_out.rgb, look, self._rng)
+        real = Observation(rgb, cam.K.copy(), T_base_cam, depth=real_out.depth)
+
+        T_base_cam_twin = T_base_ee @ setup.T_ee_cam_believed
+        tlook = twin_look(center)
+        twin_scene = RenderScene(
+            tuple(_part_items(key + "/nominal", pl, tlook, False, pl.T_base_obj_twin)),
+            tlook.lights, tlook.background,
+        )
+        twin_out = self._renderer.render(twin_scene, cam.K, cam.image_size, T_base_cam_twin)
+        twin = Observation(twin_out.rgb, cam.K.copy(), T_base_cam_twin, depth=twin_out.depth)
+        gt = real_out.mask & (real_out.labels > 0)
+        if any(d.op == "remove" for d in pl.part.defects):
+            gt |= self._missing_material(T_base_cam)
+        return Capture(real, twin, twin_out.mask, real_out.mask, gt)
+
+    def _missing_material(self, T_base_cam: np.ndarray) -> np.ndarray:
+        """Pixels where the nominal part would show material that a defect removed.
+
+        Renders the nominal part's depth at the true poses, lifts each pixel to the object
+        frame and asks the removal tools whether that surface point was cut away.
+        """
+        pl, cam = self.placement, self.setup.camera
+        scene = RenderScene(tuple(_part_items(pl.part.part_id + "/nominal", pl, twin_look(
+            np.zeros(3)), False, pl.T_base_obj)), ())
+        out = self._renderer.render(scene, cam.K, cam.image_size, T_base_cam, depth_only=True)
+        pts_cam, mask = depth_to_points(out.depth, cam.K)
+        T_obj_cam = invert_pose(pl.T_base_obj) @ T_base_cam
+        hit = pl.part.missing_material(transform_points(T_obj_cam, pts_cam))
+        gt = np.zeros(mask.shape, dtype=bool)
+        gt[mask] = hit
+        return gt
+
+    # The Cell protocol, for callers that drive the cell step by step.
+    def capture(self) -> Observation:
+        """Capture the real observation at the pose actually reached."""
+        self._last = self.capture_pair()
+        return self._last.real
+
+    def render_twin(self) -> Observation:
+        """The twin observation matching the last ``capture``."""
+        return self._last.twin

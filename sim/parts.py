@@ -1,0 +1,160 @@
+"""Parametric CAD part families, built as watertight solids with manifold3d.
+
+Parts are modelled in millimetres (manifold's tolerances suit that scale) and handed out as
+trimesh meshes in metres, in the object frame: origin at the centre of the bottom face,
+z up, so a part stands on the table at z = 0 of its frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import manifold3d as m3
+import numpy as np
+import trimesh
+
+from scenarios.interfaces import GeometryError, SpecError
+
+MM = 1e-3  # metres per millimetre
+
+
+@dataclass(frozen=True)
+class FlangeBearingSeatParams:
+    """A four-bolt square flange bearing seat (the AVATAR training category); sizes in mm.
+
+    A rounded-square flange plate with four bolt holes carries a cylindrical hub with a
+    stepped bore: a wider bearing seat at the top over a narrower through bore.
+    """
+
+    flange_width_mm: float = 80.0
+    flange_thickness_mm: float = 10.0
+    corner_radius_mm: float = 10.0
+    hub_diameter_mm: float = 50.0
+    hub_height_mm: float = 20.0
+    seat_diameter_mm: float = 38.0
+    seat_depth_mm: float = 8.0
+    bore_diameter_mm: float = 26.0
+    bolt_hole_diameter_mm: float = 8.0
+    bolt_offset_mm: float = 29.0
+    segments: int = 64
+
+    def validate(self) -> None:
+        """Raise SpecError naming the first parameter that makes an impossible part."""
+        for f in fields(self):
+            if float(getattr(self, f.name)) <= 0:
+                raise SpecError(f"part.params.{f.name}: must be > 0, got {getattr(self, f.name)}")
+        checks = [
+            ("hub_diameter_mm", self.hub_diameter_mm < self.flange_width_mm, "< flange_width_mm"),
+            ("seat_diameter_mm", self.seat_diameter_mm < self.hub_diameter_mm - 2,
+             "< hub_diameter_mm - 2"),
+            ("bore_diameter_mm", self.bore_diameter_mm < self.seat_diameter_mm,
+             "< seat_diameter_mm"),
+            ("seat_depth_mm", self.seat_depth_mm < self.hub_height_mm + self.flange_thickness_mm,
+             "< hub_height_mm + flange_thickness_mm"),
+            ("corner_radius_mm", 2 * self.corner_radius_mm < self.flange_width_mm,
+             "< flange_width_mm / 2"),
+            ("bolt_offset_mm",
+             self.bolt_offset_mm + self.bolt_hole_diameter_mm / 2 < self.flange_width_mm / 2
+             and np.hypot(self.bolt_offset_mm, self.bolt_offset_mm)
+             - self.bolt_hole_diameter_mm / 2 > self.hub_diameter_mm / 2,
+             "to put the bolt holes between the hub and the flange edge"),
+            ("segments", self.segments >= 12, ">= 12"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise SpecError(f"part.params.{name}: must be {allowed}, got {getattr(self, name)}")
+
+
+def flange_bearing_seat(params: FlangeBearingSeatParams) -> m3.Manifold:
+    """Build the flange bearing seat solid in millimetres (object frame, z up)."""
+    params.validate()
+    p = params
+    seg = int(p.segments)
+    inner = p.flange_width_mm - 2 * p.corner_radius_mm
+    plate_2d = m3.CrossSection.square((inner, inner), center=True).offset(
+        p.corner_radius_mm, m3.JoinType.Round, circular_segments=seg
+    )
+    plate = m3.Manifold.extrude(plate_2d, p.flange_thickness_mm)
+    total_h = p.flange_thickness_mm + p.hub_height_mm
+    hub = m3.Manifold.cylinder(total_h, p.hub_diameter_mm / 2, circular_segments=seg)
+    body = plate + hub
+    # Cutters overshoot the faces they cut by 1 mm so no coplanar faces reach the boolean.
+    bore = m3.Manifold.cylinder(total_h + 2, p.bore_diameter_mm / 2, circular_segments=seg)
+    seat = m3.Manifold.cylinder(p.seat_depth_mm + 1, p.seat_diameter_mm / 2, circular_segments=seg)
+    body = body - bore.translate((0, 0, -1)) - seat.translate((0, 0, total_h - p.seat_depth_mm))
+    bolt = m3.Manifold.cylinder(
+        p.flange_thickness_mm + 2, p.bolt_hole_diameter_mm / 2, circular_segments=seg // 2
+    )
+    for sx in (-1, 1):
+        for sy in (-1, 1):
+            body = body - bolt.translate((sx * p.bolt_offset_mm, sy * p.bolt_offset_mm, -1))
+    return body
+
+
+@dataclass(frozen=True)
+class PartFamily:
+    """A registered part family: its parameter type and its solid builder (mm)."""
+
+    name: str
+    params_type: type
+    build: Callable[[Any], m3.Manifold]
+
+
+PART_FAMILIES: dict[str, PartFamily] = {}
+
+
+def register_part_family(family: PartFamily) -> None:
+    """Add a part family to the registry; a duplicate name is an error."""
+    if family.name in PART_FAMILIES:
+        raise ValueError(f"part family {family.name!r} is already registered")
+    PART_FAMILIES[family.name] = family
+
+
+register_part_family(
+    PartFamily("flange_bearing_seat", FlangeBearingSeatParams, flange_bearing_seat)
+)
+
+
+def make_params(category: str, overrides: dict[str, Any] | None = None) -> Any:
+    """Parameters of ``category`` with ``overrides`` applied; SpecError on unknown names."""
+    if category not in PART_FAMILIES:
+        allowed = ", ".join(sorted(PART_FAMILIES))
+        raise SpecError(f"part.category: unknown {category!r}; allowed: {allowed}")
+    ptype = PART_FAMILIES[category].params_type
+    names = {f.name for f in fields(ptype)}
+    for key in overrides or {}:
+        if key not in names:
+            raise SpecError(
+                f"part.params.{key}: unknown parameter for {category}; allowed: "
+                + ", ".join(sorted(names))
+            )
+    params = ptype(**(overrides or {}))
+    params.validate()
+    return params
+
+
+def build_nominal_solid(category: str, overrides: dict[str, Any] | None = None) -> m3.Manifold:
+    """The nominal (defect-free) solid of a part family, in millimetres."""
+    params = make_params(category, overrides)
+    solid = PART_FAMILIES[category].build(params)
+    if solid.is_empty() or solid.status() != m3.Error.NoError:
+        raise GeometryError(f"building {category} failed: {solid.status()}")
+    return solid
+
+
+def manifold_to_trimesh(solid: m3.Manifold) -> tuple[trimesh.Trimesh, np.ndarray]:
+    """Convert a mm solid to a metre trimesh and its per-face original ids (F,) int64."""
+    mesh_gl = solid.to_mesh()
+    verts = np.asarray(mesh_gl.vert_properties, dtype=np.float64)[:, :3] * MM
+    faces = np.asarray(mesh_gl.tri_verts, dtype=np.int64)
+    run_index = np.asarray(mesh_gl.run_index, dtype=np.int64)
+    run_ids = np.asarray(mesh_gl.run_original_id, dtype=np.int64)
+    # run_index counts triangle-vertex indices (3 per face): run r covers faces
+    # run_index[r] // 3 .. run_index[r + 1] // 3.
+    face_ids = np.repeat(run_ids, np.diff(run_index) // 3)
+    mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
+    if len(face_ids) != len(faces):
+        raise GeometryError("manifold provenance does not cover every face")
+    return mesh, face_ids
