@@ -82,13 +82,18 @@ class PartPlacement:
 
 @dataclass(frozen=True)
 class Capture:
-    """One pose-matched pair with its exact ground truth (H, W) bool and twin mask."""
+    """One pose-matched pair with its exact ground truth.
+
+    Masks are (H, W) bool; ``defect_px`` (D,) counts the ground-truth pixels of each of the
+    part's defects (a pixel may belong to more than one where defects overlap).
+    """
 
     real: Observation
     twin: Observation
     twin_mask: np.ndarray
     real_mask: np.ndarray
     gt_mask: np.ndarray
+    defect_px: np.ndarray
 
 
 def _part_items(
@@ -184,27 +189,37 @@ class SimCell:
         )
         twin_out = self._renderer.render(twin_scene, cam.K, cam.image_size, T_base_cam_twin)
         twin = Observation(twin_out.rgb, cam.K.copy(), T_base_cam_twin, depth=twin_out.depth)
-        gt = real_out.mask & (real_out.labels > 0)
-        if any(d.op == "remove" for d in pl.part.defects):
-            gt |= self._missing_material(T_base_cam)
-        return Capture(real, twin, twin_out.mask, real_out.mask, gt)
+        per_defect = self._defect_masks(real_out.mask, real_out.labels, T_base_cam)
+        gt = np.any(per_defect, axis=0) if len(per_defect) else np.zeros_like(real_out.mask)
+        px = per_defect.sum(axis=(1, 2))
+        return Capture(real, twin, twin_out.mask, real_out.mask, gt, px)
 
-    def _missing_material(self, T_base_cam: np.ndarray) -> np.ndarray:
-        """Pixels where the nominal part would show material that a defect removed.
+    def _defect_masks(
+        self, mask: np.ndarray, labels: np.ndarray, T_base_cam: np.ndarray
+    ) -> np.ndarray:
+        """(D, H, W) bool: pixels of each defect in the real image (DESIGN.md, Ground truth).
 
-        Renders the nominal part's depth at the true poses, lifts each pixel to the object
-        frame and asks the removal tools whether that surface point was cut away.
+        A pixel belongs to defect i when the real render shows a face that defect i made,
+        or, for defects that remove material, when the nominal part seen from the same
+        pose shows a surface point inside the removed volume. For the latter the nominal
+        depth is rendered at the true poses and each pixel lifted to the object frame.
         """
         pl, cam = self.placement, self.setup.camera
-        scene = RenderScene(tuple(_part_items(pl.part.part_id + "/nominal", pl, twin_look(
-            np.zeros(3)), False, pl.T_base_obj)), ())
-        out = self._renderer.render(scene, cam.K, cam.image_size, T_base_cam, depth_only=True)
-        pts_cam, mask = depth_to_points(out.depth, cam.K)
-        T_obj_cam = invert_pose(pl.T_base_obj) @ T_base_cam
-        hit = pl.part.missing_material(transform_points(T_obj_cam, pts_cam))
-        gt = np.zeros(mask.shape, dtype=bool)
-        gt[mask] = hit
-        return gt
+        defects = pl.part.defects
+        out = np.zeros((len(defects), *mask.shape), dtype=bool)
+        for i in range(len(defects)):
+            out[i] = mask & (labels == i + 1)
+        removing = [i for i, d in enumerate(defects) if d.op == "remove"]
+        if removing:
+            scene = RenderScene(tuple(_part_items(pl.part.part_id + "/nominal", pl, twin_look(
+                np.zeros(3)), False, pl.T_base_obj)), ())
+            nom = self._renderer.render(scene, cam.K, cam.image_size, T_base_cam,
+                                        depth_only=True)
+            pts_cam, hit_mask = depth_to_points(nom.depth, cam.K)
+            pts_obj = transform_points(invert_pose(pl.T_base_obj) @ T_base_cam, pts_cam)
+            for i in removing:
+                out[i][hit_mask] |= defects[i].tool.contains(pts_obj)
+        return out
 
     # The Cell protocol, for callers that drive the cell step by step.
     def capture(self) -> Observation:

@@ -1,0 +1,184 @@
+"""The human report of a run: metrics table, run summary and figures, as Markdown and HTML.
+
+Figures are PNGs under ``<out>/figures/``: a gallery with one row per shown test sample
+(real | twin | ground truth | one anomaly map per detector) and the viewpoint set.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: always render to files
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from scenarios.metrics import METRIC_NAMES  # noqa: E402
+from scenarios.rundir import read_jsonl, write_bytes, write_text  # noqa: E402
+
+GALLERY_ROWS = 8
+
+
+def _fmt(v: float) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
+
+
+def _pick_gallery(records: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """Anomalous test samples covering every visible defect kind first, then normals."""
+    test = [r for r in records if r["split"] == "test"]
+    chosen: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for r in sorted(test, key=lambda r: -sum(d["visible_px"] for d in r["defects"])):
+        kinds = {d["kind"] for d in r["defects"] if d["visible_px"] > 0}
+        if r["label"] and not kinds <= seen:
+            chosen.append(r)
+            seen |= kinds
+    for r in test:
+        if len(chosen) >= n - 2:
+            break
+        if r["label"] and r not in chosen:
+            chosen.append(r)
+    chosen += [r for r in test if not r["label"]][: max(0, n - len(chosen))]
+    return chosen[:n]
+
+
+def _load(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def _savefig(fig: Any, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+def gallery_figure(out: Path, records: list[dict[str, Any]], detectors: list[str]) -> Path:
+    """Save the sample gallery; each detector's maps share one colour scale."""
+    rows = _pick_gallery(records, GALLERY_ROWS)
+    maps = {d: [np.load(out / "predictions" / d / f"{r['id']}.npy") for r in rows]
+            for d in detectors}
+    # One scale per detector: its 99.5th percentile over the shown maps (display only).
+    vmax = {d: float(np.percentile(np.concatenate([m.ravel() for m in ms]), 99.5)) or 1.0
+            for d, ms in maps.items()}
+    ncol = 3 + len(detectors)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.2 * ncol, 2.3 * len(rows)),
+                             squeeze=False)
+    for i, r in enumerate(rows):
+        d = out / "samples" / r["id"]
+        real = _load(d / "real.png")
+        gt = _load(d / "gt_mask.png") > 127
+        overlay = real.copy()
+        overlay[gt] = (0.4 * overlay[gt] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
+        kinds = ",".join(sorted({x["kind"] for x in r["defects"] if x["visible_px"] > 0}))
+        panels = [(real, f"{r['id']}\nreal"), (_load(d / "twin.png"), "twin"),
+                  (overlay, f"ground truth\n{kinds or 'normal'}")]
+        for j, (img, title) in enumerate(panels):
+            axes[i, j].imshow(img)
+            axes[i, j].set_title(title, fontsize=7)
+        for j, det in enumerate(detectors):
+            axes[i, 3 + j].imshow(maps[det][i], cmap="inferno", vmin=0.0, vmax=vmax[det])
+            axes[i, 3 + j].set_title(det, fontsize=7)
+    for ax in axes.ravel():
+        ax.axis("off")
+    path = out / "figures" / "gallery.png"
+    _savefig(fig, path)
+    return path
+
+
+def viewpoint_figure(out: Path, records: list[dict[str, Any]],
+                     dropped: list[dict[str, Any]]) -> Path:
+    """Camera positions relative to each part, captured (blue) and dropped (red), top view."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    pts = []
+    for r in records:
+        T_oc = np.linalg.inv(np.asarray(r["T_base_obj"])) @ np.asarray(r["T_base_cam"])
+        pts.append(T_oc[:3, 3])
+    if pts:
+        p = np.asarray(pts)
+        ax.scatter(p[:, 0], p[:, 1], s=10, c="tab:blue", label=f"captured ({len(p)})")
+    ax.scatter([], [], c="tab:red", marker="x", label=f"dropped ({len(dropped)})")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m, object frame)")
+    ax.set_ylabel("y (m, object frame)")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title("camera positions around each part", fontsize=9)
+    path = out / "figures" / "viewpoints.png"
+    _savefig(fig, path)
+    return path
+
+
+def write_report(out: Path) -> None:
+    """Write ``report.md`` and ``report.html`` (with figures) for a finished run."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())["detectors"]
+    records = read_jsonl(out / "samples.jsonl")
+    dets = list(metrics)
+    dropped = manifest.get("dropped_viewpoints", {}).get("items", [])
+    gallery = gallery_figure(out, records, dets)
+    views = viewpoint_figure(out, records, dropped)
+    sc = manifest["scenario"]
+    counts = manifest.get("counts", {})
+
+    header = ["detector", *METRIC_NAMES]
+    table = [header] + [[d] + [_fmt(metrics[d][m]) for m in METRIC_NAMES] for d in dets]
+    summary = [
+        ("scenario", f"{sc['name']} (seed {manifest['seed']}, digest {manifest['digest']})"),
+        ("training pairs", str(counts.get("train", "?"))),
+        ("test pairs", f"{counts.get('test_normal', 0) + counts.get('test_anomalous', 0)} "
+                       f"({counts.get('test_anomalous', 0)} anomalous)"),
+        ("visible defect kinds (test)", ", ".join(
+            f"{k}: {v}" for k, v in counts.get("visible_defect_kinds", {}).items()) or "none"),
+        ("dropped viewpoints", str(len(dropped))),
+    ]
+    md = [f"# twincell run: {sc['name']}", "", sc.get("description", ""), ""]
+    md += [f"- **{k}**: {v}" for k, v in summary]
+    md += ["", "## Metrics (%)", "",
+           "Image level: i_auroc, i_ap, i_f1max; pixel level over all pixels of all test "
+           "images: p_auroc, p_ap, p_f1max; aupro integrated to FPR 0.3.", ""]
+    md += ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(row) + " |" for row in table[1:]]
+    md += ["", "## Samples", "",
+           "real | twin | ground truth (red) | anomaly maps (one colour scale per detector)", "",
+           f"![gallery]({gallery.relative_to(out).as_posix()})", "", "## Viewpoints", "",
+           f"![viewpoints]({views.relative_to(out).as_posix()})", ""]
+    if dropped:
+        md += ["Dropped viewpoints:", ""]
+        md += [f"- {d['part_id']} view {d['view_id']}: {d['reason']}" for d in dropped]
+        md.append("")
+    write_text(out / "report.md", "\n".join(md))
+
+    rows_html = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table[1:]
+    )
+    head_html = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    summary_html = "".join(
+        f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in summary
+    )
+    dropped_html = "".join(
+        f"<li>{html.escape(d['part_id'])} view {d['view_id']}: {html.escape(d['reason'])}</li>"
+        for d in dropped
+    )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>twincell run: {html.escape(sc['name'])}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
+<h1>twincell run: {html.escape(sc['name'])}</h1><p>{html.escape(sc.get('description', ''))}</p>
+<ul>{summary_html}</ul>
+<h2>Metrics (%)</h2><table><tr>{head_html}</tr>{rows_html}</table>
+<h2>Samples</h2><p>real | twin | ground truth (red) | anomaly maps</p>
+<img src="{gallery.relative_to(out).as_posix()}" alt="gallery">
+<h2>Viewpoints</h2><img src="{views.relative_to(out).as_posix()}" alt="viewpoints">
+<ul>{dropped_html}</ul>
+</body></html>
+"""
+    write_text(out / "report.html", page)

@@ -1,0 +1,1 @@
+"""Bundled scenario YAML files (package data)."""
