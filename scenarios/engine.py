@@ -45,9 +45,7 @@ from scenarios.spec import Scenario
 log = logging.getLogger(__name__)
 
 # Independent random streams: each draw is keyed by (seed, stream, ids...).
-STREAM_PLACEMENT, STREAM_DEFECTS, STREAM_OBJECT_ERROR, STREAM_HAND_EYE, STREAM_CAPTURE = range(
-    1, 6
-)
+STREAM_PLACEMENT, STREAM_DEFECTS, STREAM_OBJECT_ERROR, STREAM_HAND_EYE, STREAM_CAPTURE = range(1, 6)
 
 
 def rng_for(seed: int, stream: int, *ids: int) -> np.random.Generator:
@@ -79,8 +77,9 @@ def plan_parts(sc: Scenario) -> list[PartPlan]:
         plans.append(PartPlan(len(plans), f"part{len(plans):03d}", "test", ()))
     kinds = sc.defects.kinds
     for j in range(sp.test_defective):
-        ks = tuple(kinds[(j * sc.defects.per_part + k) % len(kinds)]
-                   for k in range(sc.defects.per_part))
+        ks = tuple(
+            kinds[(j * sc.defects.per_part + k) % len(kinds)] for k in range(sc.defects.per_part)
+        )
         plans.append(PartPlan(len(plans), f"part{len(plans):03d}", "test", ks))
     return plans
 
@@ -90,8 +89,12 @@ def planned_view_ids(sc: Scenario) -> list[int]:
     from sim.viewpoints import plan_viewpoints
 
     vp = sc.viewpoints
-    return [v.view_id for v in plan_viewpoints(np.zeros(3), vp.radius_m, vp.subdivisions,
-                                               vp.elevation_min_deg, vp.elevation_max_deg)]
+    return [
+        v.view_id
+        for v in plan_viewpoints(
+            np.zeros(3), vp.radius_m, vp.subdivisions, vp.elevation_min_deg, vp.elevation_max_deg
+        )
+    ]
 
 
 def sample_table(sc: Scenario) -> list[tuple[PartPlan, int]]:
@@ -157,8 +160,9 @@ def cell_setup(sc: Scenario, seed: int) -> Any:
         camera=CameraModel(cam.width, cam.height, K),
         T_ee_cam=T_ee_cam,
         T_ee_cam_believed=T_ee_cam_believed,
-        viewpoints=ViewpointPlan(vp.radius_m, vp.subdivisions, vp.elevation_min_deg,
-                                 vp.elevation_max_deg),
+        viewpoints=ViewpointPlan(
+            vp.radius_m, vp.subdivisions, vp.elevation_min_deg, vp.elevation_max_deg
+        ),
         robot_error=PoseErrorModel("robot", err.robot.translation_mm, err.robot.rotation_deg),
         appearance=AppearanceGap(**sc.appearance.model_dump()),
     )
@@ -176,8 +180,9 @@ def build_placement(sc: Scenario, seed: int, plan: PartPlan) -> Any:
     defects = []
     if plan.kinds:
         nominal, _ = manifold_to_trimesh(solid)
-        defects = make_defects(nominal, plan.kinds, rng_for(seed, STREAM_DEFECTS, plan.index),
-                               sc.defects.sizes_mm)
+        defects = make_defects(
+            nominal, plan.kinds, rng_for(seed, STREAM_DEFECTS, plan.index), sc.defects.sizes_mm
+        )
     part = build_part_instance(plan.part_id, sc.part.category, solid, defects)
     pl = sc.part.placement
     rng = rng_for(seed, STREAM_PLACEMENT, plan.index)
@@ -215,11 +220,11 @@ def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
     w = _worker()
     placement, scene = w.part(sc, seed, part_plan)
     setup = cell_setup(sc, seed)
-    cell = SimCell(setup, placement, scene, w.renderer,
-                   rng_for(seed, STREAM_CAPTURE, part_plan.index, view_id))
+    cell = SimCell(
+        setup, placement, scene, w.renderer, rng_for(seed, STREAM_CAPTURE, part_plan.index, view_id)
+    )
     T_plan = cell.plan_viewpoints()[view_id]
-    base = {"id": sample_id(part_plan, view_id), "part_id": part_plan.part_id,
-            "view_id": view_id}
+    base = {"id": sample_id(part_plan, view_id), "part_id": part_plan.part_id, "view_id": view_id}
     if not cell.move_to(T_plan):
         return SimulatedSample(base, None, dropped=cell.last_failure)
     cap = cell.capture_pair()
@@ -237,8 +242,9 @@ def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
         "label": label,
         "defects": defects,
         "part_defective": bool(part.defects),
-        "note": ("defective part; no defect visible from this view"
-                 if part.defects and not label else ""),
+        "note": (
+            "defective part; no defect visible from this view" if part.defects and not label else ""
+        ),
         "K": _pose(setup.camera.K),
         "image_size": [setup.camera.width, setup.camera.height],
         "T_base_cam": _pose(cap.real.T_base_cam),
@@ -247,9 +253,14 @@ def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
         "T_base_obj": _pose(placement.T_base_obj),
         "T_base_obj_twin": _pose(placement.T_base_obj_twin),
     }
-    arrays = {"real_rgb": cap.real.rgb, "twin_rgb": cap.twin.rgb, "real_mask": cap.real_mask,
-              "twin_mask": cap.twin_mask, "gt_mask": cap.gt_mask,
-              "real_depth": np.asarray(cap.real.depth, dtype=np.float32)}
+    arrays = {
+        "real_rgb": cap.real.rgb,
+        "twin_rgb": cap.twin.rgb,
+        "real_mask": cap.real_mask,
+        "twin_mask": cap.twin_mask,
+        "gt_mask": cap.gt_mask,
+        "real_depth": np.asarray(cap.real.depth, dtype=np.float32),
+    }
     return SimulatedSample(record, arrays)
 
 
@@ -262,7 +273,9 @@ def _export_mesh(out: Path, sc: Scenario, seed: int, plan: PartPlan) -> None:
     write_bytes(path, data if isinstance(data, bytes) else str(data).encode())
 
 
-def simulate_task(sc: Scenario, seed: int, indices: Sequence[int], out: Path) -> list[dict[str, Any]]:
+def simulate_task(
+    sc: Scenario, seed: int, indices: Sequence[int], out: Path
+) -> list[dict[str, Any]]:
     """Simulate and write the given samples (skipping complete ones); returns their outcomes.
 
     Each outcome is the sample record, or ``{"id", "part_id", "view_id", "dropped": reason}``.
@@ -286,16 +299,36 @@ def simulate_task(sc: Scenario, seed: int, indices: Sequence[int], out: Path) ->
             continue
         assert s.arrays is not None
         a = s.arrays
-        write_sample_dir(out / "samples" / sid, s.record, a["real_rgb"], a["twin_rgb"],
-                         a["real_mask"], a["twin_mask"], a["gt_mask"], a["real_depth"])
+        write_sample_dir(
+            out / "samples" / sid,
+            s.record,
+            a["real_rgb"],
+            a["twin_rgb"],
+            a["real_mask"],
+            a["twin_mask"],
+            a["gt_mask"],
+            a["real_depth"],
+        )
         results.append(s.record)
     return results
 
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for pkg in ("twincell", "numpy", "scipy", "scikit-learn", "scikit-image", "trimesh",
-                "manifold3d", "pybullet", "pyrender", "PyOpenGL", "pydantic", "opencv-python-headless"):
+    for pkg in (
+        "twincell",
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "scikit-image",
+        "trimesh",
+        "manifold3d",
+        "pybullet",
+        "pyrender",
+        "PyOpenGL",
+        "pydantic",
+        "opencv-python-headless",
+    ):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -307,8 +340,10 @@ def _check_out_dir(out: Path, sc: Scenario) -> None:
     manifest = read_json_if(out / "manifest.json")
     if manifest is None:
         if out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
-            raise RunDirError(f"--out {out}: exists, is not empty and holds no twincell run; "
-                              "choose another directory")
+            raise RunDirError(
+                f"--out {out}: exists, is not empty and holds no twincell run; "
+                "choose another directory"
+            )
         return
     if manifest.get("digest") != sc.digest():
         raise RunDirError(
@@ -318,8 +353,9 @@ def _check_out_dir(out: Path, sc: Scenario) -> None:
         )
 
 
-def simulate(sc: Scenario, out: Path, workers: int = 1, progress: bool = True) -> tuple[
-        list[dict[str, Any]], list[dict[str, Any]]]:
+def simulate(
+    sc: Scenario, out: Path, workers: int = 1, progress: bool = True
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Simulate every sample into ``out``; returns (sample records, dropped viewpoints)."""
     table = sample_table(sc)
     by_part: dict[int, list[int]] = {}
@@ -336,16 +372,20 @@ def simulate(sc: Scenario, out: Path, workers: int = 1, progress: bool = True) -
         # spawn, not fork: a forked child would inherit the parent's GL/EGL state.
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futs = {pool.submit(simulate_task, sc, sc.seed, idx, out): k
-                    for k, idx in enumerate(tasks)}
+            futs = {
+                pool.submit(simulate_task, sc, sc.seed, idx, out): k for k, idx in enumerate(tasks)
+            }
             for fut in as_completed(futs):
                 outcomes[futs[fut]] = fut.result()
                 bar.update(len(tasks[futs[fut]]))
     bar.close()
     ordered = [r for k in range(len(tasks)) for r in outcomes[k]]
     records = [r for r in ordered if "dropped" not in r]
-    dropped = [{"part_id": r["part_id"], "view_id": r["view_id"], "reason": r["dropped"]}
-               for r in ordered if "dropped" in r]
+    dropped = [
+        {"part_id": r["part_id"], "view_id": r["view_id"], "reason": r["dropped"]}
+        for r in ordered
+        if "dropped" in r
+    ]
     return records, dropped
 
 
@@ -434,25 +474,37 @@ def run_scenario(
     t_sim = time.perf_counter() - t0
     write_jsonl(out / "samples.jsonl", records)
     if dropped:
-        log.warning("%d viewpoint(s) dropped: %s", len(dropped),
-                    ", ".join(f"{d['part_id']}/v{d['view_id']} ({d['reason']})" for d in dropped))
+        log.warning(
+            "%d viewpoint(s) dropped: %s",
+            len(dropped),
+            ", ".join(f"{d['part_id']}/v{d['view_id']} ({d['reason']})" for d in dropped),
+        )
     metrics, det_seconds = detect(sc, out, records, progress=progress)
     write_json(out / "metrics.json", {"detectors": metrics})
     counts = Counter((r["split"], r["label"]) for r in records)
-    kinds = Counter(d["kind"] for r in records if r["split"] == "test" and r["label"]
-                    for d in r["defects"] if d["visible_px"] > 0)
-    manifest.update({
-        "status": "complete",
-        "counts": {
-            "train": counts[("train", 0)] + counts[("train", 1)],
-            "test_normal": counts[("test", 0)],
-            "test_anomalous": counts[("test", 1)],
-            "visible_defect_kinds": dict(sorted(kinds.items())),
-        },
-        "dropped_viewpoints": {"count": len(dropped), "items": dropped},
-        "timings_s": {"simulate": round(t_sim, 3),
-                      "detect": {k: round(v, 3) for k, v in det_seconds.items()}},
-    })
+    kinds = Counter(
+        d["kind"]
+        for r in records
+        if r["split"] == "test" and r["label"]
+        for d in r["defects"]
+        if d["visible_px"] > 0
+    )
+    manifest.update(
+        {
+            "status": "complete",
+            "counts": {
+                "train": counts[("train", 0)] + counts[("train", 1)],
+                "test_normal": counts[("test", 0)],
+                "test_anomalous": counts[("test", 1)],
+                "visible_defect_kinds": dict(sorted(kinds.items())),
+            },
+            "dropped_viewpoints": {"count": len(dropped), "items": dropped},
+            "timings_s": {
+                "simulate": round(t_sim, 3),
+                "detect": {k: round(v, 3) for k, v in det_seconds.items()},
+            },
+        }
+    )
     if report is not None:
         t0 = time.perf_counter()
         write_json(out / "manifest.json", manifest)

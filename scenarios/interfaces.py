@@ -119,8 +119,9 @@ class RenderOutput:
 class Renderer(Protocol):
     """A backend-neutral renderer (pyrender now, Blender next); converts poses internally."""
 
-    def render(self, scene: Any, K: FloatArray, image_size: tuple[int, int],
-               T_base_cam: FloatArray) -> RenderOutput:
+    def render(
+        self, scene: Any, K: FloatArray, image_size: tuple[int, int], T_base_cam: FloatArray
+    ) -> RenderOutput:
         """Render ``scene`` seen by an OpenCV camera (K, (W, H), T_base_cam)."""
         ...
 

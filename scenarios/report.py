@@ -64,14 +64,16 @@ def _savefig(fig: Any, path: Path) -> None:
 def gallery_figure(out: Path, records: list[dict[str, Any]], detectors: list[str]) -> Path:
     """Save the sample gallery; each detector's maps share one colour scale."""
     rows = _pick_gallery(records, GALLERY_ROWS)
-    maps = {d: [np.load(out / "predictions" / d / f"{r['id']}.npy") for r in rows]
-            for d in detectors}
+    maps = {
+        d: [np.load(out / "predictions" / d / f"{r['id']}.npy") for r in rows] for d in detectors
+    }
     # One scale per detector: its 99.5th percentile over the shown maps (display only).
-    vmax = {d: float(np.percentile(np.concatenate([m.ravel() for m in ms]), 99.5)) or 1.0
-            for d, ms in maps.items()}
+    vmax = {
+        d: float(np.percentile(np.concatenate([m.ravel() for m in ms]), 99.5)) or 1.0
+        for d, ms in maps.items()
+    }
     ncol = 3 + len(detectors)
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.2 * ncol, 2.3 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.2 * ncol, 2.3 * len(rows)), squeeze=False)
     for i, r in enumerate(rows):
         d = out / "samples" / r["id"]
         real = _load(d / "real.png")
@@ -79,8 +81,11 @@ def gallery_figure(out: Path, records: list[dict[str, Any]], detectors: list[str
         overlay = real.copy()
         overlay[gt] = (0.4 * overlay[gt] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
         kinds = ",".join(sorted({x["kind"] for x in r["defects"] if x["visible_px"] > 0}))
-        panels = [(real, f"{r['id']}\nreal"), (_load(d / "twin.png"), "twin"),
-                  (overlay, f"ground truth\n{kinds or 'normal'}")]
+        panels = [
+            (real, f"{r['id']}\nreal"),
+            (_load(d / "twin.png"), "twin"),
+            (overlay, f"ground truth\n{kinds or 'normal'}"),
+        ]
         for j, (img, title) in enumerate(panels):
             axes[i, j].imshow(img)
             axes[i, j].set_title(title, fontsize=7)
@@ -94,8 +99,9 @@ def gallery_figure(out: Path, records: list[dict[str, Any]], detectors: list[str
     return path
 
 
-def viewpoint_figure(out: Path, records: list[dict[str, Any]],
-                     dropped: list[dict[str, Any]]) -> Path:
+def viewpoint_figure(
+    out: Path, records: list[dict[str, Any]], dropped: list[dict[str, Any]]
+) -> Path:
     """Camera positions relative to each part, captured (blue) and dropped (red), top view."""
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     pts = []
@@ -133,23 +139,43 @@ def write_report(out: Path) -> None:
     summary = [
         ("scenario", f"{sc['name']} (seed {manifest['seed']}, digest {manifest['digest']})"),
         ("training pairs", str(counts.get("train", "?"))),
-        ("test pairs", f"{counts.get('test_normal', 0) + counts.get('test_anomalous', 0)} "
-                       f"({counts.get('test_anomalous', 0)} anomalous)"),
-        ("visible defect kinds (test)", ", ".join(
-            f"{k}: {v}" for k, v in counts.get("visible_defect_kinds", {}).items()) or "none"),
+        (
+            "test pairs",
+            f"{counts.get('test_normal', 0) + counts.get('test_anomalous', 0)} "
+            f"({counts.get('test_anomalous', 0)} anomalous)",
+        ),
+        (
+            "visible defect kinds (test)",
+            ", ".join(f"{k}: {v}" for k, v in counts.get("visible_defect_kinds", {}).items())
+            or "none",
+        ),
         ("dropped viewpoints", str(len(dropped))),
     ]
     md = [f"# twincell run: {sc['name']}", "", sc.get("description", ""), ""]
     md += [f"- **{k}**: {v}" for k, v in summary]
-    md += ["", "## Metrics (%)", "",
-           "Image level: i_auroc, i_ap, i_f1max; pixel level over all pixels of all test "
-           "images: p_auroc, p_ap, p_f1max; aupro integrated to FPR 0.3.", ""]
+    md += [
+        "",
+        "## Metrics (%)",
+        "",
+        "Image level: i_auroc, i_ap, i_f1max; pixel level over all pixels of all test "
+        "images: p_auroc, p_ap, p_f1max; aupro integrated to FPR 0.3.",
+        "",
+    ]
     md += ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(row) + " |" for row in table[1:]]
-    md += ["", "## Samples", "",
-           "real | twin | ground truth (red) | anomaly maps (one colour scale per detector)", "",
-           f"![gallery]({gallery.relative_to(out).as_posix()})", "", "## Viewpoints", "",
-           f"![viewpoints]({views.relative_to(out).as_posix()})", ""]
+    md += [
+        "",
+        "## Samples",
+        "",
+        "real | twin | ground truth (red) | anomaly maps (one colour scale per detector)",
+        "",
+        f"![gallery]({gallery.relative_to(out).as_posix()})",
+        "",
+        "## Viewpoints",
+        "",
+        f"![viewpoints]({views.relative_to(out).as_posix()})",
+        "",
+    ]
     if dropped:
         md += ["Dropped viewpoints:", ""]
         md += [f"- {d['part_id']} view {d['view_id']}: {d['reason']}" for d in dropped]
@@ -168,11 +194,11 @@ def write_report(out: Path) -> None:
         for d in dropped
     )
     page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>twincell run: {html.escape(sc['name'])}</title>
+<html><head><meta charset="utf-8"><title>twincell run: {html.escape(sc["name"])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
-<h1>twincell run: {html.escape(sc['name'])}</h1><p>{html.escape(sc.get('description', ''))}</p>
+<h1>twincell run: {html.escape(sc["name"])}</h1><p>{html.escape(sc.get("description", ""))}</p>
 <ul>{summary_html}</ul>
 <h2>Metrics (%)</h2><table><tr>{head_html}</tr>{rows_html}</table>
 <h2>Samples</h2><p>real | twin | ground truth (red) | anomaly maps</p>

@@ -23,8 +23,14 @@ from PIL import Image
 
 from scenarios.interfaces import DefectRecord, Observation, RunDirError, Sample
 
-SAMPLE_FILES = ("real.png", "twin.png", "real_mask.png", "twin_mask.png", "gt_mask.png",
-                "real_depth.npy")
+SAMPLE_FILES = (
+    "real.png",
+    "twin.png",
+    "real_mask.png",
+    "twin_mask.png",
+    "gt_mask.png",
+    "real_depth.npy",
+)
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -41,7 +47,10 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """Write a text file atomically."""
-    _atomic(path, lambda p: p.write_text(text))
+    def _w(p: Path) -> None:
+        p.write_text(text)
+
+    _atomic(path, _w)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -51,7 +60,10 @@ def write_json(path: Path, obj: Any) -> None:
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Write a binary file atomically."""
-    _atomic(path, lambda p: p.write_bytes(data))
+    def _w(p: Path) -> None:
+        p.write_bytes(data)
+
+    _atomic(path, _w)
 
 
 def read_json_if(path: Path) -> dict[str, Any] | None:
@@ -149,7 +161,9 @@ def load_sample(run_dir: Path, record: dict[str, Any]) -> Sample:
         raise RunDirError(f"{d}: sample directory missing")
     K = np.asarray(record["K"], dtype=np.float64)
     real = Observation(
-        _load_png(d / "real.png"), K, np.asarray(record["T_base_cam"], dtype=np.float64),
+        _load_png(d / "real.png"),
+        K,
+        np.asarray(record["T_base_cam"], dtype=np.float64),
         depth=np.load(d / "real_depth.npy"),
     )
     twin = Observation(
@@ -157,7 +171,8 @@ def load_sample(run_dir: Path, record: dict[str, Any]) -> Sample:
     )
     defects = tuple(
         DefectRecord(
-            r["kind"], float(r["size_mm"]),
+            r["kind"],
+            float(r["size_mm"]),
             {k: v for k, v in r.items() if k not in ("kind", "size_mm")},
         )
         for r in record.get("defects", [])

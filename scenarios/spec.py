@@ -89,6 +89,16 @@ class PartSpec(Strict):
             raise ValueError(f"unknown {v!r}; allowed: {', '.join(sorted(PART_FAMILIES))}")
         return v
 
+    @model_validator(mode="after")
+    def _known_params(self) -> PartSpec:
+        # Check parameter names and values at load time, not first at build time. make_params
+        # raises a SpecError already naming `part.params.<name>`; it is not a ValueError, so
+        # pydantic lets it through and parse_scenario adds the source.
+        from sim.parts import make_params
+
+        make_params(self.category, self.params)
+        return self
+
 
 class DefectSpec(Strict):
     """Defect kinds cycled over the defective parts, how many per part, size ranges (mm)."""
@@ -210,14 +220,16 @@ class Scenario(Strict):
             return [{"name": d} if isinstance(d, str) else d for d in v]
         return v
 
-    @model_validator(mode="after")
-    def _unique_detectors(self) -> Scenario:
-        names = [d.name for d in self.detectors]
+    @field_validator("detectors")
+    @classmethod
+    def _unique_detectors(cls, v: tuple[DetectorSpec, ...]) -> tuple[DetectorSpec, ...]:
+        # A field (not model) validator, so the error names `detectors` and echoes only them.
+        names = [d.name for d in v]
         if len(set(names)) != len(names):
-            raise ValueError("detectors: each detector may appear once")
+            raise ValueError("each detector may appear once")
         if not names:
-            raise ValueError("detectors: list at least one detector")
-        return self
+            raise ValueError("list at least one detector")
+        return v
 
     def digest(self) -> str:
         """A short hash of the resolved scenario: equal digests mean identical runs."""
@@ -267,6 +279,8 @@ def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
         return Scenario.model_validate(data)
     except ValidationError as err:
         raise SpecError(f"{source}: {_format_error(err)}") from None
+    except SpecError as err:
+        raise SpecError(f"{source}: {err}") from None
 
 
 def bundled_scenarios() -> dict[str, Path]:
@@ -296,6 +310,8 @@ def load_scenario(name_or_path: str, seed: int | None = None) -> Scenario:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise SpecError(f"{path}: invalid YAML{where}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read scenario file ({type(exc).__name__})") from None
     if isinstance(data, dict) and seed is not None:
         data = {**data, "seed": seed}
     return parse_scenario(data, str(path))

@@ -67,22 +67,29 @@ TWIN_KEY_DIR = np.array([-0.3, -0.4, 0.87]) / np.linalg.norm([-0.3, -0.4, 0.87])
 
 def twin_look(center: np.ndarray) -> Look:
     """The clean CAD look of the twin render (deterministic)."""
-    return Look(TWIN_PART, TWIN_TABLE, (_key_light(center, TWIN_KEY_DIR, 3.0),),
-                TWIN_BACKGROUND, 1.0, 0.0)
+    return Look(
+        TWIN_PART, TWIN_TABLE, (_key_light(center, TWIN_KEY_DIR, 3.0),), TWIN_BACKGROUND, 1.0, 0.0
+    )
+
+
+def _rgb(values: np.ndarray) -> tuple[float, float, float]:
+    """Clip a colour (3,) to [0, 1] as a tuple."""
+    r, g, b = (float(v) for v in np.clip(values, 0.0, 1.0))
+    return (r, g, b)
 
 
 def real_look(center: np.ndarray, gap: AppearanceGap, rng: np.random.Generator) -> Look:
     """A seeded real look: the twin's look perturbed within ``gap``."""
     base = np.asarray(TWIN_PART.base_color) + rng.uniform(-gap.color_jitter, gap.color_jitter, 3)
     part = Material(
-        tuple(np.clip(base, 0, 1).tolist()),  # type: ignore[arg-type]
+        _rgb(base),
         metallic=float(rng.uniform(*gap.metallic)),
         roughness=float(rng.uniform(*gap.roughness)),
     )
     table_rgb = np.asarray(TWIN_TABLE.base_color) + rng.uniform(
         -gap.table_jitter, gap.table_jitter, 3
     )
-    table = Material(tuple(np.clip(table_rgb, 0, 1).tolist()), roughness=0.9)  # type: ignore[arg-type]
+    table = Material(_rgb(table_rgb), roughness=0.9)
     # Tilt the key light by up to light_jitter_deg about a random horizontal axis.
     axis = rng.normal(size=3)
     axis[2] = 0.0
@@ -95,8 +102,15 @@ def real_look(center: np.ndarray, gap: AppearanceGap, rng: np.random.Generator) 
     d /= np.linalg.norm(d)
     key = _key_light(center, d, float(rng.uniform(*gap.light_intensity)))
     gain = float(1.0 + rng.uniform(-gap.exposure, gap.exposure))
-    return Look(part, table, (key,), TWIN_BACKGROUND, gain, gap.noise_sigma,
-                Material(gap.scratch_color, metallic=0.0, roughness=0.95))
+    return Look(
+        part,
+        table,
+        (key,),
+        TWIN_BACKGROUND,
+        gain,
+        gap.noise_sigma,
+        Material(gap.scratch_color, metallic=0.0, roughness=0.95),
+    )
 
 
 def apply_sensor(rgb: np.ndarray, look: Look, rng: np.random.Generator) -> np.ndarray:

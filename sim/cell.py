@@ -147,9 +147,12 @@ class SimCell:
     def plan_viewpoints(self) -> dict[int, np.ndarray]:
         """Viewpoints around the believed part centre, keyed by icosphere vertex id."""
         vp = self.setup.viewpoints
-        center = transform_points(self.placement.T_base_obj_twin, self.placement.center_obj[None])[0]
-        plan = plan_viewpoints(center, vp.radius_m, vp.subdivisions,
-                               vp.elevation_min_deg, vp.elevation_max_deg)
+        center = transform_points(self.placement.T_base_obj_twin, self.placement.center_obj[None])[
+            0
+        ]
+        plan = plan_viewpoints(
+            center, vp.radius_m, vp.subdivisions, vp.elevation_min_deg, vp.elevation_max_deg
+        )
         return {v.view_id: v.T_base_cam for v in plan}
 
     def move_to(self, T_base_cam: np.ndarray) -> bool:
@@ -175,8 +178,11 @@ class SimCell:
         T_base_cam = T_base_ee @ E_robot @ setup.T_ee_cam
         look = real_look(center, setup.appearance, self._rng)
         key = pl.part.part_id
-        real_scene = RenderScene(tuple(_part_items(key + "/real", pl, look, True, pl.T_base_obj)),
-                                 look.lights, look.background)
+        real_scene = RenderScene(
+            tuple(_part_items(key + "/real", pl, look, True, pl.T_base_obj)),
+            look.lights,
+            look.background,
+        )
         real_out = self._renderer.render(real_scene, cam.K, cam.image_size, T_base_cam)
         rgb = apply_sensor(real_out.rgb, look, self._rng)
         real = Observation(rgb, cam.K.copy(), T_base_cam, depth=real_out.depth)
@@ -185,7 +191,8 @@ class SimCell:
         tlook = twin_look(center)
         twin_scene = RenderScene(
             tuple(_part_items(key + "/nominal", pl, tlook, False, pl.T_base_obj_twin)),
-            tlook.lights, tlook.background,
+            tlook.lights,
+            tlook.background,
         )
         twin_out = self._renderer.render(twin_scene, cam.K, cam.image_size, T_base_cam_twin)
         twin = Observation(twin_out.rgb, cam.K.copy(), T_base_cam_twin, depth=twin_out.depth)
@@ -211,10 +218,19 @@ class SimCell:
             out[i] = mask & (labels == i + 1)
         removing = [i for i, d in enumerate(defects) if d.op == "remove"]
         if removing:
-            scene = RenderScene(tuple(_part_items(pl.part.part_id + "/nominal", pl, twin_look(
-                np.zeros(3)), False, pl.T_base_obj)), ())
-            nom = self._renderer.render(scene, cam.K, cam.image_size, T_base_cam,
-                                        depth_only=True)
+            scene = RenderScene(
+                tuple(
+                    _part_items(
+                        pl.part.part_id + "/nominal",
+                        pl,
+                        twin_look(np.zeros(3)),
+                        False,
+                        pl.T_base_obj,
+                    )
+                ),
+                (),
+            )
+            nom = self._renderer.render(scene, cam.K, cam.image_size, T_base_cam, depth_only=True)
             pts_cam, hit_mask = depth_to_points(nom.depth, cam.K)
             pts_obj = transform_points(invert_pose(pl.T_base_obj) @ T_base_cam, pts_cam)
             for i in removing:

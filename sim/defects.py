@@ -113,8 +113,11 @@ def _bulge(site: SurfaceSite, rng: np.random.Generator, size: tuple[float, float
     d = float(rng.uniform(*size))
     h = float(rng.uniform(0.15, 0.3) * d)
     tool = Tool("ellipsoid", _frame_at(site), (d / 2 * MM, d / 2 * MM, h * MM))
-    rec = DefectRecord("bulge", d, {"diameter_mm": round(d, 3), "height_mm": round(h, 3),
-                                    "position_mm": _pos_mm(site)})
+    rec = DefectRecord(
+        "bulge",
+        d,
+        {"diameter_mm": round(d, 3), "height_mm": round(h, 3), "position_mm": _pos_mm(site)},
+    )
     return Defect("bulge", "add", tool, rec)
 
 
@@ -123,8 +126,11 @@ def _sink(site: SurfaceSite, rng: np.random.Generator, size: tuple[float, float]
     d = float(rng.uniform(*size))
     depth = float(rng.uniform(0.15, 0.3) * d)
     tool = Tool("ellipsoid", _frame_at(site), (d / 2 * MM, d / 2 * MM, depth * MM))
-    rec = DefectRecord("sink", d, {"diameter_mm": round(d, 3), "depth_mm": round(depth, 3),
-                                   "position_mm": _pos_mm(site)})
+    rec = DefectRecord(
+        "sink",
+        d,
+        {"diameter_mm": round(d, 3), "depth_mm": round(depth, 3), "position_mm": _pos_mm(site)},
+    )
     return Defect("sink", "remove", tool, rec)
 
 
@@ -136,8 +142,11 @@ def _hole(site: SurfaceSite, rng: np.random.Generator, size: tuple[float, float]
         np.diag([1.0, -1.0, -1.0]), np.zeros(3)
     )  # flip z so the cylinder grows into the part
     tool = Tool("cylinder", T, (d / 2 * MM, d / 2 * MM, (depth + 1.0) * MM))
-    rec = DefectRecord("hole", d, {"diameter_mm": round(d, 3), "depth_mm": round(depth, 3),
-                                   "position_mm": _pos_mm(site)})
+    rec = DefectRecord(
+        "hole",
+        d,
+        {"diameter_mm": round(d, 3), "depth_mm": round(depth, 3), "position_mm": _pos_mm(site)},
+    )
     return Defect("hole", "remove", tool, rec)
 
 
@@ -148,9 +157,11 @@ def _scratch(site: SurfaceSite, rng: np.random.Generator, size: tuple[float, flo
     width = float(rng.uniform(0.8, 1.6))
     depth = 0.05
     tool = Tool("box", _frame_at(site), (length * MM, width * MM, 2 * depth * MM))
-    rec = DefectRecord("scratch", length, {"length_mm": round(length, 3),
-                                           "width_mm": round(width, 3),
-                                           "position_mm": _pos_mm(site)})
+    rec = DefectRecord(
+        "scratch",
+        length,
+        {"length_mm": round(length, 3), "width_mm": round(width, 3), "position_mm": _pos_mm(site)},
+    )
     return Defect("scratch", "remove", tool, rec, appearance="scratch")
 
 

@@ -47,19 +47,34 @@ class FlangeBearingSeatParams:
                 raise SpecError(f"part.params.{f.name}: must be > 0, got {getattr(self, f.name)}")
         checks = [
             ("hub_diameter_mm", self.hub_diameter_mm < self.flange_width_mm, "< flange_width_mm"),
-            ("seat_diameter_mm", self.seat_diameter_mm < self.hub_diameter_mm - 2,
-             "< hub_diameter_mm - 2"),
-            ("bore_diameter_mm", self.bore_diameter_mm < self.seat_diameter_mm,
-             "< seat_diameter_mm"),
-            ("seat_depth_mm", self.seat_depth_mm < self.hub_height_mm + self.flange_thickness_mm,
-             "< hub_height_mm + flange_thickness_mm"),
-            ("corner_radius_mm", 2 * self.corner_radius_mm < self.flange_width_mm,
-             "< flange_width_mm / 2"),
-            ("bolt_offset_mm",
-             self.bolt_offset_mm + self.bolt_hole_diameter_mm / 2 < self.flange_width_mm / 2
-             and np.hypot(self.bolt_offset_mm, self.bolt_offset_mm)
-             - self.bolt_hole_diameter_mm / 2 > self.hub_diameter_mm / 2,
-             "to put the bolt holes between the hub and the flange edge"),
+            (
+                "seat_diameter_mm",
+                self.seat_diameter_mm < self.hub_diameter_mm - 2,
+                "< hub_diameter_mm - 2",
+            ),
+            (
+                "bore_diameter_mm",
+                self.bore_diameter_mm < self.seat_diameter_mm,
+                "< seat_diameter_mm",
+            ),
+            (
+                "seat_depth_mm",
+                self.seat_depth_mm < self.hub_height_mm + self.flange_thickness_mm,
+                "< hub_height_mm + flange_thickness_mm",
+            ),
+            (
+                "corner_radius_mm",
+                2 * self.corner_radius_mm < self.flange_width_mm,
+                "< flange_width_mm / 2",
+            ),
+            (
+                "bolt_offset_mm",
+                self.bolt_offset_mm + self.bolt_hole_diameter_mm / 2 < self.flange_width_mm / 2
+                and np.hypot(self.bolt_offset_mm, self.bolt_offset_mm)
+                - self.bolt_hole_diameter_mm / 2
+                > self.hub_diameter_mm / 2,
+                "to put the bolt holes between the hub and the flange edge",
+            ),
             ("segments", self.segments >= 12, ">= 12"),
         ]
         for name, ok, allowed in checks:

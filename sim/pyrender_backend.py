@@ -110,13 +110,19 @@ class PyrenderRenderer:
                 continue
             for label, sub in self._parts(item):
                 mat = item.materials.get(label, item.materials[0])
-                mesh = pyrender.Mesh.from_trimesh(sub, material=_pyrender_material(mat), smooth=True)
+                mesh = pyrender.Mesh.from_trimesh(
+                    sub, material=_pyrender_material(mat), smooth=True
+                )
                 node = pr_scene.add(mesh, pose=np.asarray(item.T_base_obj, dtype=np.float64))
                 seg_map[node] = (label + 1, PART_FLAG, 0) if item.is_part else (0, 0, 0)
         # pyrender's projection puts pixel i's centre at window coordinate i + 0.5, OpenCV at i.
         cam = pyrender.IntrinsicsCamera(
-            fx=K[0, 0], fy=K[1, 1], cx=K[0, 2] + 0.5, cy=K[1, 2] + 0.5,
-            znear=self._znear, zfar=self._zfar,
+            fx=K[0, 0],
+            fy=K[1, 1],
+            cx=K[0, 2] + 0.5,
+            cy=K[1, 2] + 0.5,
+            znear=self._znear,
+            zfar=self._zfar,
         )
         pr_scene.add(cam, pose=np.asarray(T_base_cam, dtype=np.float64) @ CV_TO_GL)
         for light in scene.lights:
@@ -143,10 +149,14 @@ def _add_light(scene: pyrender.Scene, light: Light) -> None:
     color = np.asarray(light.color, dtype=np.float64)
     if light.kind == "directional":
         # pyrender lights shine along their node's -z; ours shine along +z (like a camera).
-        scene.add(pyrender.DirectionalLight(color=color, intensity=light.intensity),
-                  pose=np.asarray(light.T_base_light) @ CV_TO_GL)
+        scene.add(
+            pyrender.DirectionalLight(color=color, intensity=light.intensity),
+            pose=np.asarray(light.T_base_light) @ CV_TO_GL,
+        )
     elif light.kind == "point":
-        scene.add(pyrender.PointLight(color=color, intensity=light.intensity),
-                  pose=np.asarray(light.T_base_light))
+        scene.add(
+            pyrender.PointLight(color=color, intensity=light.intensity),
+            pose=np.asarray(light.T_base_light),
+        )
     else:
         raise ValueError(f"light.kind: unknown {light.kind!r}; allowed: directional, point")

@@ -33,11 +33,15 @@ class RobotModel:
 
 ROBOTS: dict[str, RobotModel] = {
     "panda": RobotModel(
-        "panda", "franka_panda/panda.urdf", "panda_hand",
+        "panda",
+        "franka_panda/panda.urdf",
+        "panda_hand",
         (0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785),
     ),
     "kuka_iiwa": RobotModel(
-        "kuka_iiwa", "kuka_iiwa/model.urdf", "lbr_iiwa_link_7",
+        "kuka_iiwa",
+        "kuka_iiwa/model.urdf",
+        "lbr_iiwa_link_7",
         (0.0, 0.5, 0.0, -1.5, 0.0, 1.0, 0.0),
     ),
 }
@@ -87,11 +91,14 @@ class RobotScene:
         self._cid = pb.connect(pb.DIRECT)
         pb.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=self._cid)
         self._robot = pb.loadURDF(
-            self.model.urdf, basePosition=self.model.base_xyz, useFixedBase=True,
+            self.model.urdf,
+            basePosition=self.model.base_xyz,
+            useFixedBase=True,
             physicsClientId=self._cid,
         )
         self._joints = [
-            j for j in range(pb.getNumJoints(self._robot, physicsClientId=self._cid))
+            j
+            for j in range(pb.getNumJoints(self._robot, physicsClientId=self._cid))
             if pb.getJointInfo(self._robot, j, physicsClientId=self._cid)[2] == pb.JOINT_REVOLUTE
         ][: len(self.model.rest_pose)]
         names = [
@@ -103,20 +110,27 @@ class RobotScene:
         self._lower = [float(i[8]) for i in info]
         self._upper = [float(i[9]) for i in info]
         # A 1.6 m x 1.6 m x 4 cm table slab whose top is the plane z = 0.
-        table = pb.createCollisionShape(pb.GEOM_BOX, halfExtents=[0.8, 0.8, 0.02],
-                                        physicsClientId=self._cid)
-        self._table = pb.createMultiBody(0, table, basePosition=[0.4, 0.0, -0.021],
-                                         physicsClientId=self._cid)
+        table = pb.createCollisionShape(
+            pb.GEOM_BOX, halfExtents=[0.8, 0.8, 0.02], physicsClientId=self._cid
+        )
+        self._table = pb.createMultiBody(
+            0, table, basePosition=[0.4, 0.0, -0.021], physicsClientId=self._cid
+        )
         lo, hi = np.asarray(part_bounds_m[0]), np.asarray(part_bounds_m[1])
-        box = pb.createCollisionShape(pb.GEOM_BOX, halfExtents=((hi - lo) / 2).tolist(),
-                                      physicsClientId=self._cid)
+        box = pb.createCollisionShape(
+            pb.GEOM_BOX, halfExtents=((hi - lo) / 2).tolist(), physicsClientId=self._cid
+        )
         T_box = np.asarray(T_base_obj) @ make_pose(np.eye(3), (hi + lo) / 2)
         self._part = pb.createMultiBody(
-            0, box, basePosition=T_box[:3, 3].tolist(),
-            baseOrientation=_quat_from_R(T_box[:3, :3]), physicsClientId=self._cid,
+            0,
+            box,
+            basePosition=T_box[:3, 3].tolist(),
+            baseOrientation=_quat_from_R(T_box[:3, :3]),
+            physicsClientId=self._cid,
         )
-        cam = pb.createCollisionShape(pb.GEOM_BOX, halfExtents=[s / 2 for s in camera_body_m],
-                                      physicsClientId=self._cid)
+        cam = pb.createCollisionShape(
+            pb.GEOM_BOX, halfExtents=[s / 2 for s in camera_body_m], physicsClientId=self._cid
+        )
         self._camera = pb.createMultiBody(0, cam, physicsClientId=self._cid)
         self._pos_tol = pos_tol_m
         self._rot_tol = rot_tol_rad
@@ -140,8 +154,9 @@ class RobotScene:
     def forward_kinematics(self, q: np.ndarray) -> np.ndarray:
         """Flange pose ``T_base_ee`` (4, 4) for arm joint angles ``q`` (radians)."""
         self._set_q(q)
-        st = pb.getLinkState(self._robot, self._ee, computeForwardKinematics=True,
-                             physicsClientId=self._cid)
+        st = pb.getLinkState(
+            self._robot, self._ee, computeForwardKinematics=True, physicsClientId=self._cid
+        )
         return _pose_from_pb(st[4], st[5])
 
     def reach(self, T_base_ee: np.ndarray, T_ee_cam: np.ndarray) -> ReachResult:
@@ -181,9 +196,16 @@ class RobotScene:
         # answer; a few rounds reach sub-millimetre accuracy where a pose is reachable.
         for _ in range(4):
             sol = pb.calculateInverseKinematics(
-                self._robot, self._ee, target_pos, target_quat,
-                lowerLimits=self._lower, upperLimits=self._upper, jointRanges=ranges,
-                restPoses=seed.tolist(), maxNumIterations=200, residualThreshold=1e-6,
+                self._robot,
+                self._ee,
+                target_pos,
+                target_quat,
+                lowerLimits=self._lower,
+                upperLimits=self._upper,
+                jointRanges=ranges,
+                restPoses=seed.tolist(),
+                maxNumIterations=200,
+                residualThreshold=1e-6,
                 physicsClientId=self._cid,
             )
             q = self._wrap_into_limits(np.asarray(sol[: len(self._joints)], dtype=np.float64))
@@ -191,8 +213,12 @@ class RobotScene:
         T_reached = self.forward_kinematics(q)
         dt, dr = pose_error(T_reached, T_base_ee)
         if dt > self._pos_tol or dr > self._rot_tol:
-            return ReachResult(False, q, T_reached,
-                               f"unreachable (IK error {dt * 1e3:.1f} mm, {np.degrees(dr):.1f} deg)")
+            return ReachResult(
+                False,
+                q,
+                T_reached,
+                f"unreachable (IK error {dt * 1e3:.1f} mm, {np.degrees(dr):.1f} deg)",
+            )
         eps = 1e-6
         if np.any(q < np.asarray(self._lower) - eps) or np.any(q > np.asarray(self._upper) + eps):
             return ReachResult(False, q, T_reached, "unreachable (joint limits)")
@@ -218,7 +244,9 @@ class RobotScene:
         # The camera body sits behind the optical centre, along -z of the camera.
         T_body = T_base_cam @ make_pose(np.eye(3), np.array([0.0, 0.0, -0.02]))
         pb.resetBasePositionAndOrientation(
-            self._camera, T_body[:3, 3].tolist(), _quat_from_R(T_body[:3, :3]),
+            self._camera,
+            T_body[:3, 3].tolist(),
+            _quat_from_R(T_body[:3, :3]),
             physicsClientId=self._cid,
         )
         pb.performCollisionDetection(physicsClientId=self._cid)
@@ -227,8 +255,9 @@ class RobotScene:
             # Links 0-1 stand on the table by design; everything else must keep clear.
             first = 2 if other == self._table else 0
             for link in range(first, n_links):
-                if pb.getClosestPoints(self._robot, other, 0.0, linkIndexA=link,
-                                       physicsClientId=self._cid):
+                if pb.getClosestPoints(
+                    self._robot, other, 0.0, linkIndexA=link, physicsClientId=self._cid
+                ):
                     return f"robot link {link} with {name}"
             if pb.getClosestPoints(self._camera, other, 0.0, physicsClientId=self._cid):
                 return f"camera with {name}"

@@ -18,8 +18,21 @@ from scenarios.spec import load_scenario
 
 pytestmark = pytest.mark.slow
 
-SAMPLE_KEYS = {"id", "part_id", "category", "split", "view_id", "label", "defects", "K",
-               "image_size", "T_base_cam", "T_base_cam_twin", "T_base_obj", "T_base_obj_twin"}
+SAMPLE_KEYS = {
+    "id",
+    "part_id",
+    "category",
+    "split",
+    "view_id",
+    "label",
+    "defects",
+    "K",
+    "image_size",
+    "T_base_cam",
+    "T_base_cam_twin",
+    "T_base_obj",
+    "T_base_obj_twin",
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +49,11 @@ def _png(path: Path) -> np.ndarray:
 
 def _is_pose(T: object) -> bool:
     a = np.asarray(T, dtype=np.float64)
-    return (a.shape == (4, 4) and np.allclose(a[3], [0, 0, 0, 1])
-            and np.allclose(a[:3, :3] @ a[:3, :3].T, np.eye(3), atol=1e-9))
+    return (
+        a.shape == (4, 4)
+        and np.allclose(a[3], [0, 0, 0, 1])
+        and np.allclose(a[:3, :3] @ a[:3, :3].T, np.eye(3), atol=1e-9)
+    )
 
 
 def test_manifest(tiny_run: Path) -> None:
@@ -57,8 +73,9 @@ def test_samples_contract(tiny_run: Path) -> None:
     m = json.loads((tiny_run / "manifest.json").read_text())
     assert records, "no samples"
     assert {r["split"] for r in records} == {"train", "test"}
-    n_planned = len({(r["part_id"], r["view_id"]) for r in records}) + m["dropped_viewpoints"][
-        "count"]
+    n_planned = (
+        len({(r["part_id"], r["view_id"]) for r in records}) + m["dropped_viewpoints"]["count"]
+    )
     assert n_planned == len({r["part_id"] for r in records}) * 4  # 4 views at subdivision 0
     for r in records:
         assert SAMPLE_KEYS <= set(r)
@@ -143,7 +160,8 @@ def test_interrupted_sample_is_redone(tiny_run: Path, tmp_path: Path) -> None:
     run_scenario(load_scenario("tiny"), copy, workers=1, progress=False)
     assert (victim / "gt_mask.png").is_file()
     assert (victim / "gt_mask.png").read_bytes() == (
-        tiny_run / "samples" / victim.name / "gt_mask.png").read_bytes()
+        tiny_run / "samples" / victim.name / "gt_mask.png"
+    ).read_bytes()
 
 
 def test_same_seed_same_bytes_across_workers(tiny_run: Path, tmp_path: Path) -> None:

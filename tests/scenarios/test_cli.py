@@ -1,0 +1,214 @@
+"""Behaviour tests of the ``twincell`` command line on bad input (no simulation is run).
+
+Every case here must fail before anything is simulated; ``simulate`` is replaced by a function
+that fails the test, so a regression in the checks cannot silently start a real run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import scenarios.engine
+from scenarios.cli import main
+from scenarios.spec import bundled_scenarios
+
+
+@pytest.fixture(autouse=True)
+def _no_simulation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fail loudly if a test gets as far as simulating; run in a scratch working directory."""
+
+    def _boom(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a CLI error test reached the simulator")
+
+    monkeypatch.setattr(scenarios.engine, "simulate", _boom)
+    monkeypatch.chdir(tmp_path)
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The single stderr line of a failed command (nothing on stdout)."""
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("twincell: error: "), err
+    return lines[0]
+
+
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for directories)."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.fixture
+def bad_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nviewpoints: {radius_m: 0.2, subdivisions: 9}\n")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# twincell list
+# ----------------------------------------------------------------------------------------------
+
+
+def test_list_prints_one_line_per_bundled_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    names = list(bundled_scenarios())
+    assert {"quickstart", "tiny"} <= set(names)
+    assert len(lines) == len(names)
+    for name, line in zip(names, lines, strict=True):
+        assert line.split()[0] == name
+        assert len(line.split()) > 1  # followed by its description
+    assert err == ""
+
+
+# ----------------------------------------------------------------------------------------------
+# twincell run: bad input exits 2 with one line and writes nothing
+# ----------------------------------------------------------------------------------------------
+
+
+def test_run_bad_yaml_exits_2_and_creates_nothing(
+    bad_yaml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "x"
+    before = _snapshot(tmp_path)
+    assert main(["run", str(bad_yaml), "--out", str(out_dir)]) == 2
+    line = _error_line(capsys)
+    assert "viewpoints.subdivisions" in line
+    assert "less than or equal to 4" in line
+    assert not out_dir.exists()
+    assert _snapshot(tmp_path) == before
+
+
+def test_run_bad_yaml_without_out_creates_no_default_dir(
+    bad_yaml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(bad_yaml), "-q"]) == 2
+    assert "viewpoints.subdivisions" in _error_line(capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_unknown_scenario_exits_2_listing_bundled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "nonexistent", "--out", str(tmp_path / "x")]) == 2
+    line = _error_line(capsys)
+    assert "'nonexistent'" in line
+    for name in bundled_scenarios():
+        assert name in line
+    assert not (tmp_path / "x").exists()
+
+
+def test_run_invalid_yaml_syntax_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\ncell: {robot: panda\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "x")]) == 2
+    assert "invalid YAML" in _error_line(capsys)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("workers", ["0", "-3"])
+def test_run_workers_below_one_fails_before_creating_out(
+    workers: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "x"
+    assert main(["run", "tiny", "--out", str(out_dir), "--workers", workers]) != 0
+    line = _error_line(capsys)
+    assert "--workers" in line and ">= 1" in line
+    assert not out_dir.exists()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_negative_seed_exits_2_naming_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "x"
+    assert main(["run", "tiny", "--seed", "-1", "--out", str(out_dir)]) == 2
+    line = _error_line(capsys)
+    assert "seed:" in line and "greater than or equal to 0" in line
+    assert not out_dir.exists()
+
+
+def test_run_seed_too_large_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "tiny", "--seed", str(2**31), "--out", str(tmp_path / "x")]) == 2
+    assert "seed:" in _error_line(capsys)
+    assert not (tmp_path / "x").exists()
+
+
+def test_run_into_foreign_non_empty_dir_exits_2_and_leaves_it_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "mine"
+    (out_dir / "sub").mkdir(parents=True)
+    (out_dir / "notes.txt").write_text("precious\n")
+    (out_dir / "sub" / "data.bin").write_bytes(b"\x00\x01\x02")
+    before = _snapshot(tmp_path)
+    assert main(["run", "tiny", "--out", str(out_dir), "-q"]) == 2
+    line = _error_line(capsys)
+    assert "--out" in line and str(out_dir) in line
+    assert _snapshot(tmp_path) == before
+
+
+def test_run_into_dir_of_another_run_exits_2_and_leaves_it_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "other"
+    out_dir.mkdir()
+    manifest = {"twincell_run": 1, "status": "complete", "digest": "0" * 16,
+                "scenario": {"name": "quickstart"}, "seed": 3}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest))
+    before = _snapshot(tmp_path)
+    assert main(["run", "tiny", "--out", str(out_dir), "-q"]) == 2
+    line = _error_line(capsys)
+    assert "--out" in line and "another scenario or seed" in line
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["run"], ["run", "tiny", "--seed", "abc"], ["run", "tiny", "--workers", "x"], ["frobnicate"],
+     []],
+    ids=["no-scenario", "seed-not-int", "workers-not-int", "unknown-command", "no-command"],
+)
+def test_usage_errors_exit_2(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "usage: twincell" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# The installed console script
+# ----------------------------------------------------------------------------------------------
+
+
+def test_console_script_exits_2_on_bad_spec(bad_yaml: Path, tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "twincell"
+    if not script.exists():
+        pytest.skip(f"console script not installed next to {sys.executable}")
+    out_dir = tmp_path / "x"
+    proc = subprocess.run(
+        [str(script), "run", str(bad_yaml), "--out", str(out_dir)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("twincell: error: ")
+    assert "viewpoints.subdivisions" in lines[0]
+    assert not out_dir.exists()
