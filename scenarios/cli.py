@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from scenarios.interfaces import TwincellError
+from scenarios.interfaces import SpecError, TwincellError
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -25,20 +25,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from scenarios.spec import load_scenario
 
     if args.workers < 1:
-        raise TwincellError("--workers: must be >= 1")
+        raise SpecError(f"--workers: must be >= 1, got {args.workers}")
     sc = load_scenario(args.scenario, seed=args.seed)
     out = Path(args.out) if args.out else Path("runs") / f"{sc.name}-seed{sc.seed}"
-    manifest = run_scenario(sc, out, workers=args.workers, progress=not args.quiet,
-                            report=write_report)
+    manifest = run_scenario(
+        sc, out, workers=args.workers, progress=not args.quiet, report=write_report
+    )
     metrics_path = out / "metrics.json"
     import json
 
     metrics = json.loads(metrics_path.read_text())["detectors"]
     c = manifest["counts"]
-    print(f"run: {out}  ({c['train']} train pairs, {c['test_normal'] + c['test_anomalous']} "
-          f"test pairs, {c['test_anomalous']} anomalous, "
-          f"{manifest['dropped_viewpoints']['count']} viewpoints dropped, "
-          f"{manifest['timings_s']['total']:.1f} s)")
+    print(
+        f"run: {out}  ({c['train']} train pairs, {c['test_normal'] + c['test_anomalous']} "
+        f"test pairs, {c['test_anomalous']} anomalous, "
+        f"{manifest['dropped_viewpoints']['count']} viewpoints dropped, "
+        f"{manifest['timings_s']['total']:.1f} s)"
+    )
     for name, m in metrics.items():
         print(f"  {name:<18} " + "  ".join(f"{k} {v:.3f}" for k, v in m.items()))
     print(f"report: {out / 'report.html'}")
@@ -53,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list bundled scenarios").set_defaults(func=_cmd_list)
     r = sub.add_parser("run", help="run a scenario (bundled name or YAML path)")
     r.add_argument("scenario", help="bundled scenario name (see `twincell list`) or YAML path")
-    r.add_argument("--out", help="run directory (default runs/<name>-seed<seed>); "
-                                 "rerunning into it resumes")
+    r.add_argument(
+        "--out", help="run directory (default runs/<name>-seed<seed>); rerunning into it resumes"
+    )
     r.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     r.add_argument("--workers", type=int, default=1, help="simulation processes (default 1)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -65,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input, 1 for other twincell errors)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         code: int = args.func(args)
     except TwincellError as exc:

@@ -226,7 +226,8 @@ def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
     T_plan = cell.plan_viewpoints()[view_id]
     base = {"id": sample_id(part_plan, view_id), "part_id": part_plan.part_id, "view_id": view_id}
     if not cell.move_to(T_plan):
-        return SimulatedSample(base, None, dropped=cell.last_failure)
+        where = {"T_base_cam_planned": _pose(T_plan), "T_base_obj": _pose(placement.T_base_obj)}
+        return SimulatedSample({**base, **where}, None, dropped=cell.last_failure)
     cap = cell.capture_pair()
     part = placement.part
     defects = []
@@ -337,6 +338,8 @@ def _versions() -> dict[str, str]:
 
 
 def _check_out_dir(out: Path, sc: Scenario) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out}: exists and is not a directory")
     manifest = read_json_if(out / "manifest.json")
     if manifest is None:
         if out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
@@ -382,7 +385,13 @@ def simulate(
     ordered = [r for k in range(len(tasks)) for r in outcomes[k]]
     records = [r for r in ordered if "dropped" not in r]
     dropped = [
-        {"part_id": r["part_id"], "view_id": r["view_id"], "reason": r["dropped"]}
+        {
+            "part_id": r["part_id"],
+            "view_id": r["view_id"],
+            "reason": r["dropped"],
+            "T_base_cam_planned": r["T_base_cam_planned"],
+            "T_base_obj": r["T_base_obj"],
+        }
         for r in ordered
         if "dropped" in r
     ]

@@ -104,14 +104,17 @@ def viewpoint_figure(
 ) -> Path:
     """Camera positions relative to each part, captured (blue) and dropped (red), top view."""
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
-    pts = []
-    for r in records:
-        T_oc = np.linalg.inv(np.asarray(r["T_base_obj"])) @ np.asarray(r["T_base_cam"])
-        pts.append(T_oc[:3, 3])
-    if pts:
-        p = np.asarray(pts)
-        ax.scatter(p[:, 0], p[:, 1], s=10, c="tab:blue", label=f"captured ({len(p)})")
-    ax.scatter([], [], c="tab:red", marker="x", label=f"dropped ({len(dropped)})")
+
+    def rel(items: list[dict[str, Any]], cam_key: str) -> np.ndarray:
+        pts = [
+            (np.linalg.inv(np.asarray(r["T_base_obj"])) @ np.asarray(r[cam_key]))[:3, 3]
+            for r in items
+        ]
+        return np.asarray(pts).reshape(-1, 3)
+
+    ok, bad = rel(records, "T_base_cam"), rel(dropped, "T_base_cam_planned")
+    ax.scatter(ok[:, 0], ok[:, 1], s=10, c="tab:blue", label=f"captured ({len(ok)})")
+    ax.scatter(bad[:, 0], bad[:, 1], s=30, c="tab:red", marker="x", label=f"dropped ({len(bad)})")
     ax.set_aspect("equal")
     ax.set_xlabel("x (m, object frame)")
     ax.set_ylabel("y (m, object frame)")

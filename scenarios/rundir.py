@@ -47,6 +47,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """Write a text file atomically."""
+
     def _w(p: Path) -> None:
         p.write_text(text)
 
@@ -60,6 +61,7 @@ def write_json(path: Path, obj: Any) -> None:
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Write a binary file atomically."""
+
     def _w(p: Path) -> None:
         p.write_bytes(data)
 

@@ -248,8 +248,9 @@ def _field_allowed(loc: tuple[Any, ...]) -> str:
             return ""
         ann = info.annotation
         args = getattr(ann, "__args__", ())
-        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)),
-                     None)
+        model = next(
+            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
         if model is None:
             return ""
     return ", ".join(getattr(model, "model_fields", {}))

@@ -110,7 +110,9 @@ def test_run_unknown_scenario_exits_2_listing_bundled(
     assert not (tmp_path / "x").exists()
 
 
-def test_run_invalid_yaml_syntax_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_invalid_yaml_syntax_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("name: x\ncell: {robot: panda\n")
     assert main(["run", str(path), "--out", str(tmp_path / "x")]) == 2
@@ -123,7 +125,7 @@ def test_run_workers_below_one_fails_before_creating_out(
     workers: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_dir = tmp_path / "x"
-    assert main(["run", "tiny", "--out", str(out_dir), "--workers", workers]) != 0
+    assert main(["run", "tiny", "--out", str(out_dir), "--workers", workers]) == 2
     line = _error_line(capsys)
     assert "--workers" in line and ">= 1" in line
     assert not out_dir.exists()
@@ -165,8 +167,13 @@ def test_run_into_dir_of_another_run_exits_2_and_leaves_it_alone(
 ) -> None:
     out_dir = tmp_path / "other"
     out_dir.mkdir()
-    manifest = {"twincell_run": 1, "status": "complete", "digest": "0" * 16,
-                "scenario": {"name": "quickstart"}, "seed": 3}
+    manifest = {
+        "twincell_run": 1,
+        "status": "complete",
+        "digest": "0" * 16,
+        "scenario": {"name": "quickstart"},
+        "seed": 3,
+    }
     (out_dir / "manifest.json").write_text(json.dumps(manifest))
     before = _snapshot(tmp_path)
     assert main(["run", "tiny", "--out", str(out_dir), "-q"]) == 2
@@ -177,8 +184,13 @@ def test_run_into_dir_of_another_run_exits_2_and_leaves_it_alone(
 
 @pytest.mark.parametrize(
     "argv",
-    [["run"], ["run", "tiny", "--seed", "abc"], ["run", "tiny", "--workers", "x"], ["frobnicate"],
-     []],
+    [
+        ["run"],
+        ["run", "tiny", "--seed", "abc"],
+        ["run", "tiny", "--workers", "x"],
+        ["frobnicate"],
+        [],
+    ],
     ids=["no-scenario", "seed-not-int", "workers-not-int", "unknown-command", "no-command"],
 )
 def test_usage_errors_exit_2(
@@ -203,7 +215,10 @@ def test_console_script_exits_2_on_bad_spec(bad_yaml: Path, tmp_path: Path) -> N
     out_dir = tmp_path / "x"
     proc = subprocess.run(
         [str(script), "run", str(bad_yaml), "--out", str(out_dir)],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
@@ -212,3 +227,12 @@ def test_console_script_exits_2_on_bad_spec(bad_yaml: Path, tmp_path: Path) -> N
     assert lines[0].startswith("twincell: error: ")
     assert "viewpoints.subdivisions" in lines[0]
     assert not out_dir.exists()
+
+
+def test_run_out_is_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "a_file"
+    target.write_text("keep me")
+    assert main(["run", "tiny", "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "not a directory" in err
+    assert target.read_text() == "keep me"

@@ -129,9 +129,10 @@ def test_digest_is_stable_for_equal_specs(tmp_path: Path) -> None:
     path = _write(tmp_path / "q.yaml", yaml.safe_dump(reordered))
     c = load_scenario(path)
     assert c == a and c.digest() == a.digest()
-    assert parse_scenario({"name": "x"}).digest() == parse_scenario(
-        {"name": "x", "seed": 0, "cell": {"robot": "panda"}}
-    ).digest()
+    assert (
+        parse_scenario({"name": "x"}).digest()
+        == parse_scenario({"name": "x", "seed": 0, "cell": {"robot": "panda"}}).digest()
+    )
 
 
 def test_digest_differs_for_different_specs() -> None:
@@ -149,51 +150,129 @@ def test_part_params_are_accepted_at_load() -> None:
 # Bad inputs: SpecError, one line, naming the dotted field path and what is allowed
 # ----------------------------------------------------------------------------------------------
 
-_ALL_TOP = ("name", "description", "seed", "cell", "viewpoints", "part", "defects", "split",
-            "errors", "appearance", "detectors")
+_ALL_TOP = (
+    "name",
+    "description",
+    "seed",
+    "cell",
+    "viewpoints",
+    "part",
+    "defects",
+    "split",
+    "errors",
+    "appearance",
+    "detectors",
+)
 
 BAD_SPECS: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
     # (id, data, dotted path, fragments the message must contain: the allowed values/constraint)
     ("unknown-top-level", {"name": "x", "bogus": 1}, "bogus", ("unknown field", *_ALL_TOP)),
-    ("unknown-nested", {"name": "x", "viewpoints": {"radius": 0.3}}, "viewpoints.radius",
-     ("unknown field", "radius_m", "subdivisions", "elevation_min_deg", "elevation_max_deg")),
-    ("unknown-deep-nested", {"name": "x", "cell": {"camera": {"fov": 40}}}, "cell.camera.fov",
-     ("unknown field", "width", "height", "hfov_deg")),
-    ("wrong-type", {"name": "x", "split": {"train_normal": "two"}}, "split.train_normal",
-     ("integer", "'two'")),
-    ("radius-negative", {"name": "x", "viewpoints": {"radius_m": -1}}, "viewpoints.radius_m",
-     ("greater than 0.05", "-1")),
-    ("subdivisions-too-high", {"name": "x", "viewpoints": {"subdivisions": 9}},
-     "viewpoints.subdivisions", ("less than or equal to 4", "9")),
-    ("elevation-order",
-     {"name": "x", "viewpoints": {"elevation_min_deg": 70, "elevation_max_deg": 30}},
-     "viewpoints", ("elevation_min_deg must be <= elevation_max_deg",)),
-    ("unknown-robot", {"name": "x", "cell": {"robot": "ur5"}}, "cell.robot",
-     ("panda", "kuka_iiwa", "ur5")),
-    ("unknown-defect-kind", {"name": "x", "defects": {"kinds": ["hole", "dent"]}},
-     "defects.kinds", ("'dent'", "allowed: bulge, hole, scratch, sink")),
-    ("no-defect-kinds", {"name": "x", "defects": {"kinds": []}}, "defects.kinds",
-     ("at least one kind",)),
-    ("unknown-size-kind", {"name": "x", "defects": {"sizes_mm": {"dent": [1, 2]}}},
-     "defects.sizes_mm", ("'dent'", "allowed: bulge, hole, scratch, sink")),
-    ("unknown-detector", {"name": "x", "detectors": ["rgb_residual", "magic"]},
-     "detectors.1.name", ("'magic'", "allowed: " + ", ".join(detectors.available()))),
-    ("unknown-detector-long-form", {"name": "x", "detectors": [{"name": "magic"}]},
-     "detectors.0.name", ("'magic'", *detectors.available())),
-    ("duplicate-detector", {"name": "x", "detectors": ["rgb_residual", "rgb_residual"]},
-     "detectors", ("each detector may appear once",)),
+    (
+        "unknown-nested",
+        {"name": "x", "viewpoints": {"radius": 0.3}},
+        "viewpoints.radius",
+        ("unknown field", "radius_m", "subdivisions", "elevation_min_deg", "elevation_max_deg"),
+    ),
+    (
+        "unknown-deep-nested",
+        {"name": "x", "cell": {"camera": {"fov": 40}}},
+        "cell.camera.fov",
+        ("unknown field", "width", "height", "hfov_deg"),
+    ),
+    (
+        "wrong-type",
+        {"name": "x", "split": {"train_normal": "two"}},
+        "split.train_normal",
+        ("integer", "'two'"),
+    ),
+    (
+        "radius-negative",
+        {"name": "x", "viewpoints": {"radius_m": -1}},
+        "viewpoints.radius_m",
+        ("greater than 0.05", "-1"),
+    ),
+    (
+        "subdivisions-too-high",
+        {"name": "x", "viewpoints": {"subdivisions": 9}},
+        "viewpoints.subdivisions",
+        ("less than or equal to 4", "9"),
+    ),
+    (
+        "elevation-order",
+        {"name": "x", "viewpoints": {"elevation_min_deg": 70, "elevation_max_deg": 30}},
+        "viewpoints",
+        ("elevation_min_deg must be <= elevation_max_deg",),
+    ),
+    (
+        "unknown-robot",
+        {"name": "x", "cell": {"robot": "ur5"}},
+        "cell.robot",
+        ("panda", "kuka_iiwa", "ur5"),
+    ),
+    (
+        "unknown-defect-kind",
+        {"name": "x", "defects": {"kinds": ["hole", "dent"]}},
+        "defects.kinds",
+        ("'dent'", "allowed: bulge, hole, scratch, sink"),
+    ),
+    (
+        "no-defect-kinds",
+        {"name": "x", "defects": {"kinds": []}},
+        "defects.kinds",
+        ("at least one kind",),
+    ),
+    (
+        "unknown-size-kind",
+        {"name": "x", "defects": {"sizes_mm": {"dent": [1, 2]}}},
+        "defects.sizes_mm",
+        ("'dent'", "allowed: bulge, hole, scratch, sink"),
+    ),
+    (
+        "unknown-detector",
+        {"name": "x", "detectors": ["rgb_residual", "magic"]},
+        "detectors.1.name",
+        ("'magic'", "allowed: " + ", ".join(detectors.available())),
+    ),
+    (
+        "unknown-detector-long-form",
+        {"name": "x", "detectors": [{"name": "magic"}]},
+        "detectors.0.name",
+        ("'magic'", *detectors.available()),
+    ),
+    (
+        "duplicate-detector",
+        {"name": "x", "detectors": ["rgb_residual", "rgb_residual"]},
+        "detectors",
+        ("each detector may appear once",),
+    ),
     ("no-detectors", {"name": "x", "detectors": []}, "detectors", ("at least one detector",)),
-    ("unknown-part-category", {"name": "x", "part": {"category": "gear"}}, "part.category",
-     ("'gear'", "allowed: " + ", ".join(sorted(PART_FAMILIES)))),
-    ("unknown-part-param", {"name": "x", "part": {"params": {"nonsense": 1}}},
-     "part.params.nonsense", ("unknown parameter", "hub_diameter_mm", "bore_diameter_mm")),
-    ("impossible-part-param", {"name": "x", "part": {"params": {"bore_diameter_mm": 100}}},
-     "part.params.bore_diameter_mm", ("< seat_diameter_mm", "100")),
+    (
+        "unknown-part-category",
+        {"name": "x", "part": {"category": "gear"}},
+        "part.category",
+        ("'gear'", "allowed: " + ", ".join(sorted(PART_FAMILIES))),
+    ),
+    (
+        "unknown-part-param",
+        {"name": "x", "part": {"params": {"nonsense": 1}}},
+        "part.params.nonsense",
+        ("unknown parameter", "hub_diameter_mm", "bore_diameter_mm"),
+    ),
+    (
+        "impossible-part-param",
+        {"name": "x", "part": {"params": {"bore_diameter_mm": 100}}},
+        "part.params.bore_diameter_mm",
+        ("< seat_diameter_mm", "100"),
+    ),
     ("negative-seed", {"name": "x", "seed": -1}, "seed", ("greater than or equal to 0", "-1")),
     ("missing-name", {"seed": 1}, "name", ("required",)),
     ("bad-name", {"name": "has space"}, "name", ("pattern",)),
-    ("appearance-range", {"name": "x", "appearance": {"metallic": [0.8, 0.2]}}, "appearance",
-     ("metallic", "0 <= min <= max <= 1")),
+    (
+        "appearance-range",
+        {"name": "x", "appearance": {"metallic": [0.8, 0.2]}},
+        "appearance",
+        ("metallic", "0 <= min <= max <= 1"),
+    ),
 ]
 
 
@@ -212,8 +291,7 @@ def test_bad_spec_raises_one_line_naming_field_and_allowed(
 
 @pytest.mark.parametrize(
     ("data", "fragment"),
-    [([1, 2], "got list"), ("just a string", "got str"), (None, "got NoneType"),
-     (3, "got int")],
+    [([1, 2], "got list"), ("just a string", "got str"), (None, "got NoneType"), (3, "got int")],
     ids=["list", "str", "null", "int"],
 )
 def test_top_level_must_be_a_mapping(data: Any, fragment: str) -> None:
