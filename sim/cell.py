@@ -142,6 +142,7 @@ class SimCell:
         self._renderer = renderer
         self._rng = rng
         self._T_base_ee: np.ndarray | None = None
+        self._last: Capture | None = None
         self.last_failure = ""
 
     def plan_viewpoints(self) -> dict[int, np.ndarray]:
@@ -245,4 +246,6 @@ class SimCell:
 
     def render_twin(self) -> Observation:
         """The twin observation matching the last ``capture``."""
+        if self._last is None:
+            raise RuntimeError("render_twin before capture")
         return self._last.twin
