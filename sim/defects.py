@@ -108,30 +108,31 @@ def _pos_mm(site: SurfaceSite) -> list[float]:
     return [round(float(v) / MM, 3) for v in site.position]
 
 
-def _bulge(site: SurfaceSite, rng: np.random.Generator, size: tuple[float, float]) -> Defect:
-    # An ellipsoid centred on the surface protrudes by its normal semi-axis: a smooth blister.
-    d = float(rng.uniform(*size))
-    h = float(rng.uniform(0.15, 0.3) * d)
-    tool = Tool("ellipsoid", _frame_at(site), (d / 2 * MM, d / 2 * MM, h * MM))
-    rec = DefectRecord(
-        "bulge",
-        d,
-        {"diameter_mm": round(d, 3), "height_mm": round(h, 3), "position_mm": _pos_mm(site)},
-    )
-    return Defect("bulge", "add", tool, rec)
+def _ellipsoid_defect(
+    kind: str, op: Literal["add", "remove"], extent_key: str
+) -> Callable[[SurfaceSite, np.random.Generator, tuple[float, float]], Defect]:
+    """Maker of an ellipsoid defect centred on the surface.
+
+    Added (bulge), the ellipsoid protrudes by its normal semi-axis: a smooth blister.
+    Subtracted (sink), it leaves a dent as deep as that semi-axis.
+    """
+
+    def make(site: SurfaceSite, rng: np.random.Generator, size: tuple[float, float]) -> Defect:
+        d = float(rng.uniform(*size))
+        extent = float(rng.uniform(0.15, 0.3) * d)
+        tool = Tool("ellipsoid", _frame_at(site), (d / 2 * MM, d / 2 * MM, extent * MM))
+        params = {
+            "diameter_mm": round(d, 3),
+            extent_key: round(extent, 3),
+            "position_mm": _pos_mm(site),
+        }
+        return Defect(kind, op, tool, DefectRecord(kind, d, params))
+
+    return make
 
 
-def _sink(site: SurfaceSite, rng: np.random.Generator, size: tuple[float, float]) -> Defect:
-    # The same ellipsoid subtracted leaves a dent as deep as its normal semi-axis.
-    d = float(rng.uniform(*size))
-    depth = float(rng.uniform(0.15, 0.3) * d)
-    tool = Tool("ellipsoid", _frame_at(site), (d / 2 * MM, d / 2 * MM, depth * MM))
-    rec = DefectRecord(
-        "sink",
-        d,
-        {"diameter_mm": round(d, 3), "depth_mm": round(depth, 3), "position_mm": _pos_mm(site)},
-    )
-    return Defect("sink", "remove", tool, rec)
+_bulge = _ellipsoid_defect("bulge", "add", "height_mm")
+_sink = _ellipsoid_defect("sink", "remove", "depth_mm")
 
 
 def _hole(site: SurfaceSite, rng: np.random.Generator, size: tuple[float, float]) -> Defect:
