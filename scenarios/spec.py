@@ -24,7 +24,7 @@ BUNDLED_PACKAGE = "scenarios.specs"
 class Strict(BaseModel):
     """Base: unknown fields are errors, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CameraSpec(Strict):

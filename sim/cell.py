@@ -178,7 +178,7 @@ class SimCell:
         E_robot = setup.robot_error.sample(self._rng)
         T_base_cam = T_base_ee @ E_robot @ setup.T_ee_cam
         look = real_look(center, setup.appearance, self._rng)
-        key = pl.part.part_id
+        key = f"{pl.part.part_id}/{pl.part.content_key}"
         real_scene = RenderScene(
             tuple(_part_items(key + "/real", pl, look, True, pl.T_base_obj)),
             look.lights,
@@ -222,7 +222,7 @@ class SimCell:
             scene = RenderScene(
                 tuple(
                     _part_items(
-                        pl.part.part_id + "/nominal",
+                        f"{pl.part.part_id}/{pl.part.content_key}/nominal",
                         pl,
                         twin_look(np.zeros(3)),
                         False,

@@ -11,6 +11,8 @@ Sizes are in millimetres at the interface and metres inside the meshes.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -198,6 +200,20 @@ class PartInstance:
     face_labels: np.ndarray
     nominal: trimesh.Trimesh
     defects: tuple[Defect, ...] = field(default_factory=tuple)
+
+    @functools.cached_property
+    def content_key(self) -> str:
+        """A digest of the meshes and labels: renderers cache uploads under it."""
+        h = hashlib.sha1()
+        for arr in (
+            self.mesh.vertices,
+            self.mesh.faces,
+            self.face_labels,
+            self.nominal.vertices,
+            self.nominal.faces,
+        ):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()[:16]
 
     def missing_material(self, points_obj: np.ndarray) -> np.ndarray:
         """Which nominal surface points (N, 3) lie in material a defect removed: (N,) bool."""

@@ -43,7 +43,10 @@ class FlangeBearingSeatParams:
     def validate(self) -> None:
         """Raise SpecError naming the first parameter that makes an impossible part."""
         for f in fields(self):
-            if float(getattr(self, f.name)) <= 0:
+            value = float(getattr(self, f.name))
+            if not np.isfinite(value):
+                raise SpecError(f"part.params.{f.name}: must be a finite number, got {value}")
+            if value <= 0:
                 raise SpecError(f"part.params.{f.name}: must be > 0, got {getattr(self, f.name)}")
         checks = [
             ("hub_diameter_mm", self.hub_diameter_mm < self.flange_width_mm, "< flange_width_mm"),

@@ -6,6 +6,7 @@ become OpenGL cameras (x right, y up, z backward) by flipping the y and z axes.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import OrderedDict
 
@@ -50,6 +51,17 @@ def _split_by_label(item: MeshItem) -> list[tuple[int, trimesh.Trimesh]]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _shared_gl() -> pyrender.OffscreenRenderer:
+    """The one off-screen GL context of this process, resized per render.
+
+    Deleting a pyrender OffscreenRenderer terminates the EGL display for the whole process,
+    which breaks every other live renderer; so there is exactly one, never deleted, and
+    image sizes are changed through its viewport.
+    """
+    return pyrender.OffscreenRenderer(64, 64)
+
+
 class PyrenderRenderer:
     """Renders ``RenderScene`` objects with pyrender; keeps one GL context per image size.
 
@@ -57,20 +69,15 @@ class PyrenderRenderer:
     """
 
     def __init__(self, cache_size: int = 8, znear: float = 0.01, zfar: float = 10.0) -> None:
-        self._renderer: pyrender.OffscreenRenderer | None = None
-        self._size: tuple[int, int] | None = None
         self._cache: OrderedDict[str, list[tuple[int, trimesh.Trimesh]]] = OrderedDict()
         self._cache_size = cache_size
         self._znear = znear
         self._zfar = zfar
 
     def _gl(self, size: tuple[int, int]) -> pyrender.OffscreenRenderer:
-        if self._renderer is None or self._size != size:
-            if self._renderer is not None:
-                self._renderer.delete()
-            self._renderer = pyrender.OffscreenRenderer(size[0], size[1])
-            self._size = size
-        return self._renderer
+        gl = _shared_gl()
+        gl.viewport_width, gl.viewport_height = size
+        return gl
 
     def _parts(self, item: MeshItem) -> list[tuple[int, trimesh.Trimesh]]:
         if item.key in self._cache:
@@ -83,10 +90,8 @@ class PyrenderRenderer:
         return parts
 
     def close(self) -> None:
-        """Release the GL context."""
-        if self._renderer is not None:
-            self._renderer.delete()
-            self._renderer = None
+        """Drop this renderer's mesh cache (the process-wide GL context stays; see _shared_gl)."""
+        self._cache.clear()
 
     def render(
         self,
@@ -99,8 +104,8 @@ class PyrenderRenderer:
         """Render ``scene`` from an OpenCV camera; see ``scenarios.interfaces.RenderOutput``.
 
         ``K`` (3, 3) uses OpenCV pixel centres at integer coordinates; ``image_size`` is
-        (W, H); ``T_base_cam`` (4, 4). With ``depth_only`` the rgb is black and the label
-        pass is skipped (mask from depth of part items only).
+        (W, H); ``T_base_cam`` (4, 4). With ``depth_only`` only part items are drawn, only
+        the label pass runs (depth, mask, labels) and the rgb is black.
         """
         W, H = image_size
         pr_scene = pyrender.Scene(bg_color=[*scene.background, 1.0], ambient_light=scene.ambient)
@@ -128,21 +133,17 @@ class PyrenderRenderer:
         for light in scene.lights:
             _add_light(pr_scene, light)
         gl = self._gl((W, H))
-        if depth_only:
-            depth = gl.render(pr_scene, flags=pyrender.RenderFlags.DEPTH_ONLY)
-            rgb = np.zeros((H, W, 3), np.uint8)
-            depth = np.asarray(depth, dtype=np.float32)
-            return RenderOutput(rgb, depth, depth > 0, np.zeros((H, W), np.int32))
-        rgb, depth = gl.render(pr_scene)
-        seg, _ = gl.render(pr_scene, flags=pyrender.RenderFlags.SEG, seg_node_map=seg_map)
+        # Depth comes from the label pass: it is sampled at pixel centres like the mask,
+        # whereas the colour pass is multisampled and its depth is off-centre by a fraction
+        # of a pixel at silhouettes.
+        seg, depth = gl.render(pr_scene, flags=pyrender.RenderFlags.SEG, seg_node_map=seg_map)
+        depth = np.asarray(depth, dtype=np.float32)
         mask = seg[..., 1] == PART_FLAG
         labels = np.where(mask, seg[..., 0].astype(np.int32) - 1, 0).astype(np.int32)
-        return RenderOutput(
-            np.ascontiguousarray(rgb[..., :3], dtype=np.uint8),
-            np.asarray(depth, dtype=np.float32),
-            mask,
-            labels,
-        )
+        if depth_only:
+            return RenderOutput(np.zeros((H, W, 3), np.uint8), depth, mask, labels)
+        rgb, _ = gl.render(pr_scene)
+        return RenderOutput(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8), depth, mask, labels)
 
 
 def _add_light(scene: pyrender.Scene, light: Light) -> None:

@@ -13,11 +13,9 @@ from sim.pyrender_backend import PyrenderRenderer
 def renderer_for() -> Callable[[int, int], PyrenderRenderer]:
     """``renderer_for(W, H)``: a session-wide off-screen renderer for W x H images.
 
-    One renderer per image size, never resized and never closed by the tests: with EGL,
-    deleting a pyrender context (what ``close()`` and a size change do) terminates the
-    process-wide display and breaks every other live renderer. A GL context costs ~0.3 s.
-    The upload cache is keyed by ``MeshItem.key``, so tests must give different meshes
-    different keys (and different part ids, which the cell uses as keys).
+    All renderers share the process's one GL context (see ``sim.pyrender_backend``); each
+    keeps its own upload cache, keyed by ``MeshItem.key``, so tests must give different
+    meshes different keys.
     """
     cache: dict[tuple[int, int], PyrenderRenderer] = {}
 

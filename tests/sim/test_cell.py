@@ -221,12 +221,6 @@ def test_unreachable_viewpoint_is_refused(renderer: PyrenderRenderer) -> None:
             cell.capture_pair()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG sim/cell.py capture_pair/_defect_masks key renderer uploads by part_id only "
-    "(key + '/real', '/nominal'): a reused renderer draws a stale mesh for another part "
-    "with the same id (e.g. the same scenario at another seed in one process)",
-)
 def test_renders_do_not_depend_on_previous_parts_with_the_same_id(
     renderer: PyrenderRenderer,
 ) -> None:

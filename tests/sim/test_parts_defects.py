@@ -204,12 +204,6 @@ def test_unknown_parameter_and_category_are_spec_errors() -> None:
         build_nominal_solid("teapot")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG sim/parts.py FlangeBearingSeatParams.validate only rejects values <= 0: "
-    "inf passes (and hub_height_mm=inf then segfaults manifold3d in build_nominal_solid); "
-    "nan is blamed on another parameter",
-)
 @pytest.mark.parametrize("value", [math.inf, math.nan])
 def test_non_finite_parameter_is_a_spec_error_naming_it(value: float) -> None:
     """Non-finite sizes are impossible parts: SpecError naming the parameter (validation only;
