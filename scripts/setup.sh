@@ -1,8 +1,33 @@
 #!/usr/bin/env bash
 # Set up twincell on a fresh Debian machine: system libraries, a virtualenv in .venv, the
 # package and its dev tools. Safe to rerun; it only installs what is missing.
+#
+#   bash scripts/setup.sh                    # what the simulator, detectors and tests need
+#   bash scripts/setup.sh --extras torch,3d  # also torch 2.13.0 (CPU) and open3d (+ libusb)
+#
+# The extras are for the learned detectors and the 3D pipeline that come next; nothing in
+# the current package imports them. TWINCELL_EXTRAS=torch,3d does the same as --extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+EXTRAS="${TWINCELL_EXTRAS:-}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --extras) EXTRAS="${2:?--extras needs a list, e.g. torch,3d}"; shift 2 ;;
+    --extras=*) EXTRAS="${1#--extras=}"; shift ;;
+    *) echo "setup.sh: unknown option $1 (allowed: --extras torch,3d)" >&2; exit 2 ;;
+  esac
+done
+want_torch=0; want_3d=0
+IFS=',' read -ra _extras <<< "$EXTRAS"
+for e in "${_extras[@]}"; do
+  case "$e" in
+    torch) want_torch=1 ;;
+    3d) want_3d=1 ;;
+    "") ;;
+    *) echo "setup.sh: unknown extra '$e' (allowed: torch, 3d)" >&2; exit 2 ;;
+  esac
+done
 
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
@@ -14,6 +39,8 @@ fi
 
 # Headless rendering: pyrender uses EGL from Mesa (software rasteriser, no GPU needed).
 DEB_PKGS=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libglib2.0-0)
+# open3d's wheel links against libusb.
+((want_3d)) && DEB_PKGS+=(libusb-1.0-0)
 missing=()
 for p in "${DEB_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,5 +61,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[dev]"
   touch "$stamp"
+fi
+# Exactly this spelling: it takes the local CPU build; a looser one can pull CUDA wheels.
+if ((want_torch)) && ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+fi
+if ((want_3d)) && ! .venv/bin/python -c 'import open3d' 2>/dev/null; then
+  .venv/bin/python -m pip install -q -e ".[dev,3d]"
 fi
 echo "twincell is set up in .venv"
