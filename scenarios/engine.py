@@ -157,7 +157,9 @@ def cell_setup(sc: Scenario, seed: int) -> Any:
     vp = sc.viewpoints
     return CellSetup(
         robot=sc.cell.robot,
-        camera=CameraModel(cam.width, cam.height, K),
+        camera=CameraModel(
+            cam.width, cam.height, K, np.asarray(cam.distortion) if any(cam.distortion) else None
+        ),
         T_ee_cam=T_ee_cam,
         T_ee_cam_believed=T_ee_cam_believed,
         viewpoints=ViewpointPlan(
@@ -247,6 +249,7 @@ def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
             "defective part; no defect visible from this view" if part.defects and not label else ""
         ),
         "K": _pose(setup.camera.K),
+        "dist": None if setup.camera.dist is None else [float(x) for x in setup.camera.dist],
         "image_size": [setup.camera.width, setup.camera.height],
         "T_base_cam": _pose(cap.real.T_base_cam),
         "T_base_cam_twin": _pose(cap.twin.T_base_cam),

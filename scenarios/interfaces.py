@@ -120,9 +120,15 @@ class Renderer(Protocol):
     """A backend-neutral renderer (pyrender now, Blender next); converts poses internally."""
 
     def render(
-        self, scene: Any, K: FloatArray, image_size: tuple[int, int], T_base_cam: FloatArray
+        self,
+        scene: Any,
+        K: FloatArray,
+        image_size: tuple[int, int],
+        T_base_cam: FloatArray,
+        depth_only: bool = False,
+        dist: FloatArray | None = None,
     ) -> RenderOutput:
-        """Render ``scene`` seen by an OpenCV camera (K, (W, H), T_base_cam)."""
+        """Render ``scene`` seen by an OpenCV camera (K, (W, H), T_base_cam, distortion)."""
         ...
 
 

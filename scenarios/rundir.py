@@ -162,14 +162,19 @@ def load_sample(run_dir: Path, record: dict[str, Any]) -> Sample:
     if not d.is_dir():
         raise RunDirError(f"{d}: sample directory missing")
     K = np.asarray(record["K"], dtype=np.float64)
+    dist = None if record.get("dist") is None else np.asarray(record["dist"], dtype=np.float64)
     real = Observation(
         _load_png(d / "real.png"),
         K,
         np.asarray(record["T_base_cam"], dtype=np.float64),
         depth=np.load(d / "real_depth.npy"),
+        dist=dist,
     )
     twin = Observation(
-        _load_png(d / "twin.png"), K, np.asarray(record["T_base_cam_twin"], dtype=np.float64)
+        _load_png(d / "twin.png"),
+        K,
+        np.asarray(record["T_base_cam_twin"], dtype=np.float64),
+        dist=dist,
     )
     defects = tuple(
         DefectRecord(

@@ -33,6 +33,18 @@ class CameraSpec(Strict):
     width: int = Field(256, ge=32, le=4096)
     height: int = Field(256, ge=32, le=4096)
     hfov_deg: float = Field(32.0, gt=1.0, lt=170.0)
+    # OpenCV (k1, k2, p1, p2, k3); all zero is a pinhole camera. Real and twin share it.
+    distortion: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
+
+    @field_validator("distortion")
+    @classmethod
+    def _moderate(
+        cls, v: tuple[float, float, float, float, float]
+    ) -> tuple[float, float, float, float, float]:
+        k1, k2, p1, p2, k3 = v
+        if abs(k1) > 0.5 or abs(k2) > 0.5 or abs(k3) > 0.5 or abs(p1) > 0.05 or abs(p2) > 0.05:
+            raise ValueError("need |k1|, |k2|, |k3| <= 0.5 and |p1|, |p2| <= 0.05")
+        return v
 
 
 class HandEyeSpec(Strict):

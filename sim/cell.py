@@ -31,11 +31,12 @@ from sim.viewpoints import plan_viewpoints
 
 @dataclass(frozen=True)
 class CameraModel:
-    """An OpenCV pinhole camera: image size (W, H) and K (3, 3); distortion is not rendered."""
+    """An OpenCV camera: image size (W, H), K (3, 3), distortion (k1, k2, p1, p2, k3) or None."""
 
     width: int
     height: int
     K: np.ndarray
+    dist: np.ndarray | None = None
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -184,9 +185,11 @@ class SimCell:
             look.lights,
             look.background,
         )
-        real_out = self._renderer.render(real_scene, cam.K, cam.image_size, T_base_cam)
+        real_out = self._renderer.render(
+            real_scene, cam.K, cam.image_size, T_base_cam, dist=cam.dist
+        )
         rgb = apply_sensor(real_out.rgb, look, self._rng)
-        real = Observation(rgb, cam.K.copy(), T_base_cam, depth=real_out.depth)
+        real = Observation(rgb, cam.K.copy(), T_base_cam, depth=real_out.depth, dist=cam.dist)
 
         T_base_cam_twin = T_base_ee @ setup.T_ee_cam_believed
         tlook = twin_look(center)
@@ -195,8 +198,12 @@ class SimCell:
             tlook.lights,
             tlook.background,
         )
-        twin_out = self._renderer.render(twin_scene, cam.K, cam.image_size, T_base_cam_twin)
-        twin = Observation(twin_out.rgb, cam.K.copy(), T_base_cam_twin, depth=twin_out.depth)
+        twin_out = self._renderer.render(
+            twin_scene, cam.K, cam.image_size, T_base_cam_twin, dist=cam.dist
+        )
+        twin = Observation(
+            twin_out.rgb, cam.K.copy(), T_base_cam_twin, depth=twin_out.depth, dist=cam.dist
+        )
         per_defect = self._defect_masks(real_out.mask, real_out.labels, T_base_cam)
         gt = np.any(per_defect, axis=0) if len(per_defect) else np.zeros_like(real_out.mask)
         px = per_defect.sum(axis=(1, 2))
@@ -231,8 +238,10 @@ class SimCell:
                 ),
                 (),
             )
-            nom = self._renderer.render(scene, cam.K, cam.image_size, T_base_cam, depth_only=True)
-            pts_cam, hit_mask = depth_to_points(nom.depth, cam.K)
+            nom = self._renderer.render(
+                scene, cam.K, cam.image_size, T_base_cam, depth_only=True, dist=cam.dist
+            )
+            pts_cam, hit_mask = depth_to_points(nom.depth, cam.K, cam.dist)
             pts_obj = transform_points(invert_pose(pl.T_base_obj) @ T_base_cam, pts_cam)
             for i in removing:
                 out[i][hit_mask] |= defects[i].tool.contains(pts_obj)

@@ -217,3 +217,31 @@ def test_renderers_of_other_sizes_and_closed_ones_do_not_break_each_other() -> N
     again = r1.render(scene, K, (W, H), T_CAM)
     np.testing.assert_array_equal(first.rgb, again.rgb)
     np.testing.assert_array_equal(first.labels, again.labels)
+
+
+def test_lens_distortion_moves_the_image_where_project_points_says(
+    renderer: PyrenderRenderer,
+) -> None:
+    """With OpenCV distortion, a small sphere's mask centroid follows ``project_points`` with
+    the same ``dist`` (not the pinhole projection), and depth along rays is unchanged."""
+    dist = np.array([-0.4, 0.05, 0.001, -0.001, 0.0])
+    small = trimesh.creation.icosphere(subdivisions=3, radius=0.01)
+    z = 0.7
+    uv = np.array([[K[0, 2] + 52.0, K[1, 2] + 36.0]])  # far off axis: distortion matters
+    c_cam = _pixel_rays(uv)[0] * z
+    T = np.eye(4)
+    T[:3, 3] = transform_points(T_CAM, c_cam[None])[0]
+    scene = RenderScene((MeshItem("small-sphere", small, T, GREY),), _light(T_CAM))
+    pin = renderer.render(scene, K, (W, H), T_CAM)
+    out = renderer.render(scene, K, (W, H), T_CAM, dist=dist)
+    want = project_points(c_cam[None], K, dist)[0]
+    v, u = np.nonzero(out.mask)
+    got = np.array([u.mean(), v.mean()])
+    assert np.linalg.norm(got - want) < 0.5
+    assert np.linalg.norm(got - uv[0]) > 3.0  # it really moved
+    assert out.labels[out.mask].max() == 0 and not out.labels[~out.mask].any()
+    near = float(np.median(out.depth[out.mask]))
+    assert near == pytest.approx(float(np.median(pin.depth[pin.mask])), abs=2e-3)
+    # Zero distortion is the pinhole render, byte for byte.
+    zero = renderer.render(scene, K, (W, H), T_CAM, dist=np.zeros(5))
+    np.testing.assert_array_equal(zero.rgb, pin.rgb)
