@@ -497,3 +497,12 @@ def test_aupro_on_3m_pixels_matches_analytic_value() -> None:
     # Normal scores ~ U(0, 1), defect scores ~ U(0.5, 1.5): at a threshold t in [0.7, 1],
     # FPR = 1 - t and PRO = 1.5 - t = 0.5 + FPR, so AUPRO = 0.5 + 0.3 / 2 = 0.65.
     assert value == pytest.approx(0.65, abs=0.01)
+
+
+def test_auroc_equals_sklearn_roc_auc_score() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    labels = rng.random(5000) < 0.1
+    scores = np.round(rng.random(5000) + 0.3 * labels, 2)  # with ties
+    assert auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
