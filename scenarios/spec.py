@@ -36,6 +36,13 @@ class CameraSpec(Strict):
     # OpenCV (k1, k2, p1, p2, k3); all zero is a pinhole camera. Real and twin share it.
     distortion: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
 
+    @field_validator("distortion", mode="before")
+    @classmethod
+    def _five(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple) and len(v) != 5:
+            raise ValueError(f"need 5 values (k1, k2, p1, p2, k3), got {len(v)}")
+        return v
+
     @field_validator("distortion")
     @classmethod
     def _moderate(

@@ -168,6 +168,24 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
     # (id, data, dotted path, fragments the message must contain: the allowed values/constraint)
     ("unknown-top-level", {"name": "x", "bogus": 1}, "bogus", ("unknown field", *_ALL_TOP)),
     (
+        "strong-distortion",
+        {"name": "x", "cell": {"camera": {"distortion": [-0.9, 0, 0, 0, 0]}}},
+        "cell.camera.distortion",
+        ("|k1|, |k2|, |k3| <= 0.5",),
+    ),
+    (
+        "short-distortion",
+        {"name": "x", "cell": {"camera": {"distortion": [0.1, 0.0]}}},
+        "cell.camera.distortion",
+        ("need 5 values (k1, k2, p1, p2, k3)",),
+    ),
+    (
+        "infinite-radius",
+        {"name": "x", "viewpoints": {"radius_m": float("inf")}},
+        "viewpoints.radius_m",
+        ("finite",),
+    ),
+    (
         "unknown-nested",
         {"name": "x", "viewpoints": {"radius": 0.3}},
         "viewpoints.radius",
