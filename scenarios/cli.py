@@ -43,7 +43,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{manifest['timings_s']['total']:.1f} s)"
     )
     for name, m in metrics.items():
-        print(f"  {name:<18} " + "  ".join(f"{k} {v:.3f}" for k, v in m.items()))
+        # A metric is undefined (null) when the test split lacks one class.
+        cells = (f"{k} n/a" if v is None else f"{k} {v:.3f}" for k, v in m.items())
+        print(f"  {name:<18} " + "  ".join(cells))
     print(f"report: {out / 'report.html'}")
     return 0
 

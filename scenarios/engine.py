@@ -492,7 +492,11 @@ def run_scenario(
             ", ".join(f"{d['part_id']}/v{d['view_id']} ({d['reason']})" for d in dropped),
         )
     metrics, det_seconds = detect(sc, out, records, progress=progress)
-    write_json(out / "metrics.json", {"detectors": metrics})
+    # Undefined metrics (a split without one class) are NaN in Python and null in JSON.
+    finite = {
+        d: {k: (v if np.isfinite(v) else None) for k, v in m.items()} for d, m in metrics.items()
+    }
+    write_json(out / "metrics.json", {"detectors": finite})
     counts = Counter((r["split"], r["label"]) for r in records)
     kinds = Counter(
         d["kind"]
