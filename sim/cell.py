@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import trimesh
 
-from scenarios.interfaces import Observation
+from scenarios.interfaces import Observation, RenderOutput
 from sim.appearance import AppearanceGap, Look, apply_sensor, real_look, twin_look
 from sim.defects import PartInstance
 from sim.geometry import depth_to_points, invert_pose, transform_points
@@ -179,28 +179,12 @@ class SimCell:
         E_robot = setup.robot_error.sample(self._rng)
         T_base_cam = T_base_ee @ E_robot @ setup.T_ee_cam
         look = real_look(center, setup.appearance, self._rng)
-        key = f"{pl.part.part_id}/{pl.part.content_key}"
-        real_scene = RenderScene(
-            tuple(_part_items(key + "/real", pl, look, True, pl.T_base_obj)),
-            look.lights,
-            look.background,
-        )
-        real_out = self._renderer.render(
-            real_scene, cam.K, cam.image_size, T_base_cam, dist=cam.dist
-        )
+        real_out = self._render(look, True, pl.T_base_obj, T_base_cam)
         rgb = apply_sensor(real_out.rgb, look, self._rng)
         real = Observation(rgb, cam.K.copy(), T_base_cam, depth=real_out.depth, dist=cam.dist)
 
         T_base_cam_twin = T_base_ee @ setup.T_ee_cam_believed
-        tlook = twin_look(center)
-        twin_scene = RenderScene(
-            tuple(_part_items(key + "/nominal", pl, tlook, False, pl.T_base_obj_twin)),
-            tlook.lights,
-            tlook.background,
-        )
-        twin_out = self._renderer.render(
-            twin_scene, cam.K, cam.image_size, T_base_cam_twin, dist=cam.dist
-        )
+        twin_out = self._render(twin_look(center), False, pl.T_base_obj_twin, T_base_cam_twin)
         twin = Observation(
             twin_out.rgb, cam.K.copy(), T_base_cam_twin, depth=twin_out.depth, dist=cam.dist
         )
@@ -208,6 +192,23 @@ class SimCell:
         gt = np.any(per_defect, axis=0) if len(per_defect) else np.zeros_like(real_out.mask)
         px = per_defect.sum(axis=(1, 2))
         return Capture(real, twin, twin_out.mask, real_out.mask, gt, px)
+
+    def _render(
+        self,
+        look: Look,
+        defective: bool,
+        T_base_obj: np.ndarray,
+        T_base_cam: np.ndarray,
+        depth_only: bool = False,
+    ) -> RenderOutput:
+        """Render the part (defective or nominal) on the table with ``look``."""
+        pl, cam = self.placement, self.setup.camera
+        key = f"{pl.part.part_id}/{pl.part.content_key}/" + ("real" if defective else "nominal")
+        items = _part_items(key, pl, look, defective, T_base_obj)
+        scene = RenderScene(tuple(items), look.lights, look.background)
+        return self._renderer.render(
+            scene, cam.K, cam.image_size, T_base_cam, depth_only=depth_only, dist=cam.dist
+        )
 
     def _defect_masks(
         self, mask: np.ndarray, labels: np.ndarray, T_base_cam: np.ndarray
@@ -226,20 +227,8 @@ class SimCell:
             out[i] = mask & (labels == i + 1)
         removing = [i for i, d in enumerate(defects) if d.op == "remove"]
         if removing:
-            scene = RenderScene(
-                tuple(
-                    _part_items(
-                        f"{pl.part.part_id}/{pl.part.content_key}/nominal",
-                        pl,
-                        twin_look(np.zeros(3)),
-                        False,
-                        pl.T_base_obj,
-                    )
-                ),
-                (),
-            )
-            nom = self._renderer.render(
-                scene, cam.K, cam.image_size, T_base_cam, depth_only=True, dist=cam.dist
+            nom = self._render(
+                twin_look(np.zeros(3)), False, pl.T_base_obj, T_base_cam, depth_only=True
             )
             pts_cam, hit_mask = depth_to_points(nom.depth, cam.K, cam.dist)
             pts_obj = transform_points(invert_pose(pl.T_base_obj) @ T_base_cam, pts_cam)
