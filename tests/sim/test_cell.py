@@ -235,3 +235,17 @@ def test_renders_do_not_depend_on_previous_parts_with_the_same_id(
     for vid in fresh:
         assert fresh[vid].real.rgb.tobytes() == reused[vid].real.rgb.tobytes()
         assert fresh[vid].gt_mask.tobytes() == reused[vid].gt_mask.tobytes()
+
+
+def test_colliding_viewpoint_is_refused(renderer: PyrenderRenderer) -> None:
+    """A planned direction at 4 cm instead of 20 cm: IK reaches it, but the hand, whose
+    fingers reach past the camera, hits the part or the table. Refused, and it says so."""
+    placement = _placement(TINY, "cell-collide", ())
+    with _cell(TINY, placement, renderer) as cell:
+        center = transform_points(placement.T_base_obj, placement.center_obj[None])[0]
+        T_far = next(iter(cell.plan_viewpoints().values()))
+        direction = (T_far[:3, 3] - center) / np.linalg.norm(T_far[:3, 3] - center)
+        close = look_at(center + 0.04 * direction, center)
+        assert not cell.move_to(close)
+        assert cell.last_failure.startswith("collision (")
+        assert "table" in cell.last_failure or "part" in cell.last_failure
