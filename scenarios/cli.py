@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -32,8 +33,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sc, out, workers=args.workers, progress=not args.quiet, report=write_report
     )
     metrics_path = out / "metrics.json"
-    import json
-
     metrics = json.loads(metrics_path.read_text())["detectors"]
     c = manifest["counts"]
     print(

@@ -16,10 +16,9 @@ import matplotlib
 matplotlib.use("Agg")  # no display: always render to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from scenarios.metrics import METRIC_NAMES  # noqa: E402
-from scenarios.rundir import read_jsonl, write_bytes, write_text  # noqa: E402
+from scenarios.rundir import load_png, read_jsonl, write_bytes, write_text  # noqa: E402
 
 GALLERY_ROWS = 8
 
@@ -47,11 +46,6 @@ def _pick_gallery(records: list[dict[str, Any]], n: int) -> list[dict[str, Any]]
     return chosen[:n]
 
 
-def _load(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im)
-
-
 def _savefig(fig: Any, path: Path) -> None:
     import io
 
@@ -76,14 +70,14 @@ def gallery_figure(out: Path, records: list[dict[str, Any]], detectors: list[str
     fig, axes = plt.subplots(len(rows), ncol, figsize=(2.2 * ncol, 2.3 * len(rows)), squeeze=False)
     for i, r in enumerate(rows):
         d = out / "samples" / r["id"]
-        real = _load(d / "real.png")
-        gt = _load(d / "gt_mask.png") > 127
+        real = load_png(d / "real.png")
+        gt = load_png(d / "gt_mask.png") > 127
         overlay = real.copy()
         overlay[gt] = (0.4 * overlay[gt] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
         kinds = ",".join(sorted({x["kind"] for x in r["defects"] if x["visible_px"] > 0}))
         panels = [
             (real, f"{r['id']}\nreal"),
-            (_load(d / "twin.png"), "twin"),
+            (load_png(d / "twin.png"), "twin"),
             (overlay, f"ground truth\n{kinds or 'normal'}"),
         ]
         for j, (img, title) in enumerate(panels):

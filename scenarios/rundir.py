@@ -151,7 +151,8 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def _load_png(path: Path) -> np.ndarray:
+def load_png(path: Path) -> np.ndarray:
+    """An image file as an array: (H, W, 3) uint8 for RGB, (H, W) uint8 for masks."""
     with Image.open(path) as im:
         return np.asarray(im)
 
@@ -164,14 +165,14 @@ def load_sample(run_dir: Path, record: dict[str, Any]) -> Sample:
     K = np.asarray(record["K"], dtype=np.float64)
     dist = None if record.get("dist") is None else np.asarray(record["dist"], dtype=np.float64)
     real = Observation(
-        _load_png(d / "real.png"),
+        load_png(d / "real.png"),
         K,
         np.asarray(record["T_base_cam"], dtype=np.float64),
         depth=np.load(d / "real_depth.npy"),
         dist=dist,
     )
     twin = Observation(
-        _load_png(d / "twin.png"),
+        load_png(d / "twin.png"),
         K,
         np.asarray(record["T_base_cam_twin"], dtype=np.float64),
         dist=dist,
@@ -188,8 +189,8 @@ def load_sample(run_dir: Path, record: dict[str, Any]) -> Sample:
         id=record["id"],
         real=real,
         twin=twin,
-        fg_mask=_load_png(d / "twin_mask.png") > 127,
-        gt_mask=_load_png(d / "gt_mask.png") > 127,
+        fg_mask=load_png(d / "twin_mask.png") > 127,
+        gt_mask=load_png(d / "gt_mask.png") > 127,
         label=int(record["label"]),
         part_id=record["part_id"],
         category=record["category"],

@@ -263,10 +263,6 @@ class RobotScene:
                 return f"camera with {name}"
         return ""
 
-    def camera_pose(self, T_base_ee: np.ndarray, T_ee_cam: np.ndarray) -> np.ndarray:
-        """Camera pose for a flange pose: ``T_base_cam = T_base_ee @ T_ee_cam``."""
-        return np.asarray(T_base_ee) @ np.asarray(T_ee_cam)
-
     @staticmethod
     def flange_target(T_base_cam: np.ndarray, T_ee_cam: np.ndarray) -> np.ndarray:
         """Flange pose that puts the camera at ``T_base_cam``: ``T_base_cam @ T_cam_ee``."""
