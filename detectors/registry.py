@@ -1,4 +1,10 @@
-"""Explicit name -> factory registry of detectors; ``create`` validates names and parameters."""
+"""Explicit name -> factory registry of detectors; ``create`` validates names and parameters.
+
+A detector registers with a pydantic model of its parameters (types and ranges); the
+scenario loader calls ``validate_params`` so a bad parameter is reported when the scenario
+file is read, naming the field, never after a simulation. A factory registered without a
+model has its keyword names checked from its signature only.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,17 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from scenarios.interfaces import Detector, SpecError
+from scenarios.interfaces import Detector, SpecError, excerpt, validation_error_line
 
 _REGISTRY: dict[str, Callable[..., Detector]] = {}
+_PARAMS: dict[str, Any] = {}
 
 
-def register(name: str, factory: Callable[..., Detector]) -> None:
-    """Register ``factory`` (called with keyword parameters) under ``name``; duplicates raise."""
+def register(name: str, factory: Callable[..., Detector], params: Any = None) -> None:
+    """Register ``factory`` (called with keyword parameters) under ``name``; duplicates raise.
+
+    ``params`` is the pydantic model of the factory's keyword parameters (or None).
+    """
     if not isinstance(name, str) or not name or name != name.strip() or " " in name:
         raise ValueError(f"detector name must be a non-empty string without spaces, got {name!r}")
     if not callable(factory):
@@ -20,6 +30,7 @@ def register(name: str, factory: Callable[..., Detector]) -> None:
     if name in _REGISTRY:
         raise ValueError(f"detector {name!r} is already registered")
     _REGISTRY[name] = factory
+    _PARAMS[name] = params
 
 
 def available() -> list[str]:
@@ -27,33 +38,69 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _check_params(name: str, factory: Callable[..., Detector], params: dict[str, Any]) -> None:
-    """Raise SpecError naming the first unknown or missing keyword parameter of ``factory``."""
+def check_params_model(model: Any, params: dict[str, Any], where: str) -> dict[str, Any]:
+    """``params`` validated by pydantic ``model``: the full keyword dict, or SpecError naming
+    ``<where>.<field>`` and what is allowed."""
+    from pydantic import ValidationError
+
+    try:
+        validated = model.model_validate(params)
+    except ValidationError as err:
+        raise SpecError(validation_error_line(err, model, prefix=where)) from None
+    return dict(validated.model_dump())
+
+
+def _accepted_names(
+    factory: Callable[..., Detector], model: Any
+) -> tuple[set[str], bool, set[str]]:
+    """(accepted keyword names, takes any keyword, required names) of a factory."""
+    if model is not None:
+        fields = model.model_fields
+        return set(fields), False, {k for k, f in fields.items() if f.is_required()}
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):  # no introspectable signature: let the factory decide
-        return
+        return set(), True, set()
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     accepted = {p.name: p for p in signature.parameters.values() if p.kind in kinds}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    required = {k for k, p in accepted.items() if p.default is inspect.Parameter.empty}
+    return set(accepted), takes_any, required
+
+
+def validate_params(name: str, params: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """The keyword parameters of detector ``name``, checked; SpecError naming the first bad one.
+
+    ``where`` is the dotted path of ``params`` in the user's file (``detectors.0.params``).
+    Unknown and missing names are reported first (with the allowed names), then types and
+    ranges from the detector's parameter model, if it registered one.
+    """
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        allowed = ", ".join(available()) or "(none registered)"
+        raise SpecError(f"unknown detector {excerpt(name)}; allowed: {allowed}")
+    where = where or f"detectors.{name}.params"
+    model = _PARAMS.get(name)
+    accepted, takes_any, required = _accepted_names(factory, model)
     if not takes_any:
-        for key in sorted(params):
+        for key in sorted(params, key=str):
             if key not in accepted:
                 allowed = ", ".join(sorted(accepted)) or "(none)"
-                raise SpecError(f"detector {name!r}: unknown parameter {key!r}; allowed: {allowed}")
-    for key, param in accepted.items():
-        if param.default is inspect.Parameter.empty and key not in params:
-            raise SpecError(f"detector {name!r}: missing required parameter {key!r}")
+                raise SpecError(
+                    f"{where}: unknown parameter {excerpt(key)} of {name}; allowed: {allowed}"
+                )
+    for key in sorted(required):
+        if key not in params:
+            raise SpecError(f"{where}: missing required parameter {key!r} of {name}")
+    if model is None:
+        return dict(params)
+    return check_params_model(model, params, where)
 
 
 def create(name: str, **params: Any) -> Detector:
     """Build the detector registered as ``name`` with keyword ``params``; bad input -> SpecError."""
-    factory = _REGISTRY.get(name)
-    if factory is None:
-        allowed = ", ".join(available()) or "(none registered)"
-        raise SpecError(f"unknown detector {name!r}; allowed: {allowed}")
-    _check_params(name, factory, params)
-    detector = factory(**params)
+    checked = validate_params(name, params)
+    detector = _REGISTRY[name](**checked)
     if not isinstance(detector, Detector):
         raise TypeError(f"factory for detector {name!r} returned a non-Detector: {detector!r}")
     return detector

@@ -15,38 +15,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 from skimage.color import rgb2gray
+from pydantic import BaseModel, ConfigDict, Field, Strict
 from skimage.metrics import structural_similarity
 
-from scenarios.interfaces import BoolArray, ImageU8, Prediction, Sample, SpecError
+from detectors.registry import check_params_model
+from scenarios.interfaces import BoolArray, ImageU8, Prediction, Sample
 
 FloatArray = NDArray[np.float64]
 
 NORMALISER_PERCENTILE = 99.0
 
 
-def _validate_sigma(value: Any, name: str) -> float:
-    """Return ``value`` as a finite float >= 0, else raise SpecError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise SpecError(f"{name} must be a number >= 0, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out) or out < 0.0:
-        raise SpecError(f"{name} must be a finite number >= 0, got {value!r}")
-    return out
+class ResidualParams(BaseModel):
+    """Parameters of every twin-residual detector, with the ranges a real image could use."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-def _validate_int(value: Any, name: str) -> int:
-    """Return ``value`` as an int >= 0, else raise SpecError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise SpecError(f"{name} must be an integer >= 0, got {value!r}")
-    if int(value) < 0:
-        raise SpecError(f"{name} must be an integer >= 0, got {value!r}")
-    return int(value)
+    #: Gaussian smoothing of the residual (pixels; 0 disables).
+    sigma_px: Annotated[float, Strict()] = Field(2.0, ge=0.0, le=20.0)
+    #: Dilation of the twin foreground mask (pixels; 0 keeps the mask as is).
+    dilate_px: Annotated[int, Strict()] = Field(2, ge=0, le=32)
 
 
 def disc_footprint(radius_px: int) -> BoolArray:
@@ -91,8 +85,11 @@ class TwinResidualDetector:
 
     def __init__(self, sigma_px: float = 2.0, dilate_px: int = 2) -> None:
         """Configure smoothing ``sigma_px`` (>= 0, 0 disables) and mask dilation ``dilate_px``."""
-        self.sigma_px = _validate_sigma(sigma_px, "sigma_px")
-        self.dilate_px = _validate_int(dilate_px, "dilate_px")
+        p = check_params_model(
+            ResidualParams, {"sigma_px": sigma_px, "dilate_px": dilate_px}, f"{self.name}.params"
+        )
+        self.sigma_px: float = p["sigma_px"]
+        self.dilate_px: int = p["dilate_px"]
         self.normaliser = 1.0
 
     def __repr__(self) -> str:
@@ -235,6 +232,7 @@ class SSIMResidual(TwinResidualDetector):
 __all__ = [
     "GradientResidual",
     "RGBResidual",
+    "ResidualParams",
     "SSIMResidual",
     "TwinResidualDetector",
     "disc_footprint",

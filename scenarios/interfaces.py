@@ -7,6 +7,7 @@ OpenCV (x right, y down, z forward) with a 3x3 intrinsic matrix ``K``.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -172,16 +173,92 @@ class Cell(Protocol):
         ...
 
 
+# Exit codes of the ``twincell`` command (documented in the README and ``twincell --help``).
+EXIT_OK = 0
+EXIT_ERROR = 1  # an unexpected failure inside twincell (a bug: please report it)
+EXIT_INPUT = 2  # bad input: scenario file, command-line arguments or an existing --out
+EXIT_UNSCORED = 3  # the run completed but cannot be scored (no test pair, one class only)
+EXIT_INTERRUPTED = 130  # Ctrl-C; finished samples are kept and a rerun resumes
+
+#: Longest excerpt of a user-given value that an error message may quote.
+EXCERPT_CHARS = 40
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """A short, printable repr of a user-given value, at most ``limit`` characters.
+
+    Error messages quote what the user wrote, but never all of it: a value may be a
+    megabyte string or a YAML alias chain that expands to gigabytes when printed. The repr
+    is built with bounded depth and width (``reprlib``), so even that costs little.
+    """
+    r = reprlib.Repr()
+    r.maxlevel = 2
+    r.maxtuple = r.maxlist = r.maxdict = r.maxset = r.maxfrozenset = r.maxdeque = 3
+    r.maxstring = r.maxlong = r.maxother = limit
+    text = "".join(ch if ch.isprintable() else "?" for ch in r.repr(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def path_part(part: Any) -> str:
+    """One component of a dotted field path; user-given keys are cut and made printable."""
+    if isinstance(part, int):
+        return str(part)
+    text = str(part)
+    if len(text) <= 32 and text.isprintable() and " " not in text and "." not in text:
+        return text
+    return excerpt(text, 32)
+
+
+def _allowed_fields(root: Any, loc: tuple[Any, ...]) -> str:
+    """Names of the fields allowed by the pydantic model that holds ``loc`` (for unknown fields)."""
+    model: Any = root
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return ""
+        ann = info.annotation
+        model = next(
+            (a for a in (ann, *getattr(ann, "__args__", ())) if hasattr(a, "model_fields")), None
+        )
+        if model is None:
+            return ""
+    return ", ".join(getattr(model, "model_fields", {}))
+
+
+def validation_error_line(err: Any, root: Any = None, prefix: str = "") -> str:
+    """One bounded line for a pydantic ``ValidationError``: dotted field path and what is allowed.
+
+    ``root`` is the validated model class (to list the allowed names of an unknown field);
+    ``prefix`` is prepended to the path (``"part.params"``). Only the first error is spelled
+    out; the input is quoted as a short excerpt.
+    """
+    errors = err.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    path = ".".join([prefix] * bool(prefix) + [path_part(p) for p in loc]) or "scenario"
+    if first["type"] == "extra_forbidden":
+        allowed = _allowed_fields(root, loc) if root is not None else ""
+        msg = f"unknown field; allowed: {allowed}" if allowed else "unknown field"
+    else:
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        if "input" in first and first["type"] != "missing":
+            msg += f" (got {excerpt(first['input'])})"
+    more = len(errors) - 1
+    return f"{path}: {msg}" + (f" [and {more} more error(s)]" if more else "")
+
+
 class TwincellError(Exception):
     """Base of every error twincell raises on purpose; the CLI prints it as one line."""
 
-    exit_code = 1
+    exit_code = EXIT_ERROR
 
 
 class SpecError(TwincellError):
     """A scenario or component spec is invalid; the message names the field and what is allowed."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
 
 
 class GeometryError(TwincellError):
@@ -189,6 +266,6 @@ class GeometryError(TwincellError):
 
 
 class RunDirError(TwincellError):
-    """The output directory cannot be used (holds another run, not writable)."""
+    """The output directory cannot be used (holds another run, not writable, damaged)."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT

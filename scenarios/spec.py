@@ -1,8 +1,15 @@
 """Scenario specs: YAML validated on load into frozen pydantic models.
 
-A bad field, type or value raises ``SpecError`` with one line that names the field (as a
-dotted path) and what is allowed; the CLI turns it into exit code 2 before any output
-directory exists.
+A bad field, type or value raises ``SpecError`` with one line that names the file, the field
+(as a dotted path) and what is allowed; the CLI turns it into exit code 2 before any output
+directory exists. Types are strict (``true`` is not a number, ``"96"`` is not an integer,
+``12.7`` is not a count) and every number has a range a real cell could have. Detector
+parameters and part parameters are checked here too, by their owners' own validators, so
+nothing is found wrong only after the simulation.
+
+The file itself is bounded before it is validated: at most ``MAX_FILE_BYTES`` bytes, nesting
+at most ``MAX_DEPTH`` deep and ``MAX_NODES`` values (YAML aliases counted each time they are
+used, so an alias chain that would expand to gigabytes is refused in microseconds).
 """
 
 from __future__ import annotations
@@ -11,14 +18,46 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic import Strict as NoCoercion
 
-from scenarios.interfaces import SpecError
+from scenarios.interfaces import SpecError, excerpt, validation_error_line
 
 BUNDLED_PACKAGE = "scenarios.specs"
+
+MAX_FILE_BYTES = 1_000_000
+MAX_DEPTH = 12
+MAX_NODES = 10_000
+#: A scenario plans at most this many render pairs (parts x viewpoints); sweeps that need
+#: more are studies of several scenarios.
+MAX_PAIRS = 100_000
+
+# Strict scalar types: a YAML boolean or string is never taken for a number, a float never
+# for a count. Integers are accepted where a float is expected.
+Num = Annotated[float, NoCoercion()]
+Count = Annotated[int, NoCoercion()]
+Text = Annotated[str, NoCoercion()]
+
+
+def _bounded(lo: float, hi: float) -> Any:
+    """A strict float in [lo, hi] (for tuple elements, which cannot carry a Field)."""
+    return Annotated[float, NoCoercion(), Field(ge=lo, le=hi)]
+
+
+Metres = _bounded(-2.0, 2.0)
+Degrees = _bounded(-180.0, 180.0)
+Unit = _bounded(0.0, 1.0)
 
 
 class Strict(BaseModel):
@@ -30,11 +69,13 @@ class Strict(BaseModel):
 class CameraSpec(Strict):
     """Pinhole camera: image size in pixels and horizontal field of view in degrees."""
 
-    width: int = Field(256, ge=32, le=4096)
-    height: int = Field(256, ge=32, le=4096)
-    hfov_deg: float = Field(32.0, gt=1.0, lt=170.0)
+    # 2048 px a side covers the common 5 MP inspection cameras (2448 x 2048 would need
+    # cropping); larger frames need many GB per render pair.
+    width: Count = Field(256, ge=32, le=2048)
+    height: Count = Field(256, ge=32, le=2048)
+    hfov_deg: Num = Field(32.0, ge=5.0, le=120.0)
     # OpenCV (k1, k2, p1, p2, k3); all zero is a pinhole camera. Real and twin share it.
-    distortion: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
+    distortion: tuple[Num, Num, Num, Num, Num] = (0.0, 0.0, 0.0, 0.0, 0.0)
 
     @field_validator("distortion", mode="before")
     @classmethod
@@ -57,8 +98,10 @@ class CameraSpec(Strict):
 class HandEyeSpec(Strict):
     """``T_ee_cam``: camera pose on the flange, translation (m) and roll/pitch/yaw (deg)."""
 
-    xyz_m: tuple[float, float, float] = (0.05, 0.0, 0.03)
-    rpy_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    xyz_m: tuple[
+        _bounded(-0.5, 0.5), _bounded(-0.5, 0.5), _bounded(-0.5, 0.5)  # type: ignore[valid-type]
+    ] = (0.05, 0.0, 0.03)
+    rpy_deg: tuple[Degrees, Degrees, Degrees] = (0.0, 0.0, 0.0)  # type: ignore[valid-type]
 
 
 class CellSpec(Strict):
@@ -72,10 +115,10 @@ class CellSpec(Strict):
 class ViewpointSpec(Strict):
     """AVATAR viewpoint set: icosphere level, radius (m), elevation bounds (degrees)."""
 
-    radius_m: float = Field(0.2, gt=0.05, le=1.0)
-    subdivisions: int = Field(1, ge=0, le=4)
-    elevation_min_deg: float = Field(20.0, ge=0.0, le=90.0)
-    elevation_max_deg: float = Field(80.0, ge=0.0, le=90.0)
+    radius_m: Num = Field(0.2, gt=0.05, le=1.0)
+    subdivisions: Count = Field(1, ge=0, le=4)
+    elevation_min_deg: Num = Field(20.0, ge=0.0, le=90.0)
+    elevation_max_deg: Num = Field(80.0, ge=0.0, le=90.0)
 
     @model_validator(mode="after")
     def _ordered(self) -> ViewpointSpec:
@@ -87,16 +130,16 @@ class ViewpointSpec(Strict):
 class PlacementSpec(Strict):
     """Where parts stand on the table (base x, y in m) and how much each placement varies."""
 
-    position_m: tuple[float, float] = (0.5, 0.0)
-    position_jitter_mm: float = Field(5.0, ge=0.0, le=100.0)
-    yaw_jitter_deg: float = Field(180.0, ge=0.0, le=180.0)
+    position_m: tuple[Metres, Metres] = (0.5, 0.0)  # type: ignore[valid-type]
+    position_jitter_mm: Num = Field(5.0, ge=0.0, le=100.0)
+    yaw_jitter_deg: Num = Field(180.0, ge=0.0, le=180.0)
 
 
 class PartSpec(Strict):
     """The part family, overrides of its parameters (mm), and its placement."""
 
-    category: str = "flange_bearing_seat"
-    params: dict[str, float] = Field(default_factory=dict)
+    category: Text = "flange_bearing_seat"
+    params: dict[Text, Any] = Field(default_factory=dict)
     placement: PlacementSpec = PlacementSpec()
 
     @field_validator("category")
@@ -105,26 +148,31 @@ class PartSpec(Strict):
         from sim.parts import PART_FAMILIES
 
         if v not in PART_FAMILIES:
-            raise ValueError(f"unknown {v!r}; allowed: {', '.join(sorted(PART_FAMILIES))}")
+            raise ValueError(f"unknown {excerpt(v)}; allowed: {', '.join(sorted(PART_FAMILIES))}")
         return v
 
-    @model_validator(mode="after")
-    def _known_params(self) -> PartSpec:
-        # Check parameter names and values at load time, not first at build time. make_params
-        # raises a SpecError already naming `part.params.<name>`; it is not a ValueError, so
-        # pydantic lets it through and parse_scenario adds the source.
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Check parameter names, types and values at load time, not first at build time.
+        # make_params raises a SpecError already naming `part.params.<name>`; it is not a
+        # ValueError, so pydantic lets it through and parse_scenario adds the source. The
+        # checked values come back in their declared types (25 -> 25.0 for a length), so
+        # equal parts have equal digests.
         from sim.parts import make_params
 
-        make_params(self.category, self.params)
-        return self
+        if "category" not in info.data:  # the category error is reported instead
+            return v
+        params = make_params(info.data["category"], v)
+        return {k: getattr(params, k) for k in v}
 
 
 class DefectSpec(Strict):
     """Defect kinds cycled over the defective parts, how many per part, size ranges (mm)."""
 
-    kinds: tuple[str, ...] = ("bulge", "sink", "hole", "scratch")
-    per_part: int = Field(1, ge=1, le=8)
-    sizes_mm: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    kinds: tuple[Text, ...] = Field(("bulge", "sink", "hole", "scratch"), max_length=32)
+    per_part: Count = Field(1, ge=1, le=8)
+    sizes_mm: dict[Text, tuple[Num, Num]] = Field(default_factory=dict)
 
     @field_validator("kinds")
     @classmethod
@@ -135,7 +183,8 @@ class DefectSpec(Strict):
             raise ValueError("must list at least one kind")
         for k in v:
             if k not in DEFECT_KINDS:
-                raise ValueError(f"unknown {k!r}; allowed: {', '.join(sorted(DEFECT_KINDS))}")
+                allowed = ", ".join(sorted(DEFECT_KINDS))
+                raise ValueError(f"unknown {excerpt(k)}; allowed: {allowed}")
         return v
 
     @field_validator("sizes_mm")
@@ -145,7 +194,8 @@ class DefectSpec(Strict):
 
         for k, (lo, hi) in v.items():
             if k not in DEFECT_KINDS:
-                raise ValueError(f"unknown kind {k!r}; allowed: {', '.join(sorted(DEFECT_KINDS))}")
+                allowed = ", ".join(sorted(DEFECT_KINDS))
+                raise ValueError(f"unknown kind {excerpt(k)}; allowed: {allowed}")
             if not 0 < lo <= hi <= 50:
                 raise ValueError(f"{k}: need 0 < min <= max <= 50 mm, got [{lo}, {hi}]")
         return v
@@ -154,16 +204,16 @@ class DefectSpec(Strict):
 class SplitSpec(Strict):
     """How many parts go where: normal training parts, normal and defective test parts."""
 
-    train_normal: int = Field(2, ge=1, le=1000)
-    test_normal: int = Field(1, ge=0, le=1000)
-    test_defective: int = Field(4, ge=0, le=1000)
+    train_normal: Count = Field(2, ge=1, le=1000)
+    test_normal: Count = Field(1, ge=0, le=1000)
+    test_defective: Count = Field(4, ge=0, le=1000)
 
 
 class PoseErrorSpec(Strict):
     """RMS translation (mm) and rotation (degrees) of one error source."""
 
-    translation_mm: float = Field(0.0, ge=0.0, le=50.0)
-    rotation_deg: float = Field(0.0, ge=0.0, le=10.0)
+    translation_mm: Num = Field(0.0, ge=0.0, le=50.0)
+    rotation_deg: Num = Field(0.0, ge=0.0, le=10.0)
 
 
 class ErrorsSpec(Strict):
@@ -177,14 +227,14 @@ class ErrorsSpec(Strict):
 class AppearanceSpec(Strict):
     """The benign real-vs-twin appearance gap (see sim.appearance.AppearanceGap)."""
 
-    color_jitter: float = Field(0.05, ge=0.0, le=0.5)
-    metallic: tuple[float, float] = (0.2, 0.5)
-    roughness: tuple[float, float] = (0.35, 0.6)
-    light_jitter_deg: float = Field(20.0, ge=0.0, le=90.0)
-    light_intensity: tuple[float, float] = (2.5, 3.5)
-    table_jitter: float = Field(0.08, ge=0.0, le=0.5)
-    exposure: float = Field(0.08, ge=0.0, le=0.9)
-    noise_sigma: float = Field(2.0, ge=0.0, le=50.0)
+    color_jitter: Num = Field(0.05, ge=0.0, le=0.5)
+    metallic: tuple[Num, Num] = (0.2, 0.5)
+    roughness: tuple[Num, Num] = (0.35, 0.6)
+    light_jitter_deg: Num = Field(20.0, ge=0.0, le=90.0)
+    light_intensity: tuple[Num, Num] = (2.5, 3.5)
+    table_jitter: Num = Field(0.08, ge=0.0, le=0.5)
+    exposure: Num = Field(0.08, ge=0.0, le=0.9)
+    noise_sigma: Num = Field(2.0, ge=0.0, le=50.0)
 
     @model_validator(mode="after")
     def _ranges(self) -> AppearanceSpec:
@@ -199,8 +249,8 @@ class AppearanceSpec(Strict):
 class DetectorSpec(Strict):
     """A detector by registered name, with its parameters."""
 
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: Text
+    params: dict[Text, Any] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -208,16 +258,17 @@ class DetectorSpec(Strict):
         import detectors
 
         if v not in detectors.available():
-            raise ValueError(f"unknown {v!r}; allowed: {', '.join(detectors.available())}")
+            raise ValueError(f"unknown {excerpt(v)}; allowed: {', '.join(detectors.available())}")
         return v
 
 
 class Scenario(Strict):
     """A whole inspection scenario: cell, viewpoints, parts, defects, errors, detectors."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    # The name becomes a directory name (runs/<name>-seed<seed>): short and portable.
+    name: Text = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: Text = Field("", max_length=500)
+    seed: Count = Field(0, ge=0, le=2**31 - 1)
     cell: CellSpec = CellSpec()
     viewpoints: ViewpointSpec = ViewpointSpec()
     part: PartSpec = PartSpec()
@@ -225,10 +276,13 @@ class Scenario(Strict):
     split: SplitSpec = SplitSpec()
     errors: ErrorsSpec = ErrorsSpec()
     appearance: AppearanceSpec = AppearanceSpec()
-    detectors: tuple[DetectorSpec, ...] = (
-        DetectorSpec(name="rgb_residual"),
-        DetectorSpec(name="gradient_residual"),
-        DetectorSpec(name="ssim_residual"),
+    detectors: tuple[DetectorSpec, ...] = Field(
+        (
+            DetectorSpec(name="rgb_residual"),
+            DetectorSpec(name="gradient_residual"),
+            DetectorSpec(name="ssim_residual"),
+        ),
+        max_length=16,
     )
 
     @field_validator("detectors", mode="before")
@@ -250,45 +304,45 @@ class Scenario(Strict):
             raise ValueError("list at least one detector")
         return v
 
+    @model_validator(mode="after")
+    def _detector_params(self) -> Scenario:
+        # Each detector checks its own parameters (types and ranges) through the registry,
+        # now, before anything runs. A SpecError passes through pydantic untouched.
+        import detectors
+
+        for i, d in enumerate(self.detectors):
+            detectors.validate_params(d.name, d.params, where=f"detectors.{i}.params")
+        return self
+
+    @model_validator(mode="after")
+    def _bounded_size(self) -> Scenario:
+        import numpy as np
+
+        from sim.viewpoints import plan_viewpoints
+
+        vp = self.viewpoints
+        n_views = len(
+            plan_viewpoints(
+                np.zeros(3),
+                vp.radius_m,
+                vp.subdivisions,
+                vp.elevation_min_deg,
+                vp.elevation_max_deg,
+            )
+        )
+        n_parts = self.split.train_normal + self.split.test_normal + self.split.test_defective
+        n_pairs = n_parts * n_views
+        if n_pairs > MAX_PAIRS:
+            raise ValueError(
+                f"plans {n_pairs} render pairs ({n_parts} parts x views); at most {MAX_PAIRS}: "
+                "fewer parts, fewer subdivisions or a narrower elevation band"
+            )
+        return self
+
     def digest(self) -> str:
         """A short hash of the resolved scenario: equal digests mean identical runs."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _field_allowed(loc: tuple[Any, ...]) -> str:
-    """Names of the fields allowed at the model that holds ``loc`` (for unknown fields)."""
-    model: Any = Scenario
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        info = getattr(model, "model_fields", {}).get(part)
-        if info is None:
-            return ""
-        ann = info.annotation
-        args = getattr(ann, "__args__", ())
-        model = next(
-            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
-        )
-        if model is None:
-            return ""
-    return ", ".join(getattr(model, "model_fields", {}))
-
-
-def _format_error(err: ValidationError) -> str:
-    """One line: the first error's dotted field path and what is allowed."""
-    first = err.errors()[0]
-    loc = tuple(first["loc"])
-    path = ".".join(str(p) for p in loc) or "scenario"
-    if first["type"] == "extra_forbidden":
-        allowed = _field_allowed(loc)
-        msg = f"unknown field; allowed: {allowed}" if allowed else "unknown field"
-    else:
-        msg = str(first["msg"]).removeprefix("Value error, ")
-        if "input" in first and first["type"] not in ("missing",):
-            msg += f" (got {first['input']!r})"
-    more = len(err.errors()) - 1
-    return f"{path}: {msg}" + (f" [and {more} more error(s)]" if more else "")
 
 
 def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
@@ -298,7 +352,7 @@ def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as err:
-        raise SpecError(f"{source}: {_format_error(err)}") from None
+        raise SpecError(f"{source}: {validation_error_line(err, Scenario)}") from None
     except SpecError as err:
         raise SpecError(f"{source}: {err}") from None
 
@@ -313,25 +367,62 @@ def bundled_scenarios() -> dict[str, Path]:
     }
 
 
+def _short_path(path: Path, limit: int = 80) -> str:
+    """``path`` as the user gave it, cut in the middle past ``limit`` characters."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in str(path))
+    if len(text) <= limit:
+        return text
+    return text[: limit // 2 - 2] + "..." + text[-(limit // 2 - 1) :]
+
+
+def check_shape(data: Any, source: str) -> None:
+    """Refuse data nested deeper than MAX_DEPTH or holding more than MAX_NODES values.
+
+    Walks the loaded YAML once, counting a node every time it is reached (an alias used ten
+    times counts ten times) and stopping at the first limit, so its cost is bounded too.
+    """
+    budget = MAX_NODES
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise SpecError(f"{source}: more than {MAX_NODES} values (YAML aliases count each use)")
+        if depth > MAX_DEPTH:
+            raise SpecError(f"{source}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack.extend((k, depth + 1) for k in node)
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list | tuple | set):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def load_scenario(name_or_path: str, seed: int | None = None) -> Scenario:
     """Load a bundled scenario by name or a YAML file by path; ``seed`` overrides its seed."""
     bundled = bundled_scenarios()
     path = Path(name_or_path)
     if name_or_path in bundled and not path.exists():
         path = bundled[name_or_path]
+    where = _short_path(path)
     if not path.is_file():
         raise SpecError(
-            f"scenario: no bundled scenario or file named {name_or_path!r}; "
+            f"scenario: no bundled scenario or file named {excerpt(name_or_path, 100)}; "
             f"bundled: {', '.join(bundled) or 'none'}"
         )
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise SpecError(f"{where}: {size} bytes; a scenario holds at most {MAX_FILE_BYTES}")
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{path}: invalid YAML{where}") from None
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"{where}: invalid YAML{at}") from None
+    except RecursionError:
+        raise SpecError(f"{where}: nested more than {MAX_DEPTH} levels deep") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read scenario file ({type(exc).__name__})") from None
+        raise SpecError(f"{where}: cannot read scenario file ({type(exc).__name__})") from None
+    check_shape(data, where)
     if isinstance(data, dict) and seed is not None:
         data = {**data, "seed": seed}
-    return parse_scenario(data, str(path))
+    return parse_scenario(data, where)

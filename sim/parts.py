@@ -8,16 +8,59 @@ z up, so a part stands on the table at z = 0 of its frame.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 import manifold3d as m3
 import numpy as np
 import trimesh
 
-from scenarios.interfaces import GeometryError, SpecError
+from scenarios.interfaces import GeometryError, SpecError, excerpt, path_part
 
 MM = 1e-3  # metres per millimetre
+
+# Bounds a real part could have: a part that fits an inspection cell (at most 1 m), and
+# circle tessellation fine enough to look round yet small enough to build in milliseconds
+# (2,000,000 segments would hang the booleans).
+MAX_SIZE_MM = 1000.0
+MAX_SEGMENTS = 512
+
+
+def size_mm(default: float) -> Any:
+    """A part parameter: a length in millimetres, a number in (0, MAX_SIZE_MM]."""
+    return field(default=default, metadata={"kind": float, "range": (0.0, MAX_SIZE_MM)})
+
+
+def count(default: int, lo: int, hi: int) -> Any:
+    """A part parameter: a whole number in [lo, hi] (true, 12.7 or "64" are refused)."""
+    return field(default=default, metadata={"kind": int, "range": (lo, hi)})
+
+
+def check_param_value(f: Field[Any], value: Any) -> Any:
+    """``value`` for parameter field ``f`` in its declared type, or SpecError naming it.
+
+    Types are strict: a boolean is not a number, a string is not a number, and a count must
+    be an integer (12.0 included: it is a float in YAML).
+    """
+    kind = f.metadata.get("kind", float)
+    lo, hi = f.metadata.get("range", (-np.inf, np.inf))
+    where = f"part.params.{f.name}"
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise SpecError(f"{where}: must be an integer in [{lo}, {hi}], got {excerpt(value)}")
+        if not lo <= value <= hi:
+            raise SpecError(f"{where}: must be an integer in [{lo}, {hi}], got {value}")
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise SpecError(f"{where}: must be a number, got {excerpt(value)}")
+    out = float(value)
+    if not np.isfinite(out):
+        raise SpecError(f"{where}: must be a finite number, got {out}")
+    if out <= 0:
+        raise SpecError(f"{where}: must be > 0, got {excerpt(value)}")
+    if not lo < out <= hi:
+        raise SpecError(f"{where}: must be in ({lo:g}, {hi:g}] mm, got {excerpt(value)}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -28,26 +71,22 @@ class FlangeBearingSeatParams:
     stepped bore: a wider bearing seat at the top over a narrower through bore.
     """
 
-    flange_width_mm: float = 80.0
-    flange_thickness_mm: float = 10.0
-    corner_radius_mm: float = 10.0
-    hub_diameter_mm: float = 50.0
-    hub_height_mm: float = 20.0
-    seat_diameter_mm: float = 38.0
-    seat_depth_mm: float = 8.0
-    bore_diameter_mm: float = 26.0
-    bolt_hole_diameter_mm: float = 8.0
-    bolt_offset_mm: float = 29.0
-    segments: int = 64
+    flange_width_mm: float = size_mm(80.0)
+    flange_thickness_mm: float = size_mm(10.0)
+    corner_radius_mm: float = size_mm(10.0)
+    hub_diameter_mm: float = size_mm(50.0)
+    hub_height_mm: float = size_mm(20.0)
+    seat_diameter_mm: float = size_mm(38.0)
+    seat_depth_mm: float = size_mm(8.0)
+    bore_diameter_mm: float = size_mm(26.0)
+    bolt_hole_diameter_mm: float = size_mm(8.0)
+    bolt_offset_mm: float = size_mm(29.0)
+    segments: int = count(64, 12, MAX_SEGMENTS)
 
     def validate(self) -> None:
         """Raise SpecError naming the first parameter that makes an impossible part."""
         for f in fields(self):
-            value = float(getattr(self, f.name))
-            if not np.isfinite(value):
-                raise SpecError(f"part.params.{f.name}: must be a finite number, got {value}")
-            if value <= 0:
-                raise SpecError(f"part.params.{f.name}: must be > 0, got {getattr(self, f.name)}")
+            check_param_value(f, getattr(self, f.name))
         checks = [
             ("hub_diameter_mm", self.hub_diameter_mm < self.flange_width_mm, "< flange_width_mm"),
             (
@@ -78,7 +117,6 @@ class FlangeBearingSeatParams:
                 > self.hub_diameter_mm / 2,
                 "to put the bolt holes between the hub and the flange edge",
             ),
-            ("segments", self.segments >= 12, ">= 12"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -141,14 +179,16 @@ def make_params(category: str, overrides: dict[str, Any] | None = None) -> Any:
         allowed = ", ".join(sorted(PART_FAMILIES))
         raise SpecError(f"part.category: unknown {category!r}; allowed: {allowed}")
     ptype = PART_FAMILIES[category].params_type
-    names = {f.name for f in fields(ptype)}
-    for key in overrides or {}:
-        if key not in names:
+    by_name = {f.name: f for f in fields(ptype)}
+    values = {}
+    for key, value in (overrides or {}).items():
+        if key not in by_name:
             raise SpecError(
-                f"part.params.{key}: unknown parameter for {category}; allowed: "
-                + ", ".join(sorted(names))
+                f"part.params.{path_part(key)}: unknown parameter for {category}; allowed: "
+                + ", ".join(sorted(by_name))
             )
-    params = ptype(**(overrides or {}))
+        values[key] = check_param_value(by_name[key], value)
+    params = ptype(**values)
     params.validate()
     return params
 
