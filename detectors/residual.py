@@ -19,9 +19,9 @@ from typing import Annotated, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, Strict
 from scipy import ndimage
 from skimage.color import rgb2gray
-from pydantic import BaseModel, ConfigDict, Field, Strict
 from skimage.metrics import structural_similarity
 
 from detectors.registry import check_params_model
