@@ -130,20 +130,61 @@ class TwinResidualDetector:
         return np.where(mask, residual, 0.0), mask
 
     def fit(self, samples: Sequence[Sample]) -> None:
-        """Set ``normaliser`` from normal ``samples`` (99th pct of foreground residuals)."""
-        values: list[NDArray[np.float32]] = []
+        """Set ``normaliser`` from normal ``samples`` (99th pct of foreground residuals).
+
+        The percentile is exact (numpy's linear interpolation) in memory that does not grow
+        with the foreground: it needs only the top (1 - q) of all values, and at most
+        (1 - q) x len(samples) x pixels per image of them can be needed, so only those are
+        kept. ``samples`` may load lazily; each is visited once (twice only if image sizes
+        grow during the pass, which makes that bound unknowable up front).
+        """
+        values = self._top_values(samples, exact_all=False)
+        if values is None:
+            values = self._top_values(samples, exact_all=True)
+        assert values is not None
+        tops, count = values
+        if count == 0:
+            self.normaliser = 1.0
+            return
+        pos = NORMALISER_PERCENTILE / 100.0 * (count - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        off = count - tops.size  # global sorted index of tops[0]
+        v_lo, v_hi = float(tops[lo - off]), float(tops[hi - off])
+        top = v_lo + (v_hi - v_lo) * (pos - lo)
+        # A residual-free training set (twin == real) leaves no scale to learn: keep 1.0.
+        self.normaliser = top if math.isfinite(top) and top > 1e-12 else 1.0
+
+    def _top_values(
+        self, samples: Sequence[Sample], exact_all: bool
+    ) -> tuple[NDArray[np.float32], int] | None:
+        """(the largest foreground residuals, sorted ascending, and the count of all of them).
+
+        Keeps enough values for the percentile; None if pruning may have dropped a needed
+        one (image sizes grew mid-pass) - then call again with ``exact_all`` (keep all).
+        """
+        q = NORMALISER_PERCENTILE / 100.0
+        kept: list[NDArray[np.float32]] = []
+        kept_size = count = cap = 0
+        min_cap = math.inf
         for sample in samples:
             if sample.label == 1:
                 raise ValueError(f"fit got anomalous sample {sample.id!r}; give normal ones only")
             raw, mask = self._raw_map(sample)
-            values.append(raw[mask].astype(np.float32))
-        pooled = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
-        if pooled.size == 0:
-            self.normaliser = 1.0
-            return
-        top = float(np.percentile(pooled, NORMALISER_PERCENTILE))
-        # A residual-free training set (twin == real) leaves no scale to learn: keep 1.0.
-        self.normaliser = top if math.isfinite(top) and top > 1e-12 else 1.0
+            vals = raw[mask].astype(np.float32)
+            kept.append(vals)
+            kept_size += vals.size
+            count += vals.size
+            cap = max(cap, math.ceil((1.0 - q) * len(samples) * raw.size) + 2)
+            if not exact_all and kept_size > 2 * cap:
+                pooled = np.concatenate(kept)
+                kept = [np.partition(pooled, pooled.size - cap)[pooled.size - cap :]]
+                kept_size = cap
+                min_cap = min(min_cap, cap)
+        need = count - math.floor(q * (count - 1)) if count else 0
+        if need > min_cap:
+            return None
+        pooled = np.concatenate(kept) if kept else np.zeros(0, dtype=np.float32)
+        return np.sort(pooled), count
 
     def predict(self, sample: Sample) -> Prediction:
         """Anomaly map (H, W) float32 (0 off the dilated foreground) and its max as score."""

@@ -6,9 +6,49 @@ import argparse
 import json
 import logging
 import sys
+from importlib import metadata
 from pathlib import Path
 
-from scenarios.interfaces import SpecError, TwincellError
+from scenarios.interfaces import (
+    EXIT_ERROR,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNSCORED,
+    SpecError,
+    TwincellError,
+)
+
+MAX_WORKERS = 64
+
+DESCRIPTION = """\
+twincell: simulate a robotic visual-inspection cell, run anomaly detectors on pose-matched
+real/twin image pairs, and score them.
+
+A scenario (a bundled name or a YAML file) describes the cell, the part and its defects,
+the pose errors and the detectors. `twincell run` writes one run directory: images and
+masks per sample, predictions, metrics.json and report.html."""
+
+EPILOG = f"""\
+examples:
+  twincell list                              bundled scenarios
+  twincell validate my.yaml                  check a scenario file, run nothing
+  twincell run quickstart --out runs/qs      run; rerun the same command to resume
+
+exit codes:
+  {EXIT_OK}    success
+  {EXIT_ERROR}    unexpected error inside twincell (please report it)
+  {EXIT_INPUT}    bad input: scenario file, arguments or --out; nothing was written
+  {EXIT_UNSCORED}    the run completed but cannot be scored (no test pair, or one class only);
+       the report says why
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); finished samples are kept, rerun to resume"""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("twincell")
+    except metadata.PackageNotFoundError:  # running from a source tree without install
+        return "unknown"
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -17,7 +57,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for name in bundled_scenarios():
         sc = load_scenario(name)
         print(f"{name:<14} {sc.description}")
-    return 0
+    return EXIT_OK
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from scenarios.engine import plan_parts, planned_view_ids
+    from scenarios.spec import load_scenario
+
+    sc = load_scenario(args.scenario, seed=args.seed)
+    parts, views = len(plan_parts(sc)), len(planned_view_ids(sc))
+    print(
+        f"ok: {sc.name} (seed {sc.seed}, digest {sc.digest()}): {parts} parts x {views} "
+        f"viewpoints = {parts * views} planned pairs; detectors: "
+        + ", ".join(d.name for d in sc.detectors)
+    )
+    return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -25,15 +79,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from scenarios.report import write_report
     from scenarios.spec import load_scenario
 
-    if args.workers < 1:
-        raise SpecError(f"--workers: must be >= 1, got {args.workers}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise SpecError(f"--workers: must be >= 1 and <= {MAX_WORKERS}, got {args.workers}")
     sc = load_scenario(args.scenario, seed=args.seed)
-    out = Path(args.out) if args.out else Path("runs") / f"{sc.name}-seed{sc.seed}"
+    out = Path(args.out) if args.out is not None else Path("runs") / f"{sc.name}-seed{sc.seed}"
     manifest = run_scenario(
         sc, out, workers=args.workers, progress=not args.quiet, report=write_report
     )
-    metrics_path = out / "metrics.json"
-    metrics = json.loads(metrics_path.read_text())["detectors"]
+    metrics = json.loads((out / "metrics.json").read_text())["detectors"]
     c = manifest["counts"]
     print(
         f"run: {out}  ({c['train']} train pairs, {c['test_normal'] + c['test_anomalous']} "
@@ -46,33 +99,71 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cells = (f"{k} n/a" if v is None else f"{k} {v:.3f}" for k, v in m.items())
         print(f"  {name:<18} " + "  ".join(cells))
     print(f"report: {out / 'report.html'}")
-    return 0
+    if manifest["status"] == "unscored":
+        print(
+            f"twincell: run complete but not scored: {manifest['unscored_reason']}; "
+            f"see {out / 'report.html'}",
+            file=sys.stderr,
+        )
+        return EXIT_UNSCORED
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``twincell`` command."""
-    p = argparse.ArgumentParser(prog="twincell", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="twincell",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"twincell {_version()}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list bundled scenarios").set_defaults(func=_cmd_list)
-    r = sub.add_parser("run", help="run a scenario (bundled name or YAML path)")
-    r.add_argument("scenario", help="bundled scenario name (see `twincell list`) or YAML path")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("list", help="list the bundled scenarios").set_defaults(func=_cmd_list)
+    scenario_help = "bundled scenario name (see `twincell list`) or path to a scenario YAML"
+    v = sub.add_parser(
+        "validate",
+        help="check a scenario file and print what it plans; runs nothing",
+        description="Check a scenario file (every field, detector parameters included) and "
+        "print what it plans. Exit 2 with one line naming the field on bad input.",
+    )
+    v.add_argument("scenario", help=scenario_help)
+    v.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    v.set_defaults(func=_cmd_validate)
+    r = sub.add_parser(
+        "run",
+        help="run a scenario: simulate, detect, score, report",
+        description="Simulate the scenario's render pairs, run its detectors, score them and "
+        "write a report into one run directory. Rerunning the same command resumes: "
+        "finished, checksum-verified samples and predictions are kept.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("scenario", help=scenario_help)
     r.add_argument(
         "--out", help="run directory (default runs/<name>-seed<seed>); rerunning into it resumes"
     )
     r.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
-    r.add_argument("--workers", type=int, default=1, help="simulation processes (default 1)")
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help=f"simulation processes, 1 to {MAX_WORKERS} (default 1); results are the same",
+    )
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_cmd_run)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for bad input, 1 for other twincell errors)."""
+    """Entry point; returns the exit code (see ``EPILOG``)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        format="twincell: %(message)s"
+        if not args.verbose
+        else "%(levelname)s %(name)s: %(message)s",
     )
     try:
         code: int = args.func(args)
@@ -81,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("twincell: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return code
 
 

@@ -13,26 +13,32 @@ import csv
 import io
 import logging
 import multiprocessing
+import os
 import platform
+import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from tqdm import tqdm
 
 import detectors
-from scenarios.interfaces import Prediction, RunDirError, Sample
-from scenarios.metrics import compute_metrics
+from scenarios.interfaces import RunDirError, Sample
+from scenarios.metrics import METRIC_NAMES, PixelMetrics, auroc, average_precision, f1_max
 from scenarios.rundir import (
+    TEMP_PREFIX,
+    load_png,
     load_sample,
-    read_json_if,
+    read_manifest,
+    read_npy_verified,
     read_sample_record,
+    remove_temporaries,
     write_bytes,
     write_json,
     write_jsonl,
@@ -46,6 +52,11 @@ log = logging.getLogger(__name__)
 
 # Independent random streams: each draw is keyed by (seed, stream, ids...).
 STREAM_PLACEMENT, STREAM_DEFECTS, STREAM_OBJECT_ERROR, STREAM_HAND_EYE, STREAM_CAPTURE = range(1, 6)
+
+
+#: Views of one part per simulation task: small enough for a live progress bar and a fast
+#: Ctrl-C, large enough that a worker reuses its cached part scene.
+TASK_SAMPLES = 12
 
 
 def rng_for(seed: int, stream: int, *ids: int) -> np.random.Generator:
@@ -283,6 +294,7 @@ def simulate_task(
     """Simulate and write the given samples (skipping complete ones); returns their outcomes.
 
     Each outcome is the sample record, or ``{"id", "part_id", "view_id", "dropped": reason}``.
+    A sample directory whose files do not match the checksums in its record is redone.
     """
     table = sample_table(sc)
     results: list[dict[str, Any]] = []
@@ -303,7 +315,7 @@ def simulate_task(
             continue
         assert s.arrays is not None
         a = s.arrays
-        write_sample_dir(
+        record = write_sample_dir(
             out / "samples" / sid,
             s.record,
             a["real_rgb"],
@@ -313,8 +325,18 @@ def simulate_task(
             a["gt_mask"],
             a["real_depth"],
         )
-        results.append(s.record)
+        results.append(record)
     return results
+
+
+def _task(args: tuple[Scenario, int, Sequence[int], Path]) -> list[dict[str, Any]]:
+    return simulate_task(*args)
+
+
+def _pool_worker_init() -> None:
+    # Ctrl-C reaches every process of the terminal's process group. Workers ignore it: the
+    # parent alone decides, terminates the pool and reports one line, no worker tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _versions() -> dict[str, str]:
@@ -340,51 +362,105 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _check_out_dir(out: Path, sc: Scenario) -> None:
+def check_out_dir(out: Path, sc: Scenario) -> None:
+    """Refuse an ``--out`` that cannot hold this run, before any work; RunDirError says why.
+
+    Accepted: a path that does not exist yet under a directory, an empty directory, or the
+    directory of an earlier run of the same scenario and seed (which is then resumed).
+    """
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out}: exists and is not a directory")
-    manifest = read_json_if(out / "manifest.json")
+    ancestor = out
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RunDirError(f"--out {out}: {ancestor} is a file, not a directory")
+    manifest = read_manifest(out) if out.is_dir() else None
     if manifest is None:
-        if out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        if out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".")):
             raise RunDirError(
                 f"--out {out}: exists, is not empty and holds no twincell run; "
                 "choose another directory"
             )
         return
     if manifest.get("digest") != sc.digest():
+        scenario = manifest.get("scenario")
+        name = scenario.get("name") if isinstance(scenario, dict) else None
         raise RunDirError(
             f"--out {out}: holds a run of another scenario or seed "
-            f"({manifest.get('scenario', {}).get('name')!r}, seed {manifest.get('seed')}); "
-            "choose another directory or delete it"
+            f"({name!r}, seed {manifest.get('seed')}); choose another directory or delete it"
         )
+
+
+def open_out_dir(out: Path, sc: Scenario) -> int:
+    """Check ``out`` (``check_out_dir``), create it and prove it writable; returns the number
+    of temporary files an interrupted earlier run left there (they are removed).
+
+    On failure nothing is left behind: directories created here are removed again.
+    """
+    check_out_dir(out, sc)
+    created: list[Path] = []
+    missing = out
+    while not missing.exists():
+        created.append(missing)
+        missing = missing.parent
+    try:
+        for d in reversed(created):
+            d.mkdir()
+        probe = out / f"{TEMP_PREFIX}probe"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o666))
+        probe.unlink()
+    except OSError as exc:
+        for d in created:
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise RunDirError(
+            f"--out {out}: cannot write there ({exc.strerror or type(exc).__name__}); "
+            "choose another directory"
+        ) from None
+    return remove_temporaries(out)
 
 
 def simulate(
     sc: Scenario, out: Path, workers: int = 1, progress: bool = True
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Simulate every sample into ``out``; returns (sample records, dropped viewpoints)."""
+    """Simulate every sample into ``out``; returns (sample records, dropped viewpoints).
+
+    Samples go out in tasks of at most ``TASK_SAMPLES`` views of one part (a worker keeps
+    one part's scene cached). With ``workers`` > 1 they run in a pool of spawned processes;
+    on Ctrl-C (or any error) the pool is terminated at once, so no sample is written after
+    the interrupt, and what the workers left half-written is removed.
+    """
     table = sample_table(sc)
-    by_part: dict[int, list[int]] = {}
+    tasks: list[list[int]] = []
     for i, (p, _) in enumerate(table):
-        by_part.setdefault(p.index, []).append(i)
-    tasks = list(by_part.values())
+        if not tasks or len(tasks[-1]) >= TASK_SAMPLES or table[tasks[-1][0]][0] != p:
+            tasks.append([])
+        tasks[-1].append(i)
     outcomes: dict[int, list[dict[str, Any]]] = {}
-    bar = tqdm(total=len(table), desc="simulate", unit="pair", disable=not progress)
-    if workers <= 1:
-        for k, idx in enumerate(tasks):
-            outcomes[k] = simulate_task(sc, sc.seed, idx, out)
-            bar.update(len(idx))
-    else:
-        # spawn, not fork: a forked child would inherit the parent's GL/EGL state.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futs = {
-                pool.submit(simulate_task, sc, sc.seed, idx, out): k for k, idx in enumerate(tasks)
-            }
-            for fut in as_completed(futs):
-                outcomes[futs[fut]] = fut.result()
-                bar.update(len(tasks[futs[fut]]))
-    bar.close()
+    with tqdm(total=len(table), desc="simulate", unit="pair", disable=not progress) as bar:
+        if workers <= 1 or len(tasks) <= 1:
+            for k, idx in enumerate(tasks):
+                outcomes[k] = simulate_task(sc, sc.seed, idx, out)
+                bar.update(len(idx))
+        else:
+            # spawn, not fork: a forked child would inherit the parent's GL/EGL state.
+            ctx = multiprocessing.get_context("spawn")
+            pool = ctx.Pool(min(workers, len(tasks)), initializer=_pool_worker_init)
+            try:
+                args = [(sc, sc.seed, idx, out) for idx in tasks]
+                for k, res in enumerate(pool.imap(_task, args)):
+                    outcomes[k] = res
+                    bar.update(len(tasks[k]))
+            except BaseException:
+                pool.terminate()
+                pool.join()
+                remove_temporaries(out)
+                raise
+            pool.close()
+            pool.join()
     ordered = [r for k in range(len(tasks)) for r in outcomes[k]]
     records = [r for r in ordered if "dropped" not in r]
     dropped = [
@@ -401,64 +477,178 @@ def simulate(
     return records, dropped
 
 
-def _predictions_complete(pred_dir: Path, ids: Sequence[str]) -> bool:
-    scores = pred_dir / "scores.csv"
-    if not scores.is_file():
-        return False
-    with open(scores) as f:
-        done = {row["id"] for row in csv.DictReader(f)}
-    return done == set(ids) and all((pred_dir / f"{i}.npy").is_file() for i in ids)
+def dropped_summary(dropped: Sequence[dict[str, Any]], planned: int) -> str:
+    """One short line: how many viewpoints were dropped, counted by reason."""
+    reasons = Counter(str(d["reason"]).split(" (")[0] for d in dropped)
+    by = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
+    return (
+        f"{len(dropped)} of {planned} viewpoints dropped ({by}); "
+        "each is listed in manifest.json and the report"
+    )
+
+
+class RunSamples(Sequence[Sample]):
+    """The samples of a run directory, each loaded from disk when it is accessed.
+
+    Detectors fit on this instead of a list, so a run of any size holds one sample in
+    memory at a time (a detector may of course keep what it learns).
+    """
+
+    def __init__(self, out: Path, records: Sequence[dict[str, Any]]) -> None:
+        self._out = out
+        self._records = list(records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, i: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> RunSamples: ...
+
+    def __getitem__(self, i: int | slice) -> Sample | RunSamples:
+        if isinstance(i, slice):
+            return RunSamples(self._out, self._records[i])
+        return load_sample(self._out, self._records[i])
+
+    def __iter__(self) -> Iterator[Sample]:
+        for r in self._records:
+            yield load_sample(self._out, r)
+
+
+def _gt_mask(out: Path, record: dict[str, Any]) -> np.ndarray:
+    return np.asarray(load_png(out / "samples" / record["id"] / "gt_mask.png") > 127)
+
+
+def _verified_scores(pred_dir: Path, ids: Sequence[str]) -> dict[str, tuple[float, str]] | None:
+    """{id: (score, sha256)} of complete, undamaged earlier predictions, else None."""
+    try:
+        with open(pred_dir / "scores.csv", newline="") as f:
+            rows = {r["id"]: (float(r["score"]), r["sha256"]) for r in csv.DictReader(f)}
+    except (OSError, ValueError, KeyError, TypeError, csv.Error):
+        return None
+    if set(rows) != set(ids):
+        return None
+    for i in ids:
+        if read_npy_verified(pred_dir / f"{i}.npy", rows[i][1]) is None:
+            return None
+    return rows
+
+
+def _run_detector(
+    spec: Any,
+    out: Path,
+    train: Sequence[dict[str, Any]],
+    test: Sequence[dict[str, Any]],
+    progress: bool,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Fit, predict (streaming to disk) and score one detector; (metrics, seconds by step).
+
+    Complete, checksum-verified predictions of an earlier run are reused. Pixel metrics are
+    exact over all pixels of all test images, in bounded memory (``PixelMetrics``).
+    """
+    pred_dir = out / "predictions" / spec.name
+    ids = [r["id"] for r in test]
+    seconds: dict[str, float] = {}
+    pixels = PixelMetrics()
+    t0 = time.perf_counter()
+    earlier = _verified_scores(pred_dir, ids)
+    if earlier is not None:
+        scores = [earlier[i][0] for i in ids]
+        for r in test:
+            amap = read_npy_verified(pred_dir / f"{r['id']}.npy", earlier[r["id"]][1])
+            assert amap is not None  # verified just above
+            pixels.add(_gt_mask(out, r), amap)
+        seconds["reuse"] = time.perf_counter() - t0
+    else:
+        det = detectors.create(spec.name, **spec.params)
+        det.fit(RunSamples(out, train))
+        seconds["fit"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scores, sums = [], []
+        for r in tqdm(test, desc=spec.name, unit="pair", disable=not progress):
+            sample = load_sample(out, r)
+            pred = det.predict(sample)
+            amap = np.asarray(pred.anomaly_map, dtype=np.float32)
+            sums.append(write_npy(pred_dir / f"{r['id']}.npy", amap))
+            scores.append(float(pred.score))
+            assert sample.gt_mask is not None  # simulated samples always carry ground truth
+            pixels.add(sample.gt_mask, amap)
+        buf = io.StringIO()
+        wr = csv.writer(buf, lineterminator="\n")
+        wr.writerow(["id", "score", "sha256"])
+        for i, score, sha in zip(ids, scores, sums, strict=True):
+            wr.writerow([i, repr(score), sha])
+        # scores.csv last: it marks the detector's predictions complete.
+        write_text(pred_dir / "scores.csv", buf.getvalue())
+        seconds["predict"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+
+    def reread() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for r in test:
+            yield _gt_mask(out, r), np.load(pred_dir / f"{r['id']}.npy")
+
+    labels = np.array([int(r["label"]) for r in test], dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    metrics = {
+        "i_auroc": auroc(labels, s),
+        "i_ap": average_precision(labels, s),
+        "i_f1max": f1_max(labels, s),
+        **pixels.result(reread),
+    }
+    seconds["metrics"] = time.perf_counter() - t0
+    return {k: float(metrics[k]) for k in METRIC_NAMES}, seconds
 
 
 def detect(
     sc: Scenario, out: Path, records: list[dict[str, Any]], progress: bool = True
-) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """Fit each detector on the training pairs, predict the test pairs, score them.
 
-    Returns (metrics per detector, seconds per detector). Complete predictions of an
-    earlier run in ``out`` are reused.
+    Returns (metrics per detector, seconds per detector and step). Samples stream from the
+    run directory one at a time, so memory does not grow with the number of pairs.
     """
-    train = [load_sample(out, r) for r in records if r["split"] == "train"]
-    test = [load_sample(out, r) for r in records if r["split"] == "test"]
-    ids = [s.id for s in test]
+    train = [r for r in records if r["split"] == "train"]
+    test = [r for r in records if r["split"] == "test"]
     metrics: dict[str, dict[str, float]] = {}
-    seconds: dict[str, float] = {}
+    seconds: dict[str, dict[str, float]] = {}
     for spec in sc.detectors:
-        pred_dir = out / "predictions" / spec.name
-        t0 = time.perf_counter()
-        if _predictions_complete(pred_dir, ids):
-            preds = _load_predictions(pred_dir, ids)
-        else:
-            det = detectors.create(spec.name, **spec.params)
-            det.fit(train)
-            preds = []
-            for s in tqdm(test, desc=spec.name, unit="pair", disable=not progress):
-                p = det.predict(s)
-                write_npy(pred_dir / f"{s.id}.npy", np.asarray(p.anomaly_map, np.float32))
-                preds.append(p)
-            buf = io.StringIO()
-            wr = csv.writer(buf, lineterminator="\n")
-            wr.writerow(["id", "score"])
-            for s, p in zip(test, preds, strict=True):
-                wr.writerow([s.id, repr(float(p.score))])
-            write_text(pred_dir / "scores.csv", buf.getvalue())
-        seconds[spec.name] = time.perf_counter() - t0
-        metrics[spec.name] = _score(test, preds)
+        metrics[spec.name], seconds[spec.name] = _run_detector(spec, out, train, test, progress)
     return metrics, seconds
 
 
-def _load_predictions(pred_dir: Path, ids: Sequence[str]) -> list[Prediction]:
-    with open(pred_dir / "scores.csv") as f:
-        scores = {row["id"]: float(row["score"]) for row in csv.DictReader(f)}
-    return [Prediction(scores[i], np.load(pred_dir / f"{i}.npy")) for i in ids]
+def unscored_reason(records: Sequence[dict[str, Any]]) -> str:
+    """Why the test split cannot be scored ('' when it can): no test pair, or one class only."""
+    labels = Counter(int(r["label"]) for r in records if r["split"] == "test")
+    if not labels:
+        return "no test pair was captured"
+    if not labels[1]:
+        return f"the test split has no anomalous pair ({labels[0]} normal)"
+    if not labels[0]:
+        return f"the test split has no normal pair ({labels[1]} anomalous)"
+    return ""
 
 
-def _score(test: Sequence[Sample], preds: Sequence[Prediction]) -> dict[str, float]:
-    labels = np.array([s.label for s in test], dtype=np.int64)
-    scores = np.array([p.score for p in preds], dtype=np.float64)
-    gts = [np.asarray(s.gt_mask, dtype=bool) for s in test]
-    maps = [np.asarray(p.anomaly_map, dtype=np.float64) for p in preds]
-    return {k: float(v) for k, v in compute_metrics(labels, scores, gts, maps).items()}
+class PhaseTimer:
+    """Wall-clock seconds of consecutive run phases; their sum is the run's wall time."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the enclosed block as ``name`` (added to what ``name`` already has)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def total(self) -> float:
+        """Seconds since the timer started."""
+        return time.perf_counter() - self.start
 
 
 def run_scenario(
@@ -468,35 +658,78 @@ def run_scenario(
     progress: bool = True,
     report: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
-    """Run a whole scenario into ``out`` (resuming a run of the same scenario and seed)."""
-    _check_out_dir(out, sc)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    manifest: dict[str, Any] = {
-        "twincell_run": 1,
-        "status": "running",
-        "scenario": sc.model_dump(mode="json"),
-        "seed": sc.seed,
-        "digest": sc.digest(),
-        "versions": _versions(),
-    }
+    """Run a whole scenario into ``out`` (resuming a run of the same scenario and seed).
+
+    The manifest's ``status`` says how the run ended: ``complete``; ``unscored`` (it ran but
+    the test split cannot be scored, ``unscored_reason`` says why); ``interrupted``
+    (Ctrl-C: rerun to resume); ``failed`` (an error, in ``error``). Never ``complete`` unless
+    every step, the report included, succeeded.
+    """
+    timer = PhaseTimer()
+    with timer.phase("prepare"):
+        leftovers = open_out_dir(out, sc)
+        if leftovers:
+            log.info("removed %d temporary file(s) of an interrupted run", leftovers)
+        manifest: dict[str, Any] = {
+            "twincell_run": 1,
+            "status": "running",
+            "scenario": sc.model_dump(mode="json"),
+            "seed": sc.seed,
+            "digest": sc.digest(),
+            "versions": _versions(),
+        }
+        write_json(out / "manifest.json", manifest)
+    try:
+        _run_phases(sc, out, workers, progress, report, timer, manifest)
+    except KeyboardInterrupt:
+        manifest["status"] = "interrupted"
+        _finish(out, manifest, timer)
+        raise
+    except BaseException as exc:
+        manifest["status"] = "failed"
+        manifest["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        _finish(out, manifest, timer)
+        raise
+    return manifest
+
+
+def _finish(out: Path, manifest: dict[str, Any], timer: PhaseTimer) -> None:
+    timings = manifest.setdefault("timings_s", {})
+    timings.update({k: round(v, 3) for k, v in timer.seconds.items()})
+    timings["total"] = round(timer.total(), 3)
     write_json(out / "manifest.json", manifest)
-    t0 = time.perf_counter()
-    records, dropped = simulate(sc, out, workers=workers, progress=progress)
-    t_sim = time.perf_counter() - t0
-    write_jsonl(out / "samples.jsonl", records)
-    if dropped:
-        log.warning(
-            "%d viewpoint(s) dropped: %s",
-            len(dropped),
-            ", ".join(f"{d['part_id']}/v{d['view_id']} ({d['reason']})" for d in dropped),
-        )
-    metrics, det_seconds = detect(sc, out, records, progress=progress)
-    # Undefined metrics (a split without one class) are NaN in Python and null in JSON.
-    finite = {
-        d: {k: (v if np.isfinite(v) else None) for k, v in m.items()} for d, m in metrics.items()
-    }
-    write_json(out / "metrics.json", {"detectors": finite})
+
+
+def _run_phases(
+    sc: Scenario,
+    out: Path,
+    workers: int,
+    progress: bool,
+    report: Callable[[Path], None] | None,
+    timer: PhaseTimer,
+    manifest: dict[str, Any],
+) -> None:
+    with timer.phase("simulate"):
+        records, dropped = simulate(sc, out, workers=workers, progress=progress)
+    with timer.phase("index"):
+        write_jsonl(out / "samples.jsonl", records)
+        if dropped:
+            log.warning(dropped_summary(dropped, len(records) + len(dropped)))
+        reason = unscored_reason(records)
+        if not any(r["split"] == "train" for r in records):
+            log.warning("no training pair was captured: detectors are fitted on nothing")
+    with timer.phase("detect"):
+        if any(r["split"] == "test" for r in records):
+            metrics, det_seconds = detect(sc, out, records, progress=progress)
+        else:  # nothing to predict: every metric is undefined
+            metrics = {d.name: dict.fromkeys(METRIC_NAMES, float("nan")) for d in sc.detectors}
+            det_seconds = {}
+        # Undefined metrics (a split without one class) are NaN in Python and null in JSON.
+        finite = {
+            d: {k: (v if np.isfinite(v) else None) for k, v in m.items()}
+            for d, m in metrics.items()
+        }
+        write_json(out / "metrics.json", {"detectors": finite})
     counts = Counter((r["split"], r["label"]) for r in records)
     kinds = Counter(
         d["kind"]
@@ -507,7 +740,6 @@ def run_scenario(
     )
     manifest.update(
         {
-            "status": "complete",
             "counts": {
                 "train": counts[("train", 0)] + counts[("train", 1)],
                 "test_normal": counts[("test", 0)],
@@ -515,17 +747,17 @@ def run_scenario(
                 "visible_defect_kinds": dict(sorted(kinds.items())),
             },
             "dropped_viewpoints": {"count": len(dropped), "items": dropped},
-            "timings_s": {
-                "simulate": round(t_sim, 3),
-                "detect": {k: round(v, 3) for k, v in det_seconds.items()},
-            },
+            "unscored_reason": reason,
+            "timings_s": {"detectors": {k: _rounded(v) for k, v in det_seconds.items()}},
         }
     )
     if report is not None:
-        t0 = time.perf_counter()
-        write_json(out / "manifest.json", manifest)
-        report(out)
-        manifest["timings_s"]["report"] = round(time.perf_counter() - t0, 3)
-    manifest["timings_s"]["total"] = round(time.perf_counter() - t_start, 3)
-    write_json(out / "manifest.json", manifest)
-    return manifest
+        with timer.phase("report"):
+            write_json(out / "manifest.json", manifest)  # the report reads it
+            report(out)
+    manifest["status"] = "unscored" if reason else "complete"
+    _finish(out, manifest, timer)
+
+
+def _rounded(d: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 3) for k, v in d.items()}

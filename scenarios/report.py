@@ -126,8 +126,17 @@ def write_report(out: Path) -> None:
     records = read_jsonl(out / "samples.jsonl")
     dets = list(metrics)
     dropped = manifest.get("dropped_viewpoints", {}).get("items", [])
-    gallery = gallery_figure(out, records, dets)
+    has_test = any(r["split"] == "test" for r in records)
+    gallery = gallery_figure(out, records, dets) if has_test else None
     views = viewpoint_figure(out, records, dropped)
+    unscored = manifest.get("unscored_reason", "")
+    why = (
+        f"This run is not scored: {unscored}. Metrics that need the missing class are n/a; "
+        "change the split, the viewpoints or the placement so the test split holds both "
+        "normal and anomalous pairs."
+        if unscored
+        else ""
+    )
     sc = manifest["scenario"]
     counts = manifest.get("counts", {})
 
@@ -149,6 +158,8 @@ def write_report(out: Path) -> None:
         ("dropped viewpoints", str(len(dropped))),
     ]
     md = [f"# twincell run: {sc['name']}", "", sc.get("description", ""), ""]
+    if why:
+        md += [f"> **Not scored.** {why}", ""]
     md += [f"- **{k}**: {v}" for k, v in summary]
     md += [
         "",
@@ -160,13 +171,16 @@ def write_report(out: Path) -> None:
     ]
     md += ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(row) + " |" for row in table[1:]]
+    md += ["", "## Samples", ""]
+    if gallery is not None:
+        md += [
+            "real | twin | ground truth (red) | anomaly maps (one colour scale per detector)",
+            "",
+            f"![gallery]({gallery.relative_to(out).as_posix()})",
+        ]
+    else:
+        md += ["No test pair was captured: there is nothing to show."]
     md += [
-        "",
-        "## Samples",
-        "",
-        "real | twin | ground truth (red) | anomaly maps (one colour scale per detector)",
-        "",
-        f"![gallery]({gallery.relative_to(out).as_posix()})",
         "",
         "## Viewpoints",
         "",
@@ -190,16 +204,23 @@ def write_report(out: Path) -> None:
         f"<li>{html.escape(d['part_id'])} view {d['view_id']}: {html.escape(d['reason'])}</li>"
         for d in dropped
     )
+    gallery_html = (
+        "<p>real | twin | ground truth (red) | anomaly maps</p>"
+        f'<img src="{gallery.relative_to(out).as_posix()}" alt="gallery">'
+        if gallery is not None
+        else "<p>No test pair was captured: there is nothing to show.</p>"
+    )
+    why_html = f'<p class="warn"><b>Not scored.</b> {html.escape(why)}</p>' if why else ""
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>twincell run: {html.escape(sc["name"])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
+td:first-child{{text-align:left}}img{{max-width:100%}}
+.warn{{background:#fff3cd;border:1px solid #e0c36a;padding:8px}}</style></head><body>
 <h1>twincell run: {html.escape(sc["name"])}</h1><p>{html.escape(sc.get("description", ""))}</p>
-<ul>{summary_html}</ul>
+{why_html}<ul>{summary_html}</ul>
 <h2>Metrics (%)</h2><table><tr>{head_html}</tr>{rows_html}</table>
-<h2>Samples</h2><p>real | twin | ground truth (red) | anomaly maps</p>
-<img src="{gallery.relative_to(out).as_posix()}" alt="gallery">
+<h2>Samples</h2>{gallery_html}
 <h2>Viewpoints</h2><img src="{views.relative_to(out).as_posix()}" alt="viewpoints">
 <ul>{dropped_html}</ul>
 </body></html>

@@ -5,14 +5,22 @@ meshes/<part_id>.ply, predictions/<detector>/{scores.csv,<id>.npy}, metrics.json
 report.md, report.html. Every file is written to a temporary name in the same directory
 and renamed into place, so an interrupted run never leaves a half-written file; a sample
 directory appears only once all its files are in it.
+
+Temporary names start with ``TEMP_PREFIX``; a process killed with SIGKILL can leave them
+behind, and ``remove_temporaries`` deletes them when the run is resumed. Files and
+directories are created with modes 0666 / 0777 less the umask, like any other program's.
+A sample's ``record.json`` carries the SHA-256 of each of its files, so a resume redoes a
+sample whose files were damaged instead of trusting that they exist.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,16 +41,57 @@ SAMPLE_FILES = (
 )
 
 
+TEMP_PREFIX = ".twincell-tmp."
+
+
+def _temp_name(final: Path) -> Path:
+    """A fresh hidden sibling name of ``final`` that ``remove_temporaries`` recognises."""
+    return final.parent / f"{TEMP_PREFIX}{final.name}.{secrets.token_hex(4)}"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _temp_name(path)
     try:
-        write(Path(tmp))
+        # O_EXCL with mode 0o666: the umask applies, as for any file a program creates.
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_temporaries(out: Path) -> int:
+    """Delete what interrupted writers left under the run directory ``out``; returns the count.
+
+    Looks in ``out`` and in the folders the run writes into (samples, meshes, figures,
+    predictions and each detector's folder); only names starting with ``TEMP_PREFIX``.
+    """
+    folders = [out, out / "samples", out / "meshes", out / "figures", out / "predictions"]
+    if (out / "predictions").is_dir():
+        folders += [p for p in (out / "predictions").iterdir() if p.is_dir()]
+    n = 0
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if entry.name.startswith(TEMP_PREFIX):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                n += 1
+    return n
 
 
 def write_text(path: Path, text: str) -> None:
@@ -68,26 +117,54 @@ def write_bytes(path: Path, data: bytes) -> None:
     _atomic(path, _w)
 
 
-def read_json_if(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or None when the file does not exist."""
-    if not path.is_file():
+def read_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest of the run in ``out``, None when there is none; RunDirError if damaged."""
+    path = out / "manifest.json"
+    if not path.exists():
         return None
-    data: dict[str, Any] = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        why = type(exc).__name__
+        data = None
+    else:
+        why = "not a twincell manifest"
+    if not isinstance(data, dict) or not isinstance(data.get("digest"), str):
+        raise RunDirError(
+            f"--out {out}: manifest.json is damaged ({why}), so the run cannot be checked "
+            "and resumed; delete the directory or choose another --out"
+        )
     return data
 
 
-def write_npy(path: Path, array: np.ndarray) -> None:
-    """Write a .npy array atomically."""
-
-    def _w(p: Path) -> None:
-        with open(p, "wb") as f:
-            np.save(f, array)
-
-    _atomic(path, _w)
+def write_npy(path: Path, array: np.ndarray) -> str:
+    """Write a .npy array atomically; returns the file's hex SHA-256."""
+    data = _npy_bytes(array)
+    write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
-def _png(path: Path, image: np.ndarray) -> None:
-    Image.fromarray(image).save(path, format="PNG")
+def read_npy_verified(path: Path, sha256: str) -> np.ndarray | None:
+    """The array in ``path`` if the file's SHA-256 is ``sha256``; None if missing or damaged."""
+    try:
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            return None
+        return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
+    except (OSError, ValueError):
+        return None
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
 
 
 def mask_to_png(mask: np.ndarray) -> np.ndarray:
@@ -99,7 +176,8 @@ def mask_to_png(mask: np.ndarray) -> np.ndarray:
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling directory that is renamed to ``final`` on success."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    tmp = _temp_name(final)
+    os.mkdir(tmp, 0o777)  # the umask applies
     try:
         yield tmp
         if final.exists():
@@ -119,26 +197,40 @@ def write_sample_dir(
     twin_mask: np.ndarray,
     gt_mask: np.ndarray,
     real_depth: np.ndarray,
-) -> None:
-    """Write one sample's images, masks, depth and record as one atomic directory."""
+) -> dict[str, Any]:
+    """Write one sample's images, masks, depth and record as one atomic directory.
+
+    Returns the record as written: ``record`` plus ``sha256`` {file name: hex digest}.
+    """
+    blobs = {
+        "real.png": _png_bytes(real_rgb),
+        "twin.png": _png_bytes(twin_rgb),
+        "real_mask.png": _png_bytes(mask_to_png(real_mask)),
+        "twin_mask.png": _png_bytes(mask_to_png(twin_mask)),
+        "gt_mask.png": _png_bytes(mask_to_png(gt_mask)),
+        "real_depth.npy": _npy_bytes(np.asarray(real_depth, dtype=np.float32)),
+    }
+    record = {**record, "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in blobs.items()}}
     with atomic_dir(final) as d:
-        _png(d / "real.png", real_rgb)
-        _png(d / "twin.png", twin_rgb)
-        _png(d / "real_mask.png", mask_to_png(real_mask))
-        _png(d / "twin_mask.png", mask_to_png(twin_mask))
-        _png(d / "gt_mask.png", mask_to_png(gt_mask))
-        with open(d / "real_depth.npy", "wb") as f:
-            np.save(f, np.asarray(real_depth, dtype=np.float32))
+        for name, data in blobs.items():
+            (d / name).write_bytes(data)
         (d / "record.json").write_text(json.dumps(record) + "\n")
+    return record
 
 
 def read_sample_record(sample_dir: Path) -> dict[str, Any] | None:
-    """The record of a complete sample directory, or None if it is missing or incomplete."""
-    rec = sample_dir / "record.json"
-    if not rec.is_file() or not all((sample_dir / f).is_file() for f in SAMPLE_FILES):
+    """The record of a complete, undamaged sample directory, or None (the sample is redone).
+
+    Undamaged means: ``record.json`` parses and every sample file exists with the SHA-256
+    the record lists for it.
+    """
+    try:
+        data = json.loads((sample_dir / "record.json").read_bytes())
+        sums = data["sha256"]
+        ok = all(sha256_file(sample_dir / f) == sums[f] for f in SAMPLE_FILES)
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    data: dict[str, Any] = json.loads(rec.read_text())
-    return data
+    return data if ok and isinstance(data, dict) else None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -8,14 +8,38 @@ checks that drop infeasible viewpoints. Images come from the renderers, not from
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet as pb
 import pybullet_data
 
 from scenarios.interfaces import SpecError
 from sim.geometry import invert_pose, make_pose, pose_error
+
+
+@contextmanager
+def _silenced_stderr() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the block (C code writes there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+# pybullet's C extension prints a "pybullet build time" banner to stderr on import, which
+# lands in the middle of a progress bar; nothing else it could say at import matters.
+with _silenced_stderr():
+    import pybullet as pb
 
 log = logging.getLogger(__name__)
 

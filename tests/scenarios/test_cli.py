@@ -236,3 +236,162 @@ def test_run_out_is_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert "--out" in err and "not a directory" in err
     assert target.read_text() == "keep me"
+
+
+# ----------------------------------------------------------------------------------------------
+# --out that cannot hold a run, found before any work
+# ----------------------------------------------------------------------------------------------
+
+
+def test_out_under_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("keep me")
+    before = _snapshot(tmp_path)
+    assert main(["run", "tiny", "--out", str(tmp_path / "afile" / "sub"), "-q"]) == 2
+    line = _error_line(capsys)
+    assert "--out" in line and "is a file, not a directory" in line
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("where", ["/proc/twincell-test-run", "/proc/self/twincell-test/run"])
+def test_out_where_nothing_can_be_written_exits_2(
+    where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "tiny", "--out", where, "-q"]) == 2
+    line = _error_line(capsys)
+    assert f"--out {where}: cannot write there" in line
+    assert not Path(where).exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ('{"twincell_run": 1, "digest": "ab', "JSONDecodeError"),
+        ("[1, 2, 3]", "not a twincell manifest"),
+        ('{"status": "complete"}', "not a twincell manifest"),
+        ("", "JSONDecodeError"),
+    ],
+    ids=["truncated", "list", "no-digest", "empty"],
+)
+def test_damaged_manifest_in_out_is_refused_with_a_way_out(
+    content: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "run"
+    (out_dir / "samples").mkdir(parents=True)
+    (out_dir / "manifest.json").write_text(content)
+    before = _snapshot(tmp_path)
+    assert main(["run", "tiny", "--out", str(out_dir), "-q"]) == 2
+    line = _error_line(capsys)
+    assert "manifest.json is damaged" in line and why in line
+    assert "delete the directory or choose another --out" in line
+    assert _snapshot(tmp_path) == before
+
+
+def test_long_scenario_name_is_a_spec_error_not_an_os_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "long.yaml"
+    path.write_text(f"name: {'n' * 300}\n")
+    assert main(["run", str(path), "-q"]) == 2
+    line = _error_line(capsys)
+    assert "name:" in line and "at most 64 characters" in line
+    assert len(line) < 250
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ("{bogus: 1}", "unknown parameter 'bogus'"),
+        ("{sigma_px: -1}", "detectors.1.params.sigma_px: Input should be greater than or equal"),
+        ("{dilate_px: 2.5}", "detectors.1.params.dilate_px: Input should be a valid integer"),
+        ("{dilate_px: 100000}", "detectors.1.params.dilate_px: Input should be less than or equal"),
+        ("{sigma_px: 1.0e+9}", "detectors.1.params.sigma_px: Input should be less than or equal"),
+        ("{sigma_px: true}", "detectors.1.params.sigma_px: Input should be a valid number"),
+    ],
+)
+def test_detector_params_are_checked_before_anything_runs(
+    params: str, fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "det.yaml"
+    path.write_text(
+        "name: det\ndetectors:\n  - rgb_residual\n  - {name: ssim_residual, params: "
+        + params
+        + "}\n"
+    )
+    assert main(["run", str(path), "--out", str(tmp_path / "x"), "-q"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"twincell: error: {path}: "), line
+    assert fragment in line
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "fragment"),
+    [
+        ("cell: {camera: {width: true}}", "cell.camera.width: Input should be a valid integer"),
+        ("cell: {camera: {width: '96'}}", "cell.camera.width: Input should be a valid integer"),
+        ("cell: {camera: {width: 4096}}", "cell.camera.width: Input should be less than or equal"),
+        ("viewpoints: {radius_m: true}", "viewpoints.radius_m: Input should be a valid number"),
+        ("part: {params: {segments: 12.7}}", "part.params.segments: must be an integer"),
+        ("part: {params: {segments: 2000000}}", "part.params.segments: must be an integer in"),
+        ("part: {params: {hub_height_mm: true}}", "part.params.hub_height_mm: must be a number"),
+        ("part: {placement: {position_m: [5.0, 5.0]}}", "part.placement.position_m.0"),
+        (
+            "viewpoints: {subdivisions: 3}\nsplit: {train_normal: 1000, test_defective: 1000}",
+            "at most 100000",
+        ),
+    ],
+)
+def test_loose_types_and_unbounded_values_are_refused(
+    yaml_text: str, fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: s\n{yaml_text}\n")
+    assert main(["validate", str(path)]) == 2
+    assert fragment in _error_line(capsys)
+
+
+def test_workers_above_the_limit_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "tiny", "--workers", "1000", "-q"]) == 2
+    assert "--workers" in _error_line(capsys)
+
+
+# ----------------------------------------------------------------------------------------------
+# What a new user sees
+# ----------------------------------------------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"twincell {metadata.version('twincell')}"
+
+
+def test_help_is_for_users_and_lists_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "The ``twincell`` command line" not in text  # not the module docstring
+    for fragment in ("twincell run quickstart", "exit codes:", "0    success", "130"):
+        assert fragment in text
+    assert "bad input" in text and "cannot be scored" in text
+
+
+def test_validate_prints_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok: tiny (seed 0") and "planned pairs" in out
+
+
+def test_pybullet_banner_does_not_reach_the_terminal() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sim.robot_scene"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0
+    assert "pybullet build time" not in proc.stdout + proc.stderr

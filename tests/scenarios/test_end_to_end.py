@@ -62,6 +62,12 @@ def test_manifest(tiny_run: Path) -> None:
     assert m["scenario"]["name"] == "tiny" and m["seed"] == 0
     assert {"numpy", "pybullet", "pyrender", "trimesh", "manifold3d"} <= set(m["versions"])
     assert m["timings_s"]["simulate"] > 0 and m["timings_s"]["total"] > 0
+    phases = ("prepare", "simulate", "index", "detect", "report")
+    assert sum(m["timings_s"][p] for p in phases) == pytest.approx(
+        m["timings_s"]["total"], rel=0.05
+    )
+    for det in ("rgb_residual", "ssim_residual"):
+        assert set(m["timings_s"]["detectors"][det]) == {"fit", "predict", "metrics"}
     dropped = m["dropped_viewpoints"]
     assert dropped["count"] == len(dropped["items"])
     for d in dropped["items"]:
@@ -178,3 +184,108 @@ def test_other_seed_refuses_same_out(tiny_run: Path) -> None:
 
     with pytest.raises(RunDirError, match="another scenario or seed"):
         run_scenario(load_scenario("tiny", seed=1), tiny_run, workers=1, progress=False)
+
+
+def test_files_follow_the_umask(tiny_run: Path) -> None:
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [tiny_run, *tiny_run.rglob("*")]:
+        want = (0o777 if p.is_dir() else 0o666) & ~umask
+        assert p.stat().st_mode & 0o777 == want, (p, oct(p.stat().st_mode))
+
+
+def test_streamed_metrics_equal_the_all_in_memory_ones(tiny_run: Path) -> None:
+    """metrics.json (streamed, bounded memory) equals compute_metrics over every pixel at once."""
+    from scenarios.metrics import compute_metrics
+    from scenarios.rundir import load_samples
+
+    test = load_samples(tiny_run, split="test")
+    metrics = json.loads((tiny_run / "metrics.json").read_text())["detectors"]
+    for det, values in metrics.items():
+        with open(tiny_run / "predictions" / det / "scores.csv") as f:
+            scores = {row["id"]: float(row["score"]) for row in csv.DictReader(f)}
+        maps = [np.load(tiny_run / "predictions" / det / f"{s.id}.npy") for s in test]
+        ref = compute_metrics(
+            [s.label for s in test], [scores[s.id] for s in test], [s.gt_mask for s in test], maps
+        )
+        for k, v in values.items():
+            if v is None:
+                assert np.isnan(ref[k]), (det, k)
+            else:
+                assert v == pytest.approx(ref[k], rel=1e-9, abs=1e-12), (det, k)
+
+
+def _damage(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    "victim", ["real.png", "gt_mask.png", "real_depth.npy", "record.json"], ids=str
+)
+def test_damaged_sample_file_is_redone_on_resume(
+    tiny_run: Path, tmp_path: Path, victim: str
+) -> None:
+    import shutil
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_run, copy)
+    sample = sorted((copy / "samples").iterdir())[1]
+    _damage(sample / victim)
+    run_scenario(load_scenario("tiny"), copy, workers=1, progress=False)
+    original = tiny_run / "samples" / sample.name
+    for name in ("real.png", "twin.png", "gt_mask.png", "real_depth.npy", "record.json"):
+        assert (sample / name).read_bytes() == (original / name).read_bytes(), name
+    assert (copy / "metrics.json").read_text() == (tiny_run / "metrics.json").read_text()
+
+
+def test_damaged_prediction_is_redone_on_resume(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_run, copy)
+    pred = sorted((copy / "predictions" / "ssim_residual").glob("*.npy"))[0]
+    original = (tiny_run / "predictions" / "ssim_residual" / pred.name).read_bytes()
+    _damage(pred)
+    run_scenario(load_scenario("tiny"), copy, workers=1, progress=False)
+    assert pred.read_bytes() == original
+    assert (copy / "metrics.json").read_text() == (tiny_run / "metrics.json").read_text()
+
+
+def test_leftover_temporaries_are_removed_on_resume(tiny_run: Path, tmp_path: Path) -> None:
+    """What SIGKILL can leave (hidden temp files and sample directories) is gone after a rerun."""
+    import shutil
+
+    from scenarios.rundir import TEMP_PREFIX
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_run, copy)
+    leftovers = [
+        copy / f"{TEMP_PREFIX}manifest.json.1a2b",
+        copy / "samples" / f"{TEMP_PREFIX}part001_v002.1a2b",
+        copy / "predictions" / "rgb_residual" / f"{TEMP_PREFIX}x.npy.1a2b",
+        copy / "meshes" / f"{TEMP_PREFIX}part000.ply.1a2b",
+    ]
+    leftovers[1].mkdir()
+    (leftovers[1] / "real.png").write_bytes(b"half")
+    for p in (leftovers[0], leftovers[2], leftovers[3]):
+        p.write_bytes(b"half")
+    (copy / "notes.txt").write_text("a user's own file stays")
+    run_scenario(load_scenario("tiny"), copy, workers=1, progress=False)
+    assert not any(p.exists() for p in leftovers)
+    assert not [p for p in copy.rglob(f"{TEMP_PREFIX}*")]
+    assert (copy / "notes.txt").read_text() == "a user's own file stays"
+
+
+def test_a_run_that_crashes_is_never_marked_complete(tmp_path: Path) -> None:
+    def broken_report(out: Path) -> None:
+        raise RuntimeError("figure failed")
+
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="figure failed"):
+        run_scenario(load_scenario("tiny"), out, workers=1, progress=False, report=broken_report)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "failed"
+    assert m["error"] == "RuntimeError: figure failed"

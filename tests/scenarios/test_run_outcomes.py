@@ -1,0 +1,160 @@
+"""How runs end: unscorable runs (exit 3), Ctrl-C and SIGKILL mid-run, and the resume after.
+
+The interrupt tests drive the installed command in its own process group, as a terminal
+does: Ctrl-C is SIGINT to every process of the group (the main process and its workers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scenarios.cli import main
+from scenarios.interfaces import EXIT_INTERRUPTED, EXIT_UNSCORED
+from scenarios.rundir import TEMP_PREFIX
+
+pytestmark = pytest.mark.slow
+
+TINY_BASE = """\
+cell:
+  camera: {width: 64, height: 64, hfov_deg: 32}
+errors:
+  robot: {translation_mm: 0.2, rotation_deg: 0.05}
+detectors: [rgb_residual]
+"""
+
+
+def _scenario(tmp_path: Path, name: str, extra: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\n{TINY_BASE}{extra}")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (
+            "viewpoints: {subdivisions: 0}\nsplit: {train_normal: 1, test_normal: 1, "
+            "test_defective: 0}\n",
+            "the test split has no anomalous pair",
+        ),
+        (
+            "viewpoints: {subdivisions: 0}\nsplit: {train_normal: 1, test_normal: 0, "
+            "test_defective: 0}\n",
+            "no test pair was captured",
+        ),
+        (
+            "viewpoints: {subdivisions: 0}\npart: {placement: {position_m: [1.8, 1.8]}}\n"
+            "split: {train_normal: 1, test_normal: 1, test_defective: 1}\n",
+            "no test pair was captured",
+        ),
+    ],
+    ids=["no-anomalous-pair", "no-test-part", "out-of-reach"],
+)
+def test_unscorable_run_exits_3_and_its_report_says_why(
+    extra: str,
+    reason: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert main(["run", str(_scenario(tmp_path, "unscored", extra)), "--out", str(out), "-q"]) == (
+        EXIT_UNSCORED
+    )
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("twincell: run complete but not scored")]
+    assert len(lines) == 1 and reason in lines[0], err
+    assert "Traceback" not in err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "unscored" and reason in m["unscored_reason"]
+    metrics = json.loads((out / "metrics.json").read_text())["detectors"]
+    assert metrics["rgb_residual"]["i_auroc"] is None
+    for page in ("report.md", "report.html"):
+        text = (out / page).read_text()
+        assert "Not scored" in text and reason in text
+
+
+def _wait_for_samples(out: Path, n: int, proc: subprocess.Popen[bytes], limit_s: float) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        done = [p for p in (out / "samples").glob("part*")] if (out / "samples").is_dir() else []
+        if len(done) >= n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"run ended early: {proc.returncode}")
+        time.sleep(0.05)
+    pytest.fail("no samples appeared")
+
+
+def _group_commands(pgid: int) -> list[str]:
+    """Command lines of the live (not zombie) processes of process group ``pgid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(cmd)
+    return found
+
+
+def _listing(out: Path) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*")}
+
+
+INTERRUPTED = (
+    "viewpoints: {subdivisions: 1}\nsplit: {train_normal: 3, test_normal: 3, test_defective: 3}\n"
+)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_interrupted_run_stops_keeps_samples_and_resumes(
+    workers: int, sig: signal.Signals, tmp_path: Path
+) -> None:
+    spec = _scenario(tmp_path, "interrupted", INTERRUPTED)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "scenarios.cli", "run", str(spec), "--out", str(out), "-q"]
+    cmd += ["--workers", str(workers)]
+    env = {**os.environ, "PYOPENGL_PLATFORM": "egl"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    _wait_for_samples(out, 3, proc, limit_s=120)
+    os.killpg(proc.pid, sig)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    stopped_s = time.monotonic() - t0
+    if sig == signal.SIGINT:
+        # It used to take 77 s with two workers; the goal is 2 s, the bound leaves CI slack.
+        assert stopped_s < 10, stopped_s
+        assert proc.returncode == EXIT_INTERRUPTED, err.decode()
+        assert err.decode().strip().splitlines() == [
+            "twincell: interrupted; rerun the same command to resume"
+        ]
+        assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    # The pool is gone with the command: no worker lives on to write more samples.
+    assert not [c for c in _group_commands(proc.pid) if "spawn_main" in c]
+    kept = _listing(out)
+    assert kept == _listing(out)
+    finished = {p.name for p in (out / "samples").glob("part*")}
+    assert finished
+
+    assert main(["run", str(spec), "--out", str(out), "-q"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    assert not list(out.rglob(f"{TEMP_PREFIX}*"))
+    after = _listing(out)
+    for name in finished:  # finished samples were kept, not redone
+        key = f"samples/{name}/real.png"
+        assert after[key] == kept[key]
