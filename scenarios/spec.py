@@ -57,7 +57,6 @@ def _bounded(lo: float, hi: float) -> Any:
 
 Metres = _bounded(-2.0, 2.0)
 Degrees = _bounded(-180.0, 180.0)
-Unit = _bounded(0.0, 1.0)
 
 
 class Strict(BaseModel):

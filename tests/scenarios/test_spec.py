@@ -394,3 +394,30 @@ def test_unknown_name_or_missing_file_lists_bundled(name: str, tmp_path: Path) -
 def test_directory_is_not_a_scenario(tmp_path: Path) -> None:
     msg = _load_error(str(tmp_path))
     assert "no bundled scenario or file named" in msg
+
+
+def test_scenario_reference_documents_every_field() -> None:
+    """docs/scenarios.md names every field of the scenario, part and detector parameters."""
+    import dataclasses
+
+    from pydantic import BaseModel
+
+    from detectors.residual import ResidualParams
+    from scenarios.spec import Scenario
+    from sim.parts import FlangeBearingSeatParams
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "scenarios.md").read_text()
+    missing = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            ann = info.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel) and name != "detectors":
+                walk(ann, f"{prefix}{name}.")
+            elif f"`{prefix}{name}`" not in doc:
+                missing.append(f"{prefix}{name}")
+
+    walk(Scenario, "")
+    names = [f.name for f in dataclasses.fields(FlangeBearingSeatParams)]
+    missing += [n for n in [*names, *ResidualParams.model_fields] if f"`{n}`" not in doc]
+    assert not missing, f"docs/scenarios.md lacks {missing}"
