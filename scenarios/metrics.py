@@ -9,17 +9,22 @@ The seven reported metrics (``METRIC_NAMES``) follow the MVTec AD conventions:
 * ``aupro``: area under the per-region-overlap (PRO) curve up to a false-positive rate of
   0.3, normalised by 0.3 so that a perfect detector scores 1.0.
 
-ROC AUC, average precision and the precision-recall curve come from scikit-learn. Scores are
-used as given: they are never min-max normalised, per image or globally, so every metric is
-invariant to any strictly increasing transform of all scores together but not to a per-image
-rescaling. Every function returns ``float('nan')`` where the metric is undefined (only one
-class present, no ground-truth region, no normal pixel) instead of raising.
+Image-level ROC AUC, average precision and the precision-recall curve come from scikit-learn.
+The pixel-level metrics and AUPRO come from ``PixelMetrics``, which computes the same values
+over a stream of images in bounded memory (a budget of pixels held at once, re-reading the
+images from their source when they do not fit) instead of concatenating every pixel; with all
+pixels within the budget its ``p_auroc``, ``p_ap`` and ``p_f1max`` are bit-identical to the
+scikit-learn functions on the concatenated pixels. Scores are used as given: they are never
+min-max normalised, per image or globally, so every metric is invariant to any strictly
+increasing transform of all scores together but not to a per-image rescaling. Every function
+returns ``float('nan')`` where the metric is undefined (only one class present, no
+ground-truth region, no normal pixel) instead of raising.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -27,7 +32,9 @@ from scipy import ndimage
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
 __all__ = [
+    "DEFAULT_BUDGET_PX",
     "METRIC_NAMES",
+    "PixelMetrics",
     "aupro",
     "auroc",
     "average_precision",
@@ -131,11 +138,547 @@ def _paired_images(
     return bool_masks, float_maps
 
 
-def _flatten(images: Sequence[NDArray]) -> NDArray:
-    """Concatenate the pixels of a list of (H_i, W_i) arrays into one 1D array."""
-    if not images:
-        return np.zeros(0)
-    return np.concatenate([im.ravel() for im in images])
+# ----------------------------------------------------------------------------------------------
+# Pixel metrics over a stream of images
+# ----------------------------------------------------------------------------------------------
+
+# A pass over the images yields (gt_mask, anomaly_map) pairs of (H, W) arrays.
+ImagePairs = Iterable[tuple[ArrayLike, ArrayLike]]
+
+_SIGN_BIT = np.uint64(1 << 63)
+# Pass-1 buckets are the top 16 bits of the 64-bit score key: sign, exponent and 4 mantissa bits.
+_TOP_BITS = 16
+_TOP_SHIFT = np.uint64(64 - _TOP_BITS)
+# A bucket holding more than the budget is split into this many sub-ranges (a power of two in
+# [_MIN_SPLIT, _MAX_SPLIT], about 64 per budget's worth of pixels so that one split usually
+# suffices even for uneven score densities).
+_MIN_SPLIT_BITS = 8
+_MAX_SPLIT_BITS = 16
+_UINT64_MAX = np.iinfo(np.uint64).max
+
+# Thresholds processed at once inside one chunk (bounds the temporaries to a few MB each).
+_BLOCK = 1 << 18
+
+# Default most pixels ``PixelMetrics`` holds at once: 244 maps of 256x256, ~0.7 GB at worst.
+DEFAULT_BUDGET_PX = 16_000_000
+
+
+def _score_keys(scores: NDArray) -> NDArray[np.uint64]:
+    """Order-preserving integer keys (H*W,) uint64 of finite scores (H, W), any real dtype.
+
+    Scores are converted to float64 first, which is exact for float16/float32 maps, so ties
+    and order are those of the float64 values sklearn sees. IEEE 754 bit patterns of
+    non-negative floats increase with the value, those of negative floats decrease (sign and
+    magnitude); flipping every bit of a negative and only the sign bit of a non-negative
+    gives one increasing unsigned order: key(a) < key(b) iff a < b, key(a) == key(b) iff
+    a == b. Adding 0.0 first turns -0.0 into +0.0, so the two zeros tie as they compare.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel() + 0.0
+    flip = (s.view(np.int64) >> np.int64(63)).view(np.uint64) | _SIGN_BIT
+    return s.view(np.uint64) ^ flip
+
+
+def _checked_pair(
+    gt_mask: ArrayLike, anomaly_map: ArrayLike, where: str
+) -> tuple[NDArray[np.bool_], NDArray]:
+    """Validate one (H, W) mask (non-zero = anomalous) and (H, W) finite real map."""
+    m = np.asarray(gt_mask)
+    a = np.asarray(anomaly_map)
+    if m.ndim != 2 or m.shape != a.shape:
+        raise ValueError(
+            f"{where}: gt_mask {m.shape} and anomaly_map {a.shape} must be 2D of equal shape"
+        )
+    if a.dtype.kind not in "biuf":  # bool, signed and unsigned integer, float
+        raise ValueError(f"{where}: anomaly_map must be real-valued, got dtype {a.dtype}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{where}: anomaly_map must be finite")
+    return (m if m.dtype == np.bool_ else m != 0), a
+
+
+@dataclass
+class _ImagePixels:
+    """The pixels of one (H, W) image, flattened to (H*W,) in row-major order."""
+
+    keys: NDArray[np.uint64]  # score keys, see _score_keys
+    anomalous: NDArray[np.bool_]  # ground truth
+    weights: NDArray[np.float64] | None  # PRO weight 1/region_size (0 if normal), if asked for
+    n_regions: int  # 8-connected ground-truth regions (0 if not labelled)
+
+
+def _image_pixels(mask: NDArray[np.bool_], amap: NDArray, with_weights: bool) -> _ImagePixels:
+    """Score keys, labels and (optionally) PRO weights of one validated (H, W) image."""
+    anomalous = mask.ravel()
+    if not with_weights:
+        return _ImagePixels(_score_keys(amap), anomalous, None, 0)
+    regions, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    regions = np.asarray(regions).ravel()
+    sizes = np.bincount(regions, minlength=n + 1)
+    inv_size = np.zeros(n + 1, dtype=np.float64)
+    inv_size[1:] = 1.0 / sizes[1:]
+    return _ImagePixels(_score_keys(amap), anomalous, inv_size[regions], int(n))
+
+
+@dataclass
+class _Buckets:
+    """Disjoint key ranges [kmin, kmax] in descending order with their pixel statistics.
+
+    All fields are (B,) arrays: kmin/kmax uint64 (the smallest/largest key present), count and
+    pos int64 (all / anomalous pixels), wsum float64 (sum of PRO weights).
+    """
+
+    kmin: NDArray[np.uint64]
+    kmax: NDArray[np.uint64]
+    count: NDArray[np.int64]
+    pos: NDArray[np.int64]
+    wsum: NDArray[np.float64]
+
+    @staticmethod
+    def concat(parts: Sequence[_Buckets]) -> _Buckets:
+        """The buckets of ``parts`` one after the other."""
+        return _Buckets(
+            *(np.concatenate([getattr(b, f) for b in parts]) for f in _Buckets.__annotations__)
+        )
+
+
+class _Histogram:
+    """Per-bin pixel statistics over (n_bins,) bins of a key range, accumulated image by image."""
+
+    def __init__(self, n_bins: int) -> None:
+        self.count = np.zeros(n_bins, dtype=np.int64)
+        self.pos = np.zeros(n_bins, dtype=np.int64)
+        self.wsum = np.zeros(n_bins, dtype=np.float64)
+        self.kmin = np.full(n_bins, _UINT64_MAX, dtype=np.uint64)
+        self.kmax = np.zeros(n_bins, dtype=np.uint64)
+
+    def add(
+        self,
+        bins: NDArray[np.intp],
+        keys: NDArray[np.uint64],
+        anomalous: NDArray[np.bool_],
+        weights: NDArray[np.float64],
+    ) -> None:
+        """Count pixels (P,) given their bin (P,) intp, key, label and PRO weight."""
+        n = self.count.size
+        self.count += np.bincount(bins, minlength=n)
+        bins_a = bins[anomalous]
+        self.pos += np.bincount(bins_a, minlength=n)
+        self.wsum += np.bincount(bins_a, weights=weights[anomalous], minlength=n)
+        # The exact key range of each bin: a bin holding one key is a single tie group whose
+        # statistics are complete without its pixels, and tight ranges split faster.
+        np.minimum.at(self.kmin, bins, keys)
+        np.maximum.at(self.kmax, bins, keys)
+
+    def buckets(self) -> _Buckets:
+        """The non-empty bins as buckets, highest keys first."""
+        nz = np.flatnonzero(self.count)[::-1]
+        return _Buckets(self.kmin[nz], self.kmax[nz], self.count[nz], self.pos[nz], self.wsum[nz])
+
+
+@dataclass
+class _Chunk:
+    """A key range [lo, hi] of at most budget_px pixels, or a single key (``tie``) of any size."""
+
+    lo: int
+    hi: int
+    count: int
+    pos: int
+    wsum: float
+    tie: bool  # one score value over budget: its statistics suffice, its pixels are never read
+
+
+class _CurveSums:
+    """Running sums of the four pixel curves, fed the tie groups in descending score order.
+
+    Each ``update`` takes the next run of thresholds (one per distinct score). The arithmetic
+    per threshold mirrors scikit-learn's (roc_curve with drop_intermediate, auc's trapezoid,
+    average_precision_score's step sum, precision_recall_curve's points) and the terms of an
+    update are summed in one ``np.sum`` in sklearn's order, so a single update holding all
+    thresholds reproduces its results bit for bit; split over several updates the sums differ
+    only by floating-point summation order.
+    """
+
+    def __init__(self, n_pos: int, n_neg: int, n_regions: int, fpr_limit: float) -> None:
+        self.n_pos, self.n_neg, self.n_regions = float(n_pos), float(n_neg), float(n_regions)
+        self.fpr_limit = fpr_limit
+        self.tp = 0  # cumulative anomalous / normal pixel counts so far (exact integers)
+        self.fp = 0
+        self.roc_last = (0.0, 0.0)  # last (FPR, TPR) point, from which the next segment starts
+        self.roc_area = 0.0
+        self.recall_last = 0.0
+        self.ap_sum = 0.0  # sum of (R_{k-1} - R_k) * P_k, i.e. minus the average precision
+        self.f1 = 0.0  # sklearn's appended (P=1, R=0) point has F1 = 0
+        self.pro_weight = 0.0  # cumulative sum of PRO weights (divided by n_regions for PRO)
+        self.pro_last = (0.0, 0.0)  # last (FPR, PRO) point
+        self.pro_area = 0.0
+        self.pro_done = False  # the curve has reached fpr_limit: later points do not count
+
+    def update(
+        self,
+        pos: NDArray[np.int64],
+        neg: NDArray[np.int64],
+        wsum: NDArray[np.float64] | None,
+    ) -> None:
+        """Add T thresholds given anomalous / normal counts and PRO weight sums (T,) per group.
+
+        Groups must be in descending score order; ``wsum`` may be None once ``pro_done``.
+        The thresholds are processed in blocks of ``_BLOCK`` so that the temporaries stay
+        small; only the ROC and AP terms (T,) float64 are stored, to be summed at once.
+        """
+        t = pos.size
+        # sklearn's roc_curve drops a point whose second differences of FP and TP counts are
+        # both 0, i.e. whose incoming and outgoing steps are equal. Across updates the
+        # neighbours are unknown, so the first and last point of each update are kept:
+        # extra collinear points change the area only by rounding.
+        keep = np.ones(t, dtype=bool)
+        if t > 2:
+            keep[1:-1] = (neg[2:] != neg[1:-1]) | (pos[2:] != pos[1:-1])
+        roc_terms = np.empty(int(np.count_nonzero(keep)), dtype=np.float64)
+        ap_terms = np.empty(t, dtype=np.float64)  # in ascending score order, as sklearn sums
+        n_roc = 0
+        for b0 in range(0, t, _BLOCK):
+            b1 = min(t, b0 + _BLOCK)
+            # Cumulative counts as float64: exact integers (< 2**53), the values sklearn uses.
+            tps = np.cumsum(pos[b0:b1], dtype=np.float64) + float(self.tp)
+            fps = np.cumsum(neg[b0:b1], dtype=np.float64) + float(self.fp)
+            self.tp, self.fp = int(tps[-1]), int(fps[-1])
+
+            # ROC trapezoids between consecutive kept points.
+            kb = keep[b0:b1]
+            x = np.concatenate(([self.roc_last[0]], fps[kb] / self.n_neg))
+            y = np.concatenate(([self.roc_last[1]], tps[kb] / self.n_pos))
+            roc_terms[n_roc : n_roc + x.size - 1] = (x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0
+            n_roc += x.size - 1
+            self.roc_last = (float(x[-1]), float(y[-1]))
+            del x, y
+
+            # Precision-recall points: F1 max and the step-wise AP terms.
+            precision = tps / (tps + fps)
+            recall = tps / self.n_pos
+            denom = precision + recall
+            f1 = np.divide(
+                2.0 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0
+            )
+            self.f1 = max(self.f1, float(f1.max()))
+            del denom, f1
+            recall_prev = np.concatenate(([self.recall_last], recall[:-1]))
+            ap_terms[t - b1 : t - b0] = ((recall_prev - recall) * precision)[::-1]
+            self.recall_last = float(recall[-1])
+            del precision, recall, recall_prev
+
+            if not self.pro_done and wsum is not None:
+                self._pro_block(fps, wsum[b0:b1])
+        self.roc_area += float(np.sum(roc_terms))
+        self.ap_sum += float(np.sum(ap_terms))
+
+    def _pro_block(self, fps: NDArray[np.float64], wsum: NDArray[np.float64]) -> None:
+        """Extend the PRO area over thresholds with cumulative FP counts and weight sums (B,)."""
+        fpr = fps / self.n_neg
+        end = int(np.searchsorted(fpr, self.fpr_limit, side="right"))  # fpr[:end] <= limit
+        cum = self.pro_weight + np.cumsum(wsum[: end + 1])
+        pro = cum / self.n_regions
+        x = np.concatenate(([self.pro_last[0]], fpr[:end]))
+        y = np.concatenate(([self.pro_last[1]], pro[:end]))
+        if end < fpr.size:  # this block crosses the limit: interpolate PRO at the limit
+            if x[-1] < self.fpr_limit:
+                x0, x1, y0, y1 = x[-1], fpr[end], y[-1], pro[end]
+                y_limit = y0 + (y1 - y0) * (self.fpr_limit - x0) / (x1 - x0)
+                x = np.append(x, self.fpr_limit)
+                y = np.append(y, y_limit)
+            self.pro_done = True
+        else:
+            self.pro_weight = float(cum[-1])
+        self.pro_area += float(np.sum(np.diff(x) * (y[1:] + y[:-1]) * 0.5))
+        self.pro_last = (float(x[-1]), float(y[-1]))
+        # A point exactly at the limit ends the area too: later points add zero width.
+        self.pro_done = self.pro_done or self.pro_last[0] >= self.fpr_limit
+
+    def result(self) -> dict[str, float]:
+        """The four pixel metrics from the sums, after all thresholds were added."""
+        return {
+            "p_auroc": self.roc_area,
+            "p_ap": max(0.0, -self.ap_sum),
+            "p_f1max": self.f1,
+            "aupro": self.pro_area / self.fpr_limit,
+        }
+
+
+class PixelMetrics:
+    """Exact pixel metrics (p_auroc, p_ap, p_f1max, aupro) of an image stream in bounded memory.
+
+    Feed the images one at a time to ``add``, then call ``result``. The metrics are those of
+    ``compute_metrics``: all pixels of all images pooled (MVTec AD), AUPRO as in ``aupro``
+    (8-connected regions per image, PRO averaged over all regions of all images, FPR over all
+    normal pixels, trapezoid to ``fpr_limit`` with linear interpolation, ties form one
+    threshold). Maps of any real dtype are accepted and compared as float64, which is exact for
+    the float32 maps of the engine: ties and order are those of the values themselves.
+
+    Memory does not grow with the number of images: at most ``budget_px`` pixels are held at
+    once (plus fixed-size histograms of 2**16 bins and, during a split, a few sub-histograms).
+    ``add`` labels the regions of the mask and counts its pixels into a histogram over the top
+    16 bits of an order-preserving 64-bit integer key of the score (anomalous / all pixels, PRO
+    weight 1/region_size, smallest and largest key per bucket). While the pixels added so far
+    number at most ``budget_px`` they are also kept (copied); past that they are dropped, and
+    ``result`` needs ``reread``, a callable that returns an iterable over the same (gt_mask,
+    anomaly_map) pairs in the same order each time it is called (e.g. loading the maps saved
+    as .npy files). ``result`` then:
+
+    1. splits every bucket that holds more than ``budget_px`` pixels and more than one key into
+       finer key ranges (one pass over the images per level, all such buckets at once; a
+       bucket whose pixels all share one score is one tie group and is never split or read);
+    2. groups consecutive buckets, from the highest score down, into chunks of at most
+       ``budget_px`` pixels;
+    3. for each chunk, reads the images once more, keeps the pixels whose key falls in the
+       chunk's range, sorts them, merges ties into one threshold each, and extends running
+       sums carried from chunk to chunk: true/false positive counts, the ROC trapezoid area,
+       the average-precision step sum, the F1 maximum and, until the FPR passes
+       ``fpr_limit``, the PRO trapezoid area.
+
+    ``reread`` is therefore called at most (number of split levels, at most 6) + (number of
+    chunks) times, with about ``2 * n_pixels / budget_px + 1`` chunks plus one per
+    over-budget tie group needing no pass. With all pixels within the budget it is never
+    called and ``p_auroc``, ``p_ap``, ``p_f1max`` are bit-identical to the scikit-learn
+    based ``auroc``, ``average_precision`` and ``f1_max`` of the concatenated pixels; across
+    several chunks every value is exact up to floating-point summation order (~1e-15).
+    Peak memory of ``result`` is at most about 40 bytes per budget pixel when all scores
+    differ (8-byte keys sorted in place, then five 8-byte arrays per tie group; fewer with
+    ties), plus a few MB of histograms and per-image temporaries, plus the kept copies (the
+    mask's byte and the map's dtype per pixel) when within the budget.
+    """
+
+    def __init__(self, budget_px: int = DEFAULT_BUDGET_PX, fpr_limit: float = 0.3) -> None:
+        """``budget_px``: most pixels held in memory at once; ``fpr_limit`` in (0, 1]."""
+        if int(budget_px) != budget_px or budget_px < 1:
+            raise ValueError(f"budget_px must be a positive integer, got {budget_px}")
+        if not 0.0 < fpr_limit <= 1.0:
+            raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
+        self.budget_px = int(budget_px)
+        self.fpr_limit = float(fpr_limit)
+        self.n_images = 0
+        self.n_pixels = 0
+        self.n_anomalous = 0
+        self.n_regions = 0
+        self._top = _Histogram(1 << _TOP_BITS)
+        # Copies of the images added while they fit the budget; None once they did not.
+        self._kept: list[tuple[NDArray[np.bool_], NDArray]] | None = []
+
+    def add(self, gt_mask: ArrayLike, anomaly_map: ArrayLike) -> None:
+        """Add one image: ``gt_mask`` (H, W) bool (non-zero = anomalous), ``anomaly_map`` (H, W).
+
+        The map may be any real dtype (float32 from the engine) and must be finite; raises
+        ValueError otherwise or if the shapes differ.
+        """
+        mask, amap = _checked_pair(gt_mask, anomaly_map, f"image {self.n_images}")
+        px = _image_pixels(mask, amap, with_weights=True)
+        assert px.weights is not None
+        self._top.add((px.keys >> _TOP_SHIFT).astype(np.intp), px.keys, px.anomalous, px.weights)
+        self.n_images += 1
+        self.n_pixels += px.keys.size
+        self.n_anomalous += int(np.count_nonzero(px.anomalous))
+        self.n_regions += px.n_regions
+        if self._kept is not None:
+            if self.n_pixels <= self.budget_px:
+                self._kept.append((np.array(mask, dtype=bool), np.array(amap)))
+            else:
+                self._kept = None
+
+    def result(self, reread: Callable[[], ImagePairs] | None = None) -> dict[str, float]:
+        """``{"p_auroc", "p_ap", "p_f1max", "aupro"}`` of the images added so far.
+
+        ``reread`` returns a fresh iterable over the same (gt_mask, anomaly_map) pairs in the
+        order they were added; it is needed only if the pixels exceeded ``budget_px`` (else
+        ValueError) and is otherwise never called. Every metric is nan when only one pixel
+        class is present (so also when no image was added); AUPRO's conditions (a region and
+        a normal pixel) coincide with that. Raises ValueError if a pass over ``reread``
+        yields images that do not match what was added.
+        """
+        n_neg = self.n_pixels - self.n_anomalous
+        if self.n_anomalous == 0 or n_neg == 0:
+            return {name: float("nan") for name in ("p_auroc", "p_ap", "p_f1max", "aupro")}
+        read = self._pass_source(reread)
+        buckets = self._top.buckets()
+        while True:
+            big = np.flatnonzero((buckets.count > self.budget_px) & (buckets.kmin != buckets.kmax))
+            if big.size == 0:
+                break
+            buckets = self._split(buckets, big, read)
+        sums = _CurveSums(self.n_anomalous, n_neg, self.n_regions, self.fpr_limit)
+        for chunk in self._chunks(buckets):
+            if chunk.tie:
+                pos = np.array([chunk.pos], dtype=np.int64)
+                neg = np.array([chunk.count - chunk.pos], dtype=np.int64)
+                sums.update(pos, neg, np.array([chunk.wsum]))
+            else:
+                sums.update(*self._tie_groups(chunk, read, with_weights=not sums.pro_done))
+        if sums.tp != self.n_anomalous or sums.fp != n_neg:  # pragma: no cover - a bug guard
+            raise RuntimeError("pixel counts of the chunks do not add up")
+        return sums.result()
+
+    # -- passes over the images ------------------------------------------------------------
+
+    def _pass_source(
+        self, reread: Callable[[], ImagePairs] | None
+    ) -> Callable[[bool], Iterator[_ImagePixels]]:
+        """A function running one pass over the images: kept copies if any, else ``reread``."""
+        kept = self._kept
+        source: Callable[[], ImagePairs]
+        if kept is not None:
+            source = lambda: kept  # noqa: E731 - the kept copies serve every pass
+        elif reread is not None:
+            source = reread
+        else:
+            raise ValueError(
+                f"{self.n_pixels} pixels exceed budget_px={self.budget_px}, so they were not "
+                "kept in memory: pass reread, a callable returning the (gt_mask, anomaly_map) "
+                "pairs again in the order they were added"
+            )
+
+        def read(with_weights: bool) -> Iterator[_ImagePixels]:
+            n_images = n_pixels = 0
+            pairs = source()
+            for gt_mask, anomaly_map in pairs:
+                mask, amap = _checked_pair(gt_mask, anomaly_map, f"reread image {n_images}")
+                n_images += 1
+                n_pixels += mask.size
+                yield _image_pixels(mask, amap, with_weights)
+            if (n_images, n_pixels) != (self.n_images, self.n_pixels):
+                raise ValueError(
+                    f"reread yielded {n_images} images / {n_pixels} pixels, but "
+                    f"{self.n_images} / {self.n_pixels} were added"
+                )
+
+        return read
+
+    def _split(
+        self,
+        buckets: _Buckets,
+        big: NDArray[np.intp],
+        read: Callable[[bool], Iterator[_ImagePixels]],
+    ) -> _Buckets:
+        """Replace the buckets ``big`` (indices) by their non-empty sub-ranges, in one pass."""
+        splits: list[tuple[np.uint64, np.uint64, np.uint64, _Histogram]] = []
+        for j in big:
+            lo, hi, count = int(buckets.kmin[j]), int(buckets.kmax[j]), int(buckets.count[j])
+            # ~64 sub-ranges per budget's worth of pixels, as a power of two in [2^8, 2^16].
+            want = (64 * -(-count // self.budget_px) - 1).bit_length()
+            bits = min(max(want, _MIN_SPLIT_BITS), _MAX_SPLIT_BITS)
+            shift = max(0, (hi - lo).bit_length() - bits)
+            hist = _Histogram(((hi - lo) >> shift) + 1)
+            splits.append((np.uint64(lo), np.uint64(hi), np.uint64(shift), hist))
+        for px in read(True):
+            assert px.weights is not None
+            for lo_u, hi_u, shift_u, hist in splits:
+                sel = (px.keys >= lo_u) & (px.keys <= hi_u)
+                keys = px.keys[sel]
+                bins = ((keys - lo_u) >> shift_u).astype(np.intp)
+                hist.add(bins, keys, px.anomalous[sel], px.weights[sel])
+        parts: list[_Buckets] = []
+        prev = 0
+        for j, (_, _, _, hist) in zip(big, splits, strict=True):
+            sub = hist.buckets()
+            if int(sub.count.sum()) != int(buckets.count[j]) or int(sub.pos.sum()) != int(
+                buckets.pos[j]
+            ):
+                raise ValueError("reread yielded different pixels than were added")
+            parts.append(_take(buckets, slice(prev, j)))
+            parts.append(sub)
+            prev = j + 1
+        parts.append(_take(buckets, slice(prev, None)))
+        return _Buckets.concat(parts)
+
+    def _chunks(self, buckets: _Buckets) -> Iterator[_Chunk]:
+        """Group the buckets greedily, highest keys first, into chunks of <= budget_px pixels.
+
+        Loops over buckets (at most 2**16 plus the sub-ranges of split buckets), never pixels.
+        """
+        kmin, kmax = buckets.kmin.tolist(), buckets.kmax.tolist()
+        count, pos, wsum = buckets.count.tolist(), buckets.pos.tolist(), buckets.wsum.tolist()
+        cur: _Chunk | None = None
+        for j in range(len(count)):
+            if count[j] > self.budget_px:  # one score value (the split made sure of it)
+                if cur is not None:
+                    yield cur
+                    cur = None
+                yield _Chunk(kmin[j], kmax[j], count[j], pos[j], wsum[j], tie=True)
+            elif cur is not None and cur.count + count[j] <= self.budget_px:
+                cur.lo = kmin[j]
+                cur.count += count[j]
+                cur.pos += pos[j]
+            else:
+                if cur is not None:
+                    yield cur
+                cur = _Chunk(kmin[j], kmax[j], count[j], pos[j], 0.0, tie=False)
+        if cur is not None:
+            yield cur
+
+    def _tie_groups(
+        self, chunk: _Chunk, read: Callable[[bool], Iterator[_ImagePixels]], with_weights: bool
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64] | None]:
+        """One pass: the chunk's tie groups, descending, as (anomalous, normal, PRO weight) (T,).
+
+        The weight sums are None unless ``with_weights``.
+        """
+        lo, hi = np.uint64(chunk.lo), np.uint64(chunk.hi)
+        keys = np.empty(chunk.count, dtype=np.uint64)  # sizes known from the histogram
+        anom_keys = np.empty(chunk.pos, dtype=np.uint64)
+        anom_w = np.empty(chunk.pos if with_weights else 0, dtype=np.float64)
+        n = n_a = 0
+        for px in read(with_weights):
+            sel = (px.keys >= lo) & (px.keys <= hi)
+            k = px.keys[sel]
+            sel &= px.anomalous
+            ka = px.keys[sel]
+            if n + k.size > keys.size or n_a + ka.size > anom_keys.size:
+                raise ValueError("reread yielded different pixels than were added")
+            keys[n : n + k.size] = k
+            anom_keys[n_a : n_a + ka.size] = ka
+            if px.weights is not None:
+                anom_w[n_a : n_a + ka.size] = px.weights[sel]
+            n += k.size
+            n_a += ka.size
+        if n != keys.size or n_a != anom_keys.size:
+            raise ValueError("reread yielded different pixels than were added")
+
+        # Sort, then free each array as soon as the next is built: the chunk's keys are the
+        # largest allocation, and the per-group arrays (T,) can be almost as large.
+        keys.sort()
+        first = np.empty(keys.size, dtype=bool)  # first pixel of each run of equal keys
+        first[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        del first
+        distinct = keys[starts]
+        del keys
+        neg = np.empty(starts.size, dtype=np.int64)  # group sizes, minus positives below
+        np.subtract(starts[1:], starts[:-1], out=neg[:-1])
+        neg[-1] = chunk.count - starts[-1]
+        del starts
+        # Anomalous pixels find their tie group by binary search; only they carry weights.
+        group = np.searchsorted(distinct, anom_keys)
+        del distinct, anom_keys
+        pos = np.bincount(group, minlength=neg.size).astype(np.int64, copy=False)
+        neg -= pos
+        wsum = None
+        if with_weights:
+            wsum = np.bincount(group, weights=anom_w, minlength=neg.size).astype(
+                np.float64, copy=False
+            )
+        return pos[::-1], neg[::-1], (wsum[::-1] if wsum is not None else None)
+
+
+def _take(buckets: _Buckets, index: slice) -> _Buckets:
+    """The buckets ``index`` selects."""
+    return _Buckets(*(getattr(buckets, f)[index] for f in _Buckets.__annotations__))
+
+
+def _pixel_metrics(
+    masks: Sequence[NDArray[np.bool_]], maps: Sequence[NDArray], fpr_limit: float = 0.3
+) -> dict[str, float]:
+    """``PixelMetrics`` of validated in-memory images, re-read from the lists if over budget."""
+    # The budget is looked up at call time (not bound as a default) so that it can be patched.
+    metrics = PixelMetrics(budget_px=DEFAULT_BUDGET_PX, fpr_limit=fpr_limit)
+    for mask, amap in zip(masks, maps, strict=True):
+        metrics.add(mask, amap)
+    return metrics.result(reread=lambda: zip(masks, maps, strict=True))
 
 
 def aupro(gt_masks: MaskInput, anomaly_maps: MaskInput, fpr_limit: float = 0.3) -> float:
@@ -154,67 +697,14 @@ def aupro(gt_masks: MaskInput, anomaly_maps: MaskInput, fpr_limit: float = 0.3) 
     of equal scores is kept (ties form one threshold) and (0, 0) is prepended. PRO is
     integrated over FPR in [0, fpr_limit] with the trapezoid rule, linearly interpolating PRO
     at FPR = fpr_limit, and the area is divided by ``fpr_limit``. Scores are never normalised.
-    Pixels scoring below the first threshold past ``fpr_limit`` are dropped before sorting,
-    which leaves the result unchanged. Returns nan when there is no ground-truth region or no
-    normal pixel; raises ValueError on mismatched shapes or non-finite scores.
+    Computed by ``PixelMetrics`` (the increments are summed per tie group, then cumulatively).
+    Returns nan when there is no ground-truth region or no normal pixel; raises ValueError on
+    mismatched shapes or non-finite scores.
     """
     if not 0.0 < fpr_limit <= 1.0:
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
     masks, maps = _paired_images(gt_masks, anomaly_maps)
-    scores = _flatten(maps).astype(np.float64, copy=False)
-    if not np.isfinite(scores).all():
-        raise ValueError("anomaly_maps must be finite")
-
-    # Per-pixel PRO weight: 1 / region_size inside a region (divided by num_regions below).
-    pro_weights: list[NDArray[np.float64]] = []
-    num_regions = 0
-    for mask in masks:
-        regions, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
-        regions = np.asarray(regions).ravel()
-        sizes = np.bincount(regions, minlength=n + 1).astype(np.float64)
-        inv_size = np.zeros(n + 1, dtype=np.float64)
-        inv_size[1:] = 1.0 / sizes[1:]
-        pro_weights.append(inv_size[regions])
-        num_regions += int(n)
-    normal = ~_flatten(masks).astype(bool, copy=False)
-    num_normal = int(np.count_nonzero(normal))
-    if num_regions == 0 or num_normal == 0:
-        return float("nan")
-
-    weights = _flatten(pro_weights)
-
-    # Speed-up that leaves the result unchanged: the curve is needed only up to the first
-    # threshold whose FPR exceeds fpr_limit, i.e. down to the k-th highest normal score with
-    # k > fpr_limit * num_normal. Pixels scoring below that cutoff only affect later points,
-    # so they are dropped (an O(n) partition) before the O(n log n) sort.
-    k = min(num_normal, math.ceil(fpr_limit * num_normal) + 1)
-    if k < num_normal:
-        cutoff = np.partition(scores[normal], num_normal - k)[num_normal - k]
-        top = scores >= cutoff
-        scores, normal, weights = scores[top], normal[top], weights[top]
-
-    order = np.argsort(-scores)  # descending; the order within ties is irrelevant
-    sorted_scores = scores[order]
-    # FPR as a cumulative count / num_normal: the same as summing 1/num_normal, without drift.
-    fprs = np.cumsum(normal[order], dtype=np.int64) / num_normal
-    pros = np.cumsum(weights[order]) / num_regions
-
-    # One threshold per distinct score: keep the last pixel of each run of equal scores.
-    keep = np.append(sorted_scores[1:] != sorted_scores[:-1], True)
-    fprs = np.concatenate(([0.0], fprs[keep]))
-    pros = np.concatenate(([0.0], pros[keep]))
-
-    # Trapezoid over FPR in [0, fpr_limit]; fprs is non-decreasing and reaches >= fpr_limit.
-    end = int(np.searchsorted(fprs, fpr_limit, side="right"))  # fprs[:end] <= fpr_limit
-    x = fprs[:end]
-    y = pros[:end]
-    if x[-1] < fpr_limit:
-        x0, x1, y0, y1 = fprs[end - 1], fprs[end], pros[end - 1], pros[end]
-        y_limit = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)
-        x = np.append(x, fpr_limit)
-        y = np.append(y, y_limit)
-    area = float(np.sum(np.diff(x) * (y[1:] + y[:-1]) * 0.5))
-    return area / fpr_limit
+    return _pixel_metrics(masks, maps, fpr_limit)["aupro"]
 
 
 def compute_metrics(
@@ -227,8 +717,9 @@ def compute_metrics(
 
     ``labels`` (N,) int 0/1 and ``scores`` (N,) float give the image-level metrics;
     ``gt_masks`` (N, H, W) bool or a list of N (H_i, W_i) bool arrays and ``anomaly_maps`` of
-    the same shape(s), float, give the pixel-level metrics (all pixels of all images flattened
-    together, as in MVTec AD) and AUPRO. Raises ValueError on any shape mismatch.
+    the same shape(s), float, give the pixel-level metrics (all pixels of all images pooled,
+    as in MVTec AD) and AUPRO, computed by ``PixelMetrics``. Raises ValueError on any shape
+    mismatch.
     """
     y = np.asarray(labels)
     s = np.asarray(scores)
@@ -237,14 +728,13 @@ def compute_metrics(
     masks, maps = _paired_images(gt_masks, anomaly_maps)
     if len(masks) != y.shape[0]:
         raise ValueError(f"{y.shape[0]} labels but {len(masks)} gt_masks / anomaly_maps")
-    pixel_labels = _flatten(masks).astype(bool, copy=False)
-    pixel_scores = _flatten(maps)
+    pixel = _pixel_metrics(masks, maps)
     return {
         "i_auroc": auroc(y, s),
         "i_ap": average_precision(y, s),
         "i_f1max": f1_max(y, s),
-        "p_auroc": auroc(pixel_labels, pixel_scores),
-        "p_ap": average_precision(pixel_labels, pixel_scores),
-        "p_f1max": f1_max(pixel_labels, pixel_scores),
-        "aupro": aupro(masks, maps),
+        "p_auroc": pixel["p_auroc"],
+        "p_ap": pixel["p_ap"],
+        "p_f1max": pixel["p_f1max"],
+        "aupro": pixel["aupro"],
     }
