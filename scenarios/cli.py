@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -156,15 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum: int, frame: object) -> None:
+    # SIGTERM (a CI job cancelled, `timeout`, `kill`) ends a run like Ctrl-C does: the pool
+    # is terminated, finished samples are kept and the manifest says "interrupted".
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (see ``EPILOG``)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="twincell: %(message)s"
-        if not args.verbose
-        else "%(levelname)s %(name)s: %(message)s",
+        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "twincell: %(message)s",
     )
+    previous = signal.signal(signal.SIGTERM, _terminated) if args.command == "run" else None
     try:
         code: int = args.func(args)
     except TwincellError as exc:
@@ -173,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("twincell: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return code
 
 

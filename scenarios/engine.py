@@ -10,6 +10,7 @@ context, PyBullet scene, part booleans) but never state that changes a result.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import multiprocessing
@@ -39,6 +40,7 @@ from scenarios.rundir import (
     read_npy_verified,
     read_sample_record,
     remove_temporaries,
+    sha256_file,
     write_bytes,
     write_json,
     write_jsonl,
@@ -284,12 +286,20 @@ def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
 
 
 def _export_mesh(out: Path, sc: Scenario, seed: int, plan: PartPlan) -> None:
+    """Write ``meshes/<part_id>.ply`` and its ``.sha256`` unless both are there and agree."""
     path = out / "meshes" / f"{plan.part_id}.ply"
-    if path.is_file():
-        return
+    check = path.with_name(path.name + ".sha256")
+    try:
+        if sha256_file(path) == check.read_text().strip():
+            return
+    except OSError:
+        pass  # missing or unreadable: (re)write it
     placement, _ = _worker().part(sc, seed, plan)
     data = placement.part.mesh.export(file_type="ply")
-    write_bytes(path, data if isinstance(data, bytes) else str(data).encode())
+    blob = data if isinstance(data, bytes) else str(data).encode()
+    write_bytes(path, blob)
+    # Written second: a mesh without its checksum (killed in between) is simply redone.
+    write_text(check, hashlib.sha256(blob).hexdigest() + "\n")
 
 
 def simulate_task(

@@ -289,3 +289,16 @@ def test_a_run_that_crashes_is_never_marked_complete(tmp_path: Path) -> None:
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "failed"
     assert m["error"] == "RuntimeError: figure failed"
+
+
+def test_damaged_mesh_is_rewritten_on_resume(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_run, copy)
+    mesh = copy / "meshes" / "part000.ply"
+    _damage(mesh)
+    (copy / "meshes" / "part001.ply.sha256").unlink()  # killed between mesh and checksum
+    run_scenario(load_scenario("tiny"), copy, workers=1, progress=False)
+    for name in ("part000.ply", "part001.ply", "part000.ply.sha256", "part001.ply.sha256"):
+        assert (copy / "meshes" / name).read_bytes() == (tiny_run / "meshes" / name).read_bytes()

@@ -119,7 +119,9 @@ INTERRUPTED = (
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "term", "kill-9"]
+)
 def test_interrupted_run_stops_keeps_samples_and_resumes(
     workers: int, sig: signal.Signals, tmp_path: Path
 ) -> None:
@@ -130,11 +132,14 @@ def test_interrupted_run_stops_keeps_samples_and_resumes(
     env = {**os.environ, "PYOPENGL_PLATFORM": "egl"}
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, start_new_session=True)
     _wait_for_samples(out, 3, proc, limit_s=120)
-    os.killpg(proc.pid, sig)
+    if sig == signal.SIGTERM:  # `kill PID`, `timeout`, a cancelled CI job: the main process only
+        os.kill(proc.pid, sig)
+    else:  # Ctrl-C in a terminal, or kill -9 of the whole group
+        os.killpg(proc.pid, sig)
     t0 = time.monotonic()
     _, err = proc.communicate(timeout=30)
     stopped_s = time.monotonic() - t0
-    if sig == signal.SIGINT:
+    if sig != signal.SIGKILL:
         # It used to take 77 s with two workers; the goal is 2 s, the bound leaves CI slack.
         assert stopped_s < 10, stopped_s
         assert proc.returncode == EXIT_INTERRUPTED, err.decode()
