@@ -273,9 +273,7 @@ def row(r: Result) -> str:
     dropped = m.get("dropped_viewpoints", {}).get("count", "?")
     timings = []
     for k, v in m.get("timings_s", {}).items():
-        if isinstance(v, dict):  # detect: seconds per detector
-            timings.append(f"{k} {sum(v.values()):.1f}")
-        else:
+        if not isinstance(v, dict):  # the phases; "detectors" breaks "detect" down
             timings.append(f"{k} {v:.1f}")
     return (
         f"{r.plan.target:>6} {r.plan.planned:>7} {captured:>8} {dropped:>7} {r.workers:>7} "
