@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from scenarios.interfaces import Detector, SpecError, excerpt, validation_error_line
+from scenarios.interfaces import Detector, SpecError, allowed, excerpt, validation_error_line
 
 _REGISTRY: dict[str, Callable[..., Detector]] = {}
 _PARAMS: dict[str, Any] = {}
@@ -77,17 +77,16 @@ def validate_params(name: str, params: dict[str, Any], where: str = "") -> dict[
     """
     factory = _REGISTRY.get(name)
     if factory is None:
-        allowed = ", ".join(available()) or "(none registered)"
-        raise SpecError(f"unknown detector {excerpt(name)}; allowed: {allowed}")
+        raise SpecError(f"unknown detector {excerpt(name)}; {allowed(name, available())}")
     where = where or f"detectors.{name}.params"
     model = _PARAMS.get(name)
     accepted, takes_any, required = _accepted_names(factory, model)
     if not takes_any:
         for key in sorted(params, key=str):
             if key not in accepted:
-                allowed = ", ".join(sorted(accepted)) or "(none)"
                 raise SpecError(
-                    f"{where}: unknown parameter {excerpt(key)} of {name}; allowed: {allowed}"
+                    f"{where}: unknown parameter {excerpt(key)} of {name}; "
+                    + allowed(key, sorted(accepted))
                 )
     for key in sorted(required):
         if key not in params:

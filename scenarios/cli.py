@@ -9,6 +9,7 @@ import signal
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import NoReturn
 
 from scenarios.interfaces import (
     EXIT_ERROR,
@@ -110,9 +111,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2) like every other input error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT, f"twincell: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``twincell`` command."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="twincell",
         description=DESCRIPTION,
         epilog=EPILOG,

@@ -10,8 +10,10 @@ context, PyBullet scene, part booleans) but never state that changes a result.
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
+import json
 import logging
 import multiprocessing
 import os
@@ -20,30 +22,30 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, TextIO, overload
 
 import numpy as np
 from tqdm import tqdm
 
 import detectors
-from scenarios.interfaces import RunDirError, Sample
+from scenarios.interfaces import RunDirError, Sample, excerpt
 from scenarios.metrics import METRIC_NAMES, PixelMetrics, auroc, average_precision, f1_max
 from scenarios.rundir import (
-    TEMP_PREFIX,
-    load_png,
-    load_sample,
+    atomic_lines,
+    load_mask,
+    load_sample_by_id,
     read_manifest,
     read_npy_verified,
     read_sample_record,
     remove_temporaries,
     sha256_file,
+    summary,
     write_bytes,
     write_json,
-    write_jsonl,
     write_npy,
     write_sample_dir,
     write_text,
@@ -55,10 +57,6 @@ log = logging.getLogger(__name__)
 # Independent random streams: each draw is keyed by (seed, stream, ids...).
 STREAM_PLACEMENT, STREAM_DEFECTS, STREAM_OBJECT_ERROR, STREAM_HAND_EYE, STREAM_CAPTURE = range(1, 6)
 
-
-#: Pixels ``PixelMetrics`` may hold at once: at most ~40 bytes each (~0.3 GB) in the worst
-#: case; 122 test images of 256 x 256 still need no second pass over the maps.
-PIXEL_BUDGET = 8_000_000
 
 #: Views of one part per simulation task: small enough for a live progress bar and a fast
 #: Ctrl-C, large enough that a worker reuses its cached part scene.
@@ -382,6 +380,15 @@ def check_out_dir(out: Path, sc: Scenario) -> None:
     Accepted: a path that does not exist yet under a directory, an empty directory, or the
     directory of an earlier run of the same scenario and seed (which is then resumed).
     """
+    try:
+        _check_out_dir(out, sc)
+    except OSError as exc:  # a name too long, a directory we may not list...
+        raise RunDirError(
+            f"--out {excerpt(str(out), 80)}: cannot use it ({exc.strerror or type(exc).__name__})"
+        ) from None
+
+
+def _check_out_dir(out: Path, sc: Scenario) -> None:
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out}: exists and is not a directory")
     ancestor = out
@@ -406,11 +413,18 @@ def check_out_dir(out: Path, sc: Scenario) -> None:
         )
 
 
-def open_out_dir(out: Path, sc: Scenario) -> int:
-    """Check ``out`` (``check_out_dir``), create it and prove it writable; returns the number
-    of temporary files an interrupted earlier run left there (they are removed).
+LOCK_NAME = ".twincell-lock"
 
-    On failure nothing is left behind: directories created here are removed again.
+
+@contextmanager
+def open_out_dir(out: Path, sc: Scenario) -> Iterator[int]:
+    """Check ``out`` (``check_out_dir``), create it, prove it writable and hold its lock for
+    the block; yields the number of temporary files an interrupted earlier run left there
+    (they are removed).
+
+    The lock (``flock`` on ``out/.twincell-lock``) keeps a second run out of a directory in
+    use: it would otherwise delete the first run's temporary files under it. On failure
+    nothing is left behind: directories created here are removed again.
     """
     check_out_dir(out, sc)
     created: list[Path] = []
@@ -421,9 +435,7 @@ def open_out_dir(out: Path, sc: Scenario) -> int:
     try:
         for d in reversed(created):
             d.mkdir()
-        probe = out / f"{TEMP_PREFIX}probe"
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o666))
-        probe.unlink()
+        lock = os.open(out / LOCK_NAME, os.O_WRONLY | os.O_CREAT, 0o666)
     except OSError as exc:
         for d in created:
             try:
@@ -434,18 +446,32 @@ def open_out_dir(out: Path, sc: Scenario) -> int:
             f"--out {out}: cannot write there ({exc.strerror or type(exc).__name__}); "
             "choose another directory"
         ) from None
-    return remove_temporaries(out)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunDirError(
+                f"--out {out}: another twincell run is writing there; wait for it to end "
+                "or choose another directory"
+            ) from None
+        yield remove_temporaries(out)
+    finally:
+        os.close(lock)  # releases the lock
 
 
 def simulate(
     sc: Scenario, out: Path, workers: int = 1, progress: bool = True
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Simulate every sample into ``out``; returns (sample records, dropped viewpoints).
+    """Simulate every sample into ``out`` and write ``samples.jsonl``; returns (sample
+    summaries, dropped viewpoints).
 
-    Samples go out in tasks of at most ``TASK_SAMPLES`` views of one part (a worker keeps
-    one part's scene cached). With ``workers`` > 1 they run in a pool of spawned processes;
-    on Ctrl-C (or any error) the pool is terminated at once, so no sample is written after
-    the interrupt, and what the workers left half-written is removed.
+    Records go to ``samples.jsonl`` as tasks finish, in sample order; only their
+    ``rundir.summary`` stays in memory, so memory does not grow with the run's size by more
+    than a few hundred bytes a pair. Samples go out in tasks of at most ``TASK_SAMPLES``
+    views of one part (a worker keeps its last part's scene cached). With ``workers`` > 1
+    they run in a pool of spawned processes; on Ctrl-C (or any error) the pool is terminated
+    at once, so no sample is written after the interrupt, and what the workers left
+    half-written is removed.
     """
     table = sample_table(sc)
     tasks: list[list[int]] = []
@@ -453,20 +479,40 @@ def simulate(
         if not tasks or len(tasks[-1]) >= TASK_SAMPLES or table[tasks[-1][0]][0] != p:
             tasks.append([])
         tasks[-1].append(i)
-    outcomes: dict[int, list[dict[str, Any]]] = {}
-    with tqdm(total=len(table), desc="simulate", unit="pair", disable=not progress) as bar:
+    summaries: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+
+    def keep(outcomes: list[dict[str, Any]], index: TextIO) -> None:
+        for r in outcomes:
+            if "dropped" in r:
+                keys = ("part_id", "view_id", "T_base_cam_planned", "T_base_obj")
+                dropped.append({**{k: r[k] for k in keys}, "reason": r["dropped"]})
+            else:
+                index.write(json.dumps(r) + "\n")
+                summaries.append(summary(r))
+
+    with (
+        atomic_lines(out / "samples.jsonl") as index,
+        tqdm(total=len(table), desc="simulate", unit="pair", disable=not progress) as bar,
+    ):
         if workers <= 1 or len(tasks) <= 1:
-            for k, idx in enumerate(tasks):
-                outcomes[k] = simulate_task(sc, sc.seed, idx, out)
+            for idx in tasks:
+                keep(simulate_task(sc, sc.seed, idx, out), index)
                 bar.update(len(idx))
         else:
             # spawn, not fork: a forked child would inherit the parent's GL/EGL state.
             ctx = multiprocessing.get_context("spawn")
-            pool = ctx.Pool(min(workers, len(tasks)), initializer=_pool_worker_init)
+            # Children start with SIGINT ignored (inherited through exec; Python keeps an
+            # ignored SIGINT ignored), so a Ctrl-C while they import prints no traceback.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                pool = ctx.Pool(min(workers, len(tasks)), initializer=_pool_worker_init)
+            finally:
+                signal.signal(signal.SIGINT, previous)
             try:
                 args = [(sc, sc.seed, idx, out) for idx in tasks]
-                for k, res in enumerate(pool.imap(_task, args)):
-                    outcomes[k] = res
+                for k, res in enumerate(pool.imap(_task, args)):  # in order: same bytes
+                    keep(res, index)
                     bar.update(len(tasks[k]))
             except BaseException:
                 pool.terminate()
@@ -475,20 +521,7 @@ def simulate(
                 raise
             pool.close()
             pool.join()
-    ordered = [r for k in range(len(tasks)) for r in outcomes[k]]
-    records = [r for r in ordered if "dropped" not in r]
-    dropped = [
-        {
-            "part_id": r["part_id"],
-            "view_id": r["view_id"],
-            "reason": r["dropped"],
-            "T_base_cam_planned": r["T_base_cam_planned"],
-            "T_base_obj": r["T_base_obj"],
-        }
-        for r in ordered
-        if "dropped" in r
-    ]
-    return records, dropped
+    return summaries, dropped
 
 
 def dropped_summary(dropped: Sequence[dict[str, Any]], planned: int) -> str:
@@ -524,15 +557,15 @@ class RunSamples(Sequence[Sample]):
     def __getitem__(self, i: int | slice) -> Sample | RunSamples:
         if isinstance(i, slice):
             return RunSamples(self._out, self._records[i])
-        return load_sample(self._out, self._records[i])
+        return load_sample_by_id(self._out, self._records[i]["id"])
 
     def __iter__(self) -> Iterator[Sample]:
         for r in self._records:
-            yield load_sample(self._out, r)
+            yield load_sample_by_id(self._out, r["id"])
 
 
 def _gt_mask(out: Path, record: dict[str, Any]) -> np.ndarray:
-    return np.asarray(load_png(out / "samples" / record["id"] / "gt_mask.png") > 127)
+    return load_mask(out / "samples" / record["id"] / "gt_mask.png")
 
 
 def _verified_scores(pred_dir: Path, ids: Sequence[str]) -> dict[str, tuple[float, str]] | None:
@@ -565,7 +598,7 @@ def _run_detector(
     pred_dir = out / "predictions" / spec.name
     ids = [r["id"] for r in test]
     seconds: dict[str, float] = {}
-    pixels = PixelMetrics(budget_px=PIXEL_BUDGET)
+    pixels = PixelMetrics()
     t0 = time.perf_counter()
     earlier = _verified_scores(pred_dir, ids)
     if earlier is not None:
@@ -582,7 +615,7 @@ def _run_detector(
         t0 = time.perf_counter()
         scores, sums = [], []
         for r in tqdm(test, desc=spec.name, unit="pair", disable=not progress):
-            sample = load_sample(out, r)
+            sample = load_sample_by_id(out, r["id"])
             pred = det.predict(sample)
             amap = np.asarray(pred.anomaly_map, dtype=np.float32)
             sums.append(write_npy(pred_dir / f"{r['id']}.npy", amap))
@@ -680,30 +713,31 @@ def run_scenario(
     every step, the report included, succeeded.
     """
     timer = PhaseTimer()
-    with timer.phase("prepare"):
-        leftovers = open_out_dir(out, sc)
-        if leftovers:
-            log.info("removed %d temporary file(s) of an interrupted run", leftovers)
-        manifest: dict[str, Any] = {
-            "twincell_run": 1,
-            "status": "running",
-            "scenario": sc.model_dump(mode="json"),
-            "seed": sc.seed,
-            "digest": sc.digest(),
-            "versions": _versions(),
-        }
-        write_json(out / "manifest.json", manifest)
-    try:
-        _run_phases(sc, out, workers, progress, report, timer, manifest)
-    except KeyboardInterrupt:
-        manifest["status"] = "interrupted"
-        _finish(out, manifest, timer)
-        raise
-    except BaseException as exc:
-        manifest["status"] = "failed"
-        manifest["error"] = f"{type(exc).__name__}: {exc}"[:500]
-        _finish(out, manifest, timer)
-        raise
+    with ExitStack() as stack:
+        with timer.phase("prepare"):
+            leftovers = stack.enter_context(open_out_dir(out, sc))
+            if leftovers:
+                log.info("removed %d temporary file(s) of an interrupted run", leftovers)
+            manifest: dict[str, Any] = {
+                "twincell_run": 1,
+                "status": "running",
+                "scenario": sc.model_dump(mode="json"),
+                "seed": sc.seed,
+                "digest": sc.digest(),
+                "versions": _versions(),
+            }
+            write_json(out / "manifest.json", manifest)
+        try:
+            _run_phases(sc, out, workers, progress, report, timer, manifest)
+        except KeyboardInterrupt:
+            manifest["status"] = "interrupted"
+            _finish(out, manifest, timer)
+            raise
+        except BaseException as exc:
+            manifest["status"] = "failed"
+            manifest["error"] = f"{type(exc).__name__}: {exc}"[:500]
+            _finish(out, manifest, timer)
+            raise
     return manifest
 
 
@@ -725,8 +759,6 @@ def _run_phases(
 ) -> None:
     with timer.phase("simulate"):
         records, dropped = simulate(sc, out, workers=workers, progress=progress)
-    with timer.phase("index"):
-        write_jsonl(out / "samples.jsonl", records)
         if dropped:
             log.warning(dropped_summary(dropped, len(records) + len(dropped)))
         reason = unscored_reason(records)

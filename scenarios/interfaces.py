@@ -1,12 +1,13 @@
 """Core records and protocols shared by sim, detectors and the engine (no heavy imports).
 
-Conventions (DESIGN.md): metres, radians, seconds; images H x W uint8 RGB; depth float32
+Conventions (docs/architecture.md): metres, radians, seconds; images H x W uint8 RGB; depth float32
 metres (0 where nothing was hit); poses are 4x4 float64 ``T_<to>_<from>``; cameras follow
 OpenCV (x right, y down, z forward) with a 3x3 intrinsic matrix ``K``.
 """
 
 from __future__ import annotations
 
+import difflib
 import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -199,17 +200,39 @@ def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def allowed(given: Any, names: Sequence[str], limit: int = 120) -> str:
+    """``allowed: a, b, ...`` for an unknown name, at most about ``limit`` characters.
+
+    Names close to ``given`` (a likely typo) come first; a list too long to print whole is
+    cut and says how many names it left out, so an error line stays short.
+    """
+    names = list(names)
+    if not names:
+        return "allowed: (none)"
+    close = difflib.get_close_matches(str(given), names, n=3, cutoff=0.6)
+    ordered = close + [n for n in names if n not in close]
+    text = ", ".join(ordered)
+    if len(text) <= limit:
+        return f"allowed: {text}"
+    shown: list[str] = []
+    for n in ordered:
+        if len(", ".join([*shown, n])) > limit - 12:
+            break
+        shown.append(n)
+    return f"allowed: {', '.join(shown)}, ... (+{len(names) - len(shown)} more)"
+
+
 def path_part(part: Any) -> str:
     """One component of a dotted field path; user-given keys are cut and made printable."""
     if isinstance(part, int):
         return str(part)
     text = str(part)
-    if len(text) <= 32 and text.isprintable() and " " not in text and "." not in text:
+    if len(text) <= 24 and text.isprintable() and " " not in text and "." not in text:
         return text
-    return excerpt(text, 32)
+    return excerpt(text, 24)
 
 
-def _allowed_fields(root: Any, loc: tuple[Any, ...]) -> str:
+def _allowed_fields(root: Any, loc: tuple[Any, ...]) -> list[str]:
     """Names of the fields allowed by the pydantic model that holds ``loc`` (for unknown fields)."""
     model: Any = root
     for part in loc[:-1]:
@@ -217,14 +240,14 @@ def _allowed_fields(root: Any, loc: tuple[Any, ...]) -> str:
             continue
         info = getattr(model, "model_fields", {}).get(part)
         if info is None:
-            return ""
+            return []
         ann = info.annotation
         model = next(
             (a for a in (ann, *getattr(ann, "__args__", ())) if hasattr(a, "model_fields")), None
         )
         if model is None:
-            return ""
-    return ", ".join(getattr(model, "model_fields", {}))
+            return []
+    return list(getattr(model, "model_fields", {}))
 
 
 def validation_error_line(err: Any, root: Any = None, prefix: str = "") -> str:
@@ -239,11 +262,12 @@ def validation_error_line(err: Any, root: Any = None, prefix: str = "") -> str:
     loc = tuple(first["loc"])
     path = ".".join([prefix] * bool(prefix) + [path_part(p) for p in loc]) or "scenario"
     if first["type"] == "extra_forbidden":
-        allowed = _allowed_fields(root, loc) if root is not None else ""
-        msg = f"unknown field; allowed: {allowed}" if allowed else "unknown field"
+        names = _allowed_fields(root, loc) if root is not None else []
+        msg = f"unknown field; {allowed(loc[-1], names)}" if names else "unknown field"
     else:
         msg = str(first["msg"]).removeprefix("Value error, ")
-        if "input" in first and first["type"] != "missing":
+        # A whole-model check (empty loc) would quote the whole file: its message says enough.
+        if "input" in first and first["type"] != "missing" and loc:
             msg += f" (got {excerpt(first['input'])})"
     more = len(errors) - 1
     return f"{path}: {msg}" + (f" [and {more} more error(s)]" if more else "")

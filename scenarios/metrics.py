@@ -159,8 +159,9 @@ _UINT64_MAX = np.iinfo(np.uint64).max
 # Thresholds processed at once inside one chunk (bounds the temporaries to a few MB each).
 _BLOCK = 1 << 18
 
-# Default most pixels ``PixelMetrics`` holds at once: 244 maps of 256x256, ~0.7 GB at worst.
-DEFAULT_BUDGET_PX = 16_000_000
+# Default most pixels ``PixelMetrics`` holds at once: ~40 bytes each at worst (~0.3 GB); 122
+# maps of 256 x 256 (the quickstart has 55) still need no second pass over the maps.
+DEFAULT_BUDGET_PX = 8_000_000
 
 
 def _score_keys(scores: NDArray) -> NDArray[np.uint64]:

@@ -18,7 +18,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from scenarios.metrics import METRIC_NAMES  # noqa: E402
-from scenarios.rundir import load_png, read_jsonl, write_bytes, write_text  # noqa: E402
+from scenarios.rundir import (  # noqa: E402
+    iter_jsonl,
+    load_mask,
+    load_png,
+    summary,
+    write_bytes,
+    write_text,
+)
 
 GALLERY_ROWS = 8
 
@@ -71,7 +78,7 @@ def gallery_figure(out: Path, records: list[dict[str, Any]], detectors: list[str
     for i, r in enumerate(rows):
         d = out / "samples" / r["id"]
         real = load_png(d / "real.png")
-        gt = load_png(d / "gt_mask.png") > 127
+        gt = load_mask(d / "gt_mask.png")
         overlay = real.copy()
         overlay[gt] = (0.4 * overlay[gt] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
         kinds = ",".join(sorted({x["kind"] for x in r["defects"] if x["visible_px"] > 0}))
@@ -93,20 +100,16 @@ def gallery_figure(out: Path, records: list[dict[str, Any]], detectors: list[str
     return path
 
 
-def viewpoint_figure(
-    out: Path, records: list[dict[str, Any]], dropped: list[dict[str, Any]]
-) -> Path:
-    """Camera positions relative to each part, captured (blue) and dropped (red), top view."""
+def viewpoint_figure(out: Path, captured: np.ndarray, dropped: list[dict[str, Any]]) -> Path:
+    """Camera positions relative to each part, captured (blue) and dropped (red), top view.
+
+    ``captured`` is (N, 3) float64 camera positions in each part's object frame (metres).
+    """
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
-
-    def rel(items: list[dict[str, Any]], cam_key: str) -> np.ndarray:
-        pts = [
-            (np.linalg.inv(np.asarray(r["T_base_obj"])) @ np.asarray(r[cam_key]))[:3, 3]
-            for r in items
-        ]
-        return np.asarray(pts).reshape(-1, 3)
-
-    ok, bad = rel(records, "T_base_cam"), rel(dropped, "T_base_cam_planned")
+    ok = np.asarray(captured, dtype=np.float64).reshape(-1, 3)
+    bad = np.asarray(
+        [_relative(d["T_base_obj"], d["T_base_cam_planned"]) for d in dropped], dtype=np.float64
+    ).reshape(-1, 3)
     ax.scatter(ok[:, 0], ok[:, 1], s=10, c="tab:blue", label=f"captured ({len(ok)})")
     ax.scatter(bad[:, 0], bad[:, 1], s=30, c="tab:red", marker="x", label=f"dropped ({len(bad)})")
     ax.set_aspect("equal")
@@ -119,16 +122,31 @@ def viewpoint_figure(
     return path
 
 
+def _relative(T_base_obj: Any, T_base_cam: Any) -> np.ndarray:
+    """(3,) camera position in the object frame, from two 4 x 4 poses (nested lists)."""
+    return np.asarray((np.linalg.inv(np.asarray(T_base_obj)) @ np.asarray(T_base_cam))[:3, 3])
+
+
+def _read_index(out: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Sample summaries and (N, 3) camera positions in the object frame, read line by line
+    from samples.jsonl so a large run's records never sit in memory together."""
+    summaries, positions = [], []
+    for r in iter_jsonl(out / "samples.jsonl"):
+        summaries.append(summary(r))
+        positions.append(_relative(r["T_base_obj"], r["T_base_cam"]))
+    return summaries, np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+
+
 def write_report(out: Path) -> None:
     """Write ``report.md`` and ``report.html`` (with figures) for a finished run."""
     manifest = json.loads((out / "manifest.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())["detectors"]
-    records = read_jsonl(out / "samples.jsonl")
+    records, positions = _read_index(out)
     dets = list(metrics)
     dropped = manifest.get("dropped_viewpoints", {}).get("items", [])
     has_test = any(r["split"] == "test" for r in records)
     gallery = gallery_figure(out, records, dets) if has_test else None
-    views = viewpoint_figure(out, records, dropped)
+    views = viewpoint_figure(out, positions, dropped)
     unscored = manifest.get("unscored_reason", "")
     why = (
         f"This run is not scored: {unscored}. Metrics that need the missing class are n/a; "

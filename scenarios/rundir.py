@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 from PIL import Image
@@ -235,12 +235,51 @@ def read_sample_record(sample_dir: Path) -> dict[str, Any] | None:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """All records of a JSON-lines file."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a JSON-lines file, one at a time (a large run need not fit in memory)."""
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     """Write JSON-lines atomically, one compact object per line."""
-    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    with atomic_lines(path) as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+@contextmanager
+def atomic_lines(path: Path) -> Iterator[TextIO]:
+    """A text file to write line by line; it appears at ``path`` only when the block ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What the engine and the report keep of a sample record in memory: ids, split, label,
+    and each defect's kind and visible pixels (the poses and checksums stay on disk)."""
+    return {
+        "id": record["id"],
+        "part_id": record["part_id"],
+        "view_id": record["view_id"],
+        "split": record["split"],
+        "label": record["label"],
+        "defects": [
+            {"kind": d["kind"], "visible_px": d["visible_px"]} for d in record.get("defects", [])
+        ],
+    }
 
 
 def load_png(path: Path) -> np.ndarray:
@@ -281,14 +320,29 @@ def load_sample(run_dir: Path, record: dict[str, Any]) -> Sample:
         id=record["id"],
         real=real,
         twin=twin,
-        fg_mask=load_png(d / "twin_mask.png") > 127,
-        gt_mask=load_png(d / "gt_mask.png") > 127,
+        fg_mask=load_mask(d / "twin_mask.png"),
+        gt_mask=load_mask(d / "gt_mask.png"),
         label=int(record["label"]),
         part_id=record["part_id"],
         category=record["category"],
         view_id=int(record["view_id"]),
         defects=defects,
     )
+
+
+def load_sample_by_id(run_dir: Path, sample_id: str) -> Sample:
+    """Rebuild a Sample from its directory alone (its ``record.json`` holds the record)."""
+    d = Path(run_dir) / "samples" / sample_id
+    try:
+        record = json.loads((d / "record.json").read_bytes())
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{d}: unreadable sample record ({type(exc).__name__})") from None
+    return load_sample(run_dir, record)
+
+
+def load_mask(path: Path) -> np.ndarray:
+    """A 0/255 mask PNG as (H, W) bool."""
+    return np.asarray(load_png(path) > 127)
 
 
 def load_samples(run_dir: Path, split: str | None = None) -> list[Sample]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,7 +33,7 @@ from pydantic import (
 )
 from pydantic import Strict as NoCoercion
 
-from scenarios.interfaces import SpecError, excerpt, validation_error_line
+from scenarios.interfaces import SpecError, allowed, excerpt, validation_error_line
 
 BUNDLED_PACKAGE = "scenarios.specs"
 
@@ -42,6 +43,7 @@ MAX_NODES = 10_000
 #: A scenario plans at most this many render pairs (parts x viewpoints); sweeps that need
 #: more are studies of several scenarios.
 MAX_PAIRS = 100_000
+MAX_SEED = 2**31 - 1
 
 # Strict scalar types: a YAML boolean or string is never taken for a number, a float never
 # for a count. Integers are accepted where a float is expected.
@@ -138,7 +140,7 @@ class PartSpec(Strict):
     """The part family, overrides of its parameters (mm), and its placement."""
 
     category: Text = "flange_bearing_seat"
-    params: dict[Text, Any] = Field(default_factory=dict)
+    params: dict[Text, Any] = Field(default_factory=dict, validate_default=True)
     placement: PlacementSpec = PlacementSpec()
 
     @field_validator("category")
@@ -147,7 +149,7 @@ class PartSpec(Strict):
         from sim.parts import PART_FAMILIES
 
         if v not in PART_FAMILIES:
-            raise ValueError(f"unknown {excerpt(v)}; allowed: {', '.join(sorted(PART_FAMILIES))}")
+            raise ValueError(f"unknown part family; {allowed(v, sorted(PART_FAMILIES))}")
         return v
 
     @field_validator("params")
@@ -156,14 +158,14 @@ class PartSpec(Strict):
         # Check parameter names, types and values at load time, not first at build time.
         # make_params raises a SpecError already naming `part.params.<name>`; it is not a
         # ValueError, so pydantic lets it through and parse_scenario adds the source. The
-        # checked values come back in their declared types (25 -> 25.0 for a length), so
-        # equal parts have equal digests.
+        # resolved parameters are kept in full, in their declared types (25 -> 25.0 for a
+        # length, defaults filled in), so equal parts have equal digests.
         from sim.parts import make_params
 
         if "category" not in info.data:  # the category error is reported instead
             return v
         params = make_params(info.data["category"], v)
-        return {k: getattr(params, k) for k in v}
+        return {f.name: getattr(params, f.name) for f in fields(params)}
 
 
 class DefectSpec(Strict):
@@ -182,8 +184,7 @@ class DefectSpec(Strict):
             raise ValueError("must list at least one kind")
         for k in v:
             if k not in DEFECT_KINDS:
-                allowed = ", ".join(sorted(DEFECT_KINDS))
-                raise ValueError(f"unknown {excerpt(k)}; allowed: {allowed}")
+                raise ValueError(f"unknown {excerpt(k)}; {allowed(k, sorted(DEFECT_KINDS))}")
         return v
 
     @field_validator("sizes_mm")
@@ -193,8 +194,7 @@ class DefectSpec(Strict):
 
         for k, (lo, hi) in v.items():
             if k not in DEFECT_KINDS:
-                allowed = ", ".join(sorted(DEFECT_KINDS))
-                raise ValueError(f"unknown kind {excerpt(k)}; allowed: {allowed}")
+                raise ValueError(f"unknown kind {excerpt(k)}; {allowed(k, sorted(DEFECT_KINDS))}")
             if not 0 < lo <= hi <= 50:
                 raise ValueError(f"{k}: need 0 < min <= max <= 50 mm, got [{lo}, {hi}]")
         return v
@@ -257,7 +257,7 @@ class DetectorSpec(Strict):
         import detectors
 
         if v not in detectors.available():
-            raise ValueError(f"unknown {excerpt(v)}; allowed: {', '.join(detectors.available())}")
+            raise ValueError(f"unknown detector; {allowed(v, detectors.available())}")
         return v
 
 
@@ -267,7 +267,7 @@ class Scenario(Strict):
     # The name becomes a directory name (runs/<name>-seed<seed>): short and portable.
     name: Text = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     description: Text = Field("", max_length=500)
-    seed: Count = Field(0, ge=0, le=2**31 - 1)
+    seed: Count = Field(0, ge=0, le=MAX_SEED)
     cell: CellSpec = CellSpec()
     viewpoints: ViewpointSpec = ViewpointSpec()
     part: PartSpec = PartSpec()
@@ -282,6 +282,7 @@ class Scenario(Strict):
             DetectorSpec(name="ssim_residual"),
         ),
         max_length=16,
+        validate_default=True,
     )
 
     @field_validator("detectors", mode="before")
@@ -296,22 +297,24 @@ class Scenario(Strict):
     @classmethod
     def _unique_detectors(cls, v: tuple[DetectorSpec, ...]) -> tuple[DetectorSpec, ...]:
         # A field (not model) validator, so the error names `detectors` and echoes only them.
+        import detectors
+
         names = [d.name for d in v]
         if len(set(names)) != len(names):
             raise ValueError("each detector may appear once")
         if not names:
             raise ValueError("list at least one detector")
-        return v
-
-    @model_validator(mode="after")
-    def _detector_params(self) -> Scenario:
         # Each detector checks its own parameters (types and ranges) through the registry,
-        # now, before anything runs. A SpecError passes through pydantic untouched.
-        import detectors
-
-        for i, d in enumerate(self.detectors):
-            detectors.validate_params(d.name, d.params, where=f"detectors.{i}.params")
-        return self
+        # now, before anything runs; a SpecError passes through pydantic untouched. The
+        # checked parameters are kept in full, defaults included, so `sigma_px: 2`,
+        # `sigma_px: 2.0` and no parameter at all are one scenario with one digest.
+        return tuple(
+            DetectorSpec(
+                name=d.name,
+                params=detectors.validate_params(d.name, d.params, where=f"detectors.{i}.params"),
+            )
+            for i, d in enumerate(v)
+        )
 
     @model_validator(mode="after")
     def _bounded_size(self) -> Scenario:
@@ -329,12 +332,18 @@ class Scenario(Strict):
                 vp.elevation_max_deg,
             )
         )
+        if n_views == 0:
+            raise ValueError(
+                f"viewpoints: no viewpoint of subdivision level {vp.subdivisions} lies in the "
+                f"elevation band [{vp.elevation_min_deg:g}, {vp.elevation_max_deg:g}] deg; "
+                "widen the band or raise subdivisions"
+            )
         n_parts = self.split.train_normal + self.split.test_normal + self.split.test_defective
         n_pairs = n_parts * n_views
         if n_pairs > MAX_PAIRS:
             raise ValueError(
-                f"plans {n_pairs} render pairs ({n_parts} parts x views); at most {MAX_PAIRS}: "
-                "fewer parts, fewer subdivisions or a narrower elevation band"
+                f"plans {n_pairs} render pairs ({n_parts} parts x {n_views} views); at most "
+                f"{MAX_PAIRS}: fewer parts, fewer subdivisions or a narrower elevation band"
             )
         return self
 
@@ -364,6 +373,26 @@ def bundled_scenarios() -> dict[str, Path]:
         for p in sorted(root.iterdir(), key=lambda p: p.name)
         if p.name.endswith(".yaml")
     }
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error, not a silent
+    override (the second ``name:`` would otherwise win unseen)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {excerpt(key)}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 def _short_path(path: Path, limit: int = 80) -> str:
@@ -398,12 +427,20 @@ def check_shape(data: Any, source: str) -> None:
 
 def load_scenario(name_or_path: str, seed: int | None = None) -> Scenario:
     """Load a bundled scenario by name or a YAML file by path; ``seed`` overrides its seed."""
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise SpecError(f"--seed: must be >= 0 and <= {MAX_SEED}, got {seed}")
     bundled = bundled_scenarios()
     path = Path(name_or_path)
-    if name_or_path in bundled and not path.exists():
-        path = bundled[name_or_path]
+    try:
+        if name_or_path in bundled and not path.exists():
+            path = bundled[name_or_path]
+        is_file = path.is_file()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise SpecError(
+            f"scenario: cannot open {excerpt(name_or_path, 60)} ({exc.strerror})"
+        ) from None
     where = _short_path(path)
-    if not path.is_file():
+    if not is_file:
         raise SpecError(
             f"scenario: no bundled scenario or file named {excerpt(name_or_path, 100)}; "
             f"bundled: {', '.join(bundled) or 'none'}"
@@ -412,11 +449,13 @@ def load_scenario(name_or_path: str, seed: int | None = None) -> Scenario:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise SpecError(f"{where}: {size} bytes; a scenario holds at most {MAX_FILE_BYTES}")
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{where}: invalid YAML{at}") from None
+        problem = getattr(exc, "problem", "") or ""
+        why = f": {problem}" if problem.startswith("duplicate key") else ""
+        raise SpecError(f"{where}: invalid YAML{at}{why}") from None
     except RecursionError:
         raise SpecError(f"{where}: nested more than {MAX_DEPTH} levels deep") from None
     except (OSError, UnicodeDecodeError) as exc:

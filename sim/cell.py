@@ -213,7 +213,7 @@ class SimCell:
     def _defect_masks(
         self, mask: np.ndarray, labels: np.ndarray, T_base_cam: np.ndarray
     ) -> np.ndarray:
-        """(D, H, W) bool: pixels of each defect in the real image (DESIGN.md, Ground truth).
+        """(D, H, W) bool: pixels of each defect in the real image (docs/architecture.md).
 
         A pixel belongs to defect i when the real render shows a face that defect i made,
         or, for defects that remove material, when the nominal part seen from the same

@@ -4,7 +4,7 @@ Every defect is a tool solid placed on the part surface in the object frame: mat
 added (union: bulge) or removed (difference: sink, hole, scratch). manifold3d keeps the
 provenance of every triangle, so the faces a tool contributes carry that defect's label
 exactly, and the tool's own analytic shape answers "was material removed here?" for the
-missing-material rule of the ground truth (DESIGN.md, Ground truth).
+missing-material rule of the ground truth (docs/architecture.md, Ground truth).
 
 Sizes are in millimetres at the interface and metres inside the meshes.
 """
@@ -23,7 +23,7 @@ import trimesh
 
 from scenarios.interfaces import DefectRecord, GeometryError, SpecError
 from sim.geometry import invert_pose, make_pose, transform_points
-from sim.parts import MM, manifold_to_trimesh
+from sim.parts import DEFECT_SITE_MARGIN_MM, MM, manifold_to_trimesh
 
 ToolShape = Literal["ellipsoid", "cylinder", "box"]
 TOOL_SEGMENTS = 48
@@ -270,7 +270,9 @@ def make_defects(
             )
         spec = DEFECT_KINDS[kind]
         size = tuple((sizes_mm or {}).get(kind, spec.default_size_mm))
-        site = _sample_site(nominal_mesh, rng, spec.min_normal_z, margin_m=2.0 * MM)
+        site = _sample_site(
+            nominal_mesh, rng, spec.min_normal_z, margin_m=DEFECT_SITE_MARGIN_MM * MM
+        )
         out.append(spec.make(site, rng, (float(size[0]), float(size[1]))))
     return out
 

@@ -15,7 +15,7 @@ import manifold3d as m3
 import numpy as np
 import trimesh
 
-from scenarios.interfaces import GeometryError, SpecError, excerpt, path_part
+from scenarios.interfaces import GeometryError, SpecError, allowed, excerpt, path_part
 
 MM = 1e-3  # metres per millimetre
 
@@ -24,6 +24,8 @@ MM = 1e-3  # metres per millimetre
 # (2,000,000 segments would hang the booleans).
 MAX_SIZE_MM = 1000.0
 MAX_SEGMENTS = 512
+#: Defects are placed on surface this far above the table plane (the part stands there).
+DEFECT_SITE_MARGIN_MM = 2.0
 
 
 def size_mm(default: float) -> Any:
@@ -88,6 +90,12 @@ class FlangeBearingSeatParams:
         for f in fields(self):
             check_param_value(f, getattr(self, f.name))
         checks = [
+            (
+                "flange_thickness_mm",
+                self.flange_thickness_mm >= DEFECT_SITE_MARGIN_MM + 1.0,
+                f">= {DEFECT_SITE_MARGIN_MM + 1.0:g} (defects sit above the lowest "
+                f"{DEFECT_SITE_MARGIN_MM:g} mm, where the part stands)",
+            ),
             ("hub_diameter_mm", self.hub_diameter_mm < self.flange_width_mm, "< flange_width_mm"),
             (
                 "seat_diameter_mm",
@@ -118,9 +126,9 @@ class FlangeBearingSeatParams:
                 "to put the bolt holes between the hub and the flange edge",
             ),
         ]
-        for name, ok, allowed in checks:
+        for name, ok, rule in checks:
             if not ok:
-                raise SpecError(f"part.params.{name}: must be {allowed}, got {getattr(self, name)}")
+                raise SpecError(f"part.params.{name}: must be {rule}, got {getattr(self, name)}")
 
 
 def flange_bearing_seat(params: FlangeBearingSeatParams) -> m3.Manifold:
@@ -176,16 +184,17 @@ register_part_family(
 def make_params(category: str, overrides: dict[str, Any] | None = None) -> Any:
     """Parameters of ``category`` with ``overrides`` applied; SpecError on unknown names."""
     if category not in PART_FAMILIES:
-        allowed = ", ".join(sorted(PART_FAMILIES))
-        raise SpecError(f"part.category: unknown {category!r}; allowed: {allowed}")
+        raise SpecError(
+            f"part.category: unknown {excerpt(category)}; "
+            + allowed(category, sorted(PART_FAMILIES))
+        )
     ptype = PART_FAMILIES[category].params_type
     by_name = {f.name: f for f in fields(ptype)}
     values = {}
     for key, value in (overrides or {}).items():
         if key not in by_name:
             raise SpecError(
-                f"part.params.{path_part(key)}: unknown parameter for {category}; allowed: "
-                + ", ".join(sorted(by_name))
+                f"part.params.{path_part(key)}: unknown parameter; {allowed(key, sorted(by_name))}"
             )
         values[key] = check_param_value(by_name[key], value)
     params = ptype(**values)

@@ -52,7 +52,7 @@ def test_unknown_name_lists_allowed_names() -> None:
 
 def test_unknown_param_is_named() -> None:
     """An unexpected keyword parameter raises SpecError naming it and the allowed ones."""
-    with pytest.raises(SpecError, match="'sigma'.*allowed: dilate_px, sigma_px"):
+    with pytest.raises(SpecError, match="'sigma'.*allowed: sigma_px, dilate_px"):
         detectors.create("ssim_residual", sigma=1.0)
 
 

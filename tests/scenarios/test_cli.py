@@ -138,7 +138,7 @@ def test_run_negative_seed_exits_2_naming_seed(
     out_dir = tmp_path / "x"
     assert main(["run", "tiny", "--seed", "-1", "--out", str(out_dir)]) == 2
     line = _error_line(capsys)
-    assert "seed:" in line and "greater than or equal to 0" in line
+    assert "--seed: must be >= 0" in line and "got -1" in line
     assert not out_dir.exists()
 
 
@@ -199,7 +199,9 @@ def test_usage_errors_exit_2(
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
-    assert "usage: twincell" in capsys.readouterr().err
+    # One line, like every other input error, pointing at the help.
+    line = _error_line(capsys)
+    assert "--help`)" in line and len(line) < 200
     assert list(tmp_path.iterdir()) == []
 
 
@@ -395,3 +397,52 @@ def test_pybullet_banner_does_not_reach_the_terminal() -> None:
     )
     assert proc.returncode == 0
     assert "pybullet build time" not in proc.stdout + proc.stderr
+
+
+def test_second_run_into_a_directory_in_use_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fcntl
+    import os
+
+    from scenarios.engine import LOCK_NAME
+
+    out_dir = tmp_path / "busy"
+    out_dir.mkdir()
+    fd = os.open(out_dir / LOCK_NAME, os.O_WRONLY | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a run in progress holds it
+        before = _snapshot(tmp_path)
+        assert main(["run", "tiny", "--out", str(out_dir), "-q"]) == 2
+        assert "another twincell run is writing there" in _error_line(capsys)
+        assert _snapshot(tmp_path) == before
+    finally:
+        os.close(fd)
+
+
+def test_out_name_too_long_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "tiny", "--out", str(tmp_path / ("a" * 300)), "-q"]) == 2
+    assert "cannot use it (File name too long)" in _error_line(capsys)
+
+
+def test_scenario_path_too_long_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "a" * 300 + ".yaml"]) == 2
+    assert "File name too long" in _error_line(capsys)
+
+
+def test_duplicate_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\nseed: 1\nname: b\n")
+    assert main(["validate", str(path)]) == 2
+    assert "invalid YAML at line 3: duplicate key 'name'" in _error_line(capsys)
+
+
+def test_band_without_viewpoints_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "band.yaml"
+    path.write_text(
+        "name: a\nviewpoints: {subdivisions: 1, elevation_min_deg: 50, elevation_max_deg: 50}\n"
+    )
+    assert main(["validate", str(path)]) == 2
+    assert "no viewpoint of subdivision level 1 lies in the elevation band" in _error_line(capsys)

@@ -62,7 +62,7 @@ def test_manifest(tiny_run: Path) -> None:
     assert m["scenario"]["name"] == "tiny" and m["seed"] == 0
     assert {"numpy", "pybullet", "pyrender", "trimesh", "manifold3d"} <= set(m["versions"])
     assert m["timings_s"]["simulate"] > 0 and m["timings_s"]["total"] > 0
-    phases = ("prepare", "simulate", "index", "detect", "report")
+    phases = ("prepare", "simulate", "detect", "report")
     assert sum(m["timings_s"][p] for p in phases) == pytest.approx(
         m["timings_s"]["total"], rel=0.05
     )

@@ -74,7 +74,7 @@ def test_defaults_fill_in() -> None:
     assert sc.viewpoints.radius_m == pytest.approx(0.2)
     assert sc.viewpoints.elevation_min_deg <= sc.viewpoints.elevation_max_deg
     assert sc.part.category == "flange_bearing_seat"
-    assert sc.part.params == {}
+    assert sc.part.params["flange_width_mm"] == 80.0  # the family defaults, resolved
     assert set(sc.defects.kinds) == {"bulge", "hole", "scratch", "sink"}
     assert sc.split.train_normal >= 1
     assert sc.errors.robot.translation_mm == 0.0
@@ -92,7 +92,7 @@ def test_detector_short_and_long_forms_are_equal() -> None:
     short = parse_scenario({"name": "x", "detectors": ["ssim_residual"]})
     long = parse_scenario({"name": "x", "detectors": [{"name": "ssim_residual"}]})
     assert short == long
-    assert short.detectors[0].params == {}
+    assert short.detectors[0].params == {"sigma_px": 2.0, "dilate_px": 2}  # resolved in full
 
 
 def test_spec_is_immutable() -> None:
@@ -143,7 +143,22 @@ def test_digest_differs_for_different_specs() -> None:
 
 def test_part_params_are_accepted_at_load() -> None:
     sc = parse_scenario({"name": "x", "part": {"params": {"hub_height_mm": 25}}})
-    assert sc.part.params == {"hub_height_mm": 25.0}
+    assert sc.part.params["hub_height_mm"] == 25.0 and sc.part.params["segments"] == 64
+
+
+def test_equivalent_params_give_one_digest() -> None:
+    """2 and 2.0, or a default written out, are the same scenario (a resume is not refused)."""
+    base = parse_scenario({"name": "x"})
+    same = [
+        {"name": "x", "detectors": [{"name": d, "params": {"sigma_px": 2}} for d in DEFAULTS]},
+        {"name": "x", "detectors": [{"name": d, "params": {"sigma_px": 2.0}} for d in DEFAULTS]},
+        {"name": "x", "part": {"params": {"segments": 64, "hub_height_mm": 20}}},
+    ]
+    for data in same:
+        assert parse_scenario(data).digest() == base.digest(), data
+
+
+DEFAULTS = ("rgb_residual", "gradient_residual", "ssim_residual")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,7 +289,7 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
         "unknown-part-param",
         {"name": "x", "part": {"params": {"nonsense": 1}}},
         "part.params.nonsense",
-        ("unknown parameter", "hub_diameter_mm", "bore_diameter_mm"),
+        ("unknown parameter", "bolt_hole_diameter_mm", "bore_diameter_mm", "more)"),
     ),
     (
         "impossible-part-param",
@@ -321,6 +336,11 @@ def test_all_defect_kinds_are_allowed_by_spec() -> None:
     # The allowed list in messages comes from the registry; every registered kind loads.
     sc = parse_scenario({"name": "x", "defects": {"kinds": sorted(DEFECT_KINDS)}})
     assert set(sc.defects.kinds) == {"bulge", "hole", "scratch", "sink"}
+
+
+def test_unknown_name_lists_the_close_matches_first() -> None:
+    msg = _spec_error({"name": "x", "part": {"params": {"hub_hight_mm": 25}}})
+    assert "part.params.hub_hight_mm: unknown parameter; allowed: hub_height_mm, " in msg, msg
 
 
 def test_several_errors_still_one_line() -> None:
@@ -372,7 +392,7 @@ def test_error_in_file_names_the_file_and_field(tmp_path: Path) -> None:
 
 def test_bad_seed_override_names_seed() -> None:
     msg = _load_error("tiny", seed=-1)
-    assert "seed:" in msg and "greater than or equal to 0" in msg
+    assert msg == "--seed: must be >= 0 and <= 2147483647, got -1"
 
 
 def test_unreadable_file_is_a_spec_error(tmp_path: Path) -> None:

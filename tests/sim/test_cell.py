@@ -125,7 +125,7 @@ def test_through_hole_ground_truth_includes_missing_material(
 ) -> None:
     """Looking down a hole drilled through the flange, the real image shows the table
     through it (not part), yet those pixels are anomalous: the nominal twin shows flange
-    material there (DESIGN.md missing-material rule). gt stays within real | twin."""
+    material there (docs/architecture.md, Ground truth). gt stays within real | twin."""
     placement, top = _through_hole_placement()
     top_base = transform_points(placement.T_base_obj, top[None])[0]
     with _cell(EXACT, placement, renderer) as cell:
