@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "run",
         help="run a scenario: simulate, detect, score, report",
-        description="Simulate the scenario's render pairs, run its detectors, score them and "
-        "write a report into one run directory. Rerunning the same command resumes: "
+        description="Simulate the scenario's render pairs, run its detectors, score them and\n"
+        "write a report into one run directory. Rerunning the same command resumes:\n"
         "finished, checksum-verified samples and predictions are kept.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
