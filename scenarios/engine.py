@@ -598,7 +598,7 @@ def _run_detector(
     pred_dir = out / "predictions" / spec.name
     ids = [r["id"] for r in test]
     seconds: dict[str, float] = {}
-    pixels = PixelMetrics()
+    pixels = PixelMetrics(spill_dir=out)  # leftovers of a kill are removed on resume
     t0 = time.perf_counter()
     earlier = _verified_scores(pred_dir, ids)
     if earlier is not None:

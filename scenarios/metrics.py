@@ -11,25 +11,32 @@ The seven reported metrics (``METRIC_NAMES``) follow the MVTec AD conventions:
 
 Image-level ROC AUC, average precision and the precision-recall curve come from scikit-learn.
 The pixel-level metrics and AUPRO come from ``PixelMetrics``, which computes the same values
-over a stream of images in bounded memory (a budget of pixels held at once, re-reading the
-images from their source when they do not fit) instead of concatenating every pixel; with all
-pixels within the budget its ``p_auroc``, ``p_ap`` and ``p_f1max`` are bit-identical to the
-scikit-learn functions on the concatenated pixels. Scores are used as given: they are never
-min-max normalised, per image or globally, so every metric is invariant to any strictly
-increasing transform of all scores together but not to a per-image rescaling. Every function
-returns ``float('nan')`` where the metric is undefined (only one class present, no
-ground-truth region, no normal pixel) instead of raising.
+over a stream of images in bounded memory (a budget of pixels held at once; when they do not
+fit, the images are re-read from their source a bounded number of times and the pixels to sort
+spilled to temporary files) instead of concatenating every pixel; with all pixels within the
+budget its ``p_auroc``, ``p_ap`` and ``p_f1max`` are bit-identical to the scikit-learn functions
+on the concatenated pixels. Scores are used as given: they are never min-max normalised, per
+image or globally, so every metric is invariant to any strictly increasing transform of all
+scores together but not to a per-image rescaling. Every function returns ``float('nan')`` where
+the metric is undefined (only one class present, no ground-truth region, no normal pixel)
+instead of raising.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+
+from scenarios.rundir import TEMP_PREFIX
 
 __all__ = [
     "DEFAULT_BUDGET_PX",
@@ -159,6 +166,13 @@ _UINT64_MAX = np.iinfo(np.uint64).max
 # Thresholds processed at once inside one chunk (bounds the temporaries to a few MB each).
 _BLOCK = 1 << 18
 
+# Spilling (see PixelMetrics): pixels buffered before they are appended to their chunk's files
+# (~8-12 MB), the on-disk record of an anomalous pixel (key, region size; packed, 12 bytes),
+# and the largest image, whose region sizes must fit that uint32.
+_SPILL_BUFFER_PX = 1 << 20
+_ANOMALOUS_RECORD = np.dtype([("key", np.uint64), ("size", np.uint32)])
+_MAX_IMAGE_PX = int(np.iinfo(np.uint32).max)
+
 # Default most pixels ``PixelMetrics`` holds at once: ~40 bytes each at worst (~0.3 GB); 122
 # maps of 256 x 256 (the quickstart has 55) still need no second pass over the maps.
 DEFAULT_BUDGET_PX = 8_000_000
@@ -202,21 +216,31 @@ class _ImagePixels:
 
     keys: NDArray[np.uint64]  # score keys, see _score_keys
     anomalous: NDArray[np.bool_]  # ground truth
-    weights: NDArray[np.float64] | None  # PRO weight 1/region_size (0 if normal), if asked for
-    n_regions: int  # 8-connected ground-truth regions (0 if not labelled)
+    # 8-connected ground-truth region of each pixel (0 if normal), if labelled; the region
+    # sizes and PRO weights 1/size per label (n_regions + 1,), both 0 for label 0.
+    regions: NDArray[np.intp] | None
+    sizes: NDArray[np.int64] | None
+    inv_size: NDArray[np.float64] | None
+    n_regions: int  # 0 if not labelled
+
+    def weights(self, sel: NDArray[np.bool_]) -> NDArray[np.float64]:
+        """PRO weights 1/region_size of the (anomalous) pixels ``sel`` (H*W,) selects."""
+        assert self.regions is not None and self.inv_size is not None
+        return self.inv_size[self.regions[sel]]
 
 
-def _image_pixels(mask: NDArray[np.bool_], amap: NDArray, with_weights: bool) -> _ImagePixels:
-    """Score keys, labels and (optionally) PRO weights of one validated (H, W) image."""
+def _image_pixels(mask: NDArray[np.bool_], amap: NDArray, labelled: bool) -> _ImagePixels:
+    """Score keys, labels and (if ``labelled``) regions of one validated (H, W) image."""
     anomalous = mask.ravel()
-    if not with_weights:
-        return _ImagePixels(_score_keys(amap), anomalous, None, 0)
+    if not labelled:
+        return _ImagePixels(_score_keys(amap), anomalous, None, None, None, 0)
     regions, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
     regions = np.asarray(regions).ravel()
-    sizes = np.bincount(regions, minlength=n + 1)
+    sizes = np.bincount(regions, minlength=n + 1).astype(np.int64, copy=False)
+    sizes[0] = 0
     inv_size = np.zeros(n + 1, dtype=np.float64)
     inv_size[1:] = 1.0 / sizes[1:]
-    return _ImagePixels(_score_keys(amap), anomalous, inv_size[regions], int(n))
+    return _ImagePixels(_score_keys(amap), anomalous, regions, sizes, inv_size, int(n))
 
 
 @dataclass
@@ -256,14 +280,15 @@ class _Histogram:
         bins: NDArray[np.intp],
         keys: NDArray[np.uint64],
         anomalous: NDArray[np.bool_],
-        weights: NDArray[np.float64],
+        anom_weights: NDArray[np.float64],
     ) -> None:
-        """Count pixels (P,) given their bin (P,) intp, key, label and PRO weight."""
+        """Count pixels (P,) given their bin (P,) intp, key and label, and the PRO weights (A,)
+        of the A anomalous ones among them in the same order."""
         n = self.count.size
         self.count += np.bincount(bins, minlength=n)
         bins_a = bins[anomalous]
         self.pos += np.bincount(bins_a, minlength=n)
-        self.wsum += np.bincount(bins_a, weights=weights[anomalous], minlength=n)
+        self.wsum += np.bincount(bins_a, weights=anom_weights, minlength=n)
         # The exact key range of each bin: a bin holding one key is a single tie group whose
         # statistics are complete without its pixels, and tight ranges split faster.
         np.minimum.at(self.kmin, bins, keys)
@@ -428,36 +453,56 @@ class PixelMetrics:
        bucket whose pixels all share one score is one tie group and is never split or read);
     2. groups consecutive buckets, from the highest score down, into chunks of at most
        ``budget_px`` pixels;
-    3. for each chunk, reads the images once more, keeps the pixels whose key falls in the
-       chunk's range, sorts them, merges ties into one threshold each, and extends running
-       sums carried from chunk to chunk: true/false positive counts, the ROC trapezoid area,
-       the average-precision step sum, the F1 maximum and, until the FPR passes
-       ``fpr_limit``, the PRO trapezoid area.
+    3. if more than one chunk has pixels to sort, reads the images once more and appends each
+       pixel of those chunks to its chunk's files in a fresh temporary directory (the key,
+       8 bytes, of a normal pixel; the key and the size of its region as uint32, 12 bytes, of
+       an anomalous one, from which the PRO weight 1/size is recomputed exactly);
+    4. for each chunk, from the highest score down, takes its pixels (from its files, or from
+       one more pass over the images when it is the only chunk to sort), sorts them, merges
+       ties into one threshold each, and extends running sums carried from chunk to chunk:
+       true/false positive counts, the ROC trapezoid area, the average-precision step sum,
+       the F1 maximum and, until the FPR passes ``fpr_limit``, the PRO trapezoid area.
 
-    ``reread`` is therefore called at most (number of split levels, at most 6) + (number of
-    chunks) times, with about ``2 * n_pixels / budget_px + 1`` chunks plus one per
-    over-budget tie group needing no pass. With all pixels within the budget it is never
-    called and ``p_auroc``, ``p_ap``, ``p_f1max`` are bit-identical to the scikit-learn
-    based ``auroc``, ``average_precision`` and ``f1_max`` of the concatenated pixels; across
-    several chunks every value is exact up to floating-point summation order (~1e-15).
-    Peak memory of ``result`` is at most about 40 bytes per budget pixel when all scores
-    differ (8-byte keys sorted in place, then five 8-byte arrays per tie group; fewer with
-    ties), plus a few MB of histograms and per-image temporaries, plus the kept copies (the
-    mask's byte and the map's dtype per pixel) when within the budget.
+    ``reread`` is therefore called at most (number of split levels, at most 6) + 1 times,
+    however many chunks there are (about ``2 * n_pixels / budget_px + 1``, plus one per
+    over-budget tie group, counted but never read). The temporary directory is created inside
+    ``spill_dir`` (the system's temporary directory if None) with a name starting with
+    ``scenarios.rundir.TEMP_PREFIX``, and removed before ``result`` returns or raises (also on
+    KeyboardInterrupt). Its files take 8 bytes per normal and 12 per anomalous pixel outside the
+    over-budget tie groups (so about 8 bytes per pixel whose score is not one of those ties;
+    ``spilled_bytes`` after ``result``), and each chunk's files are deleted once they are read
+    back. With all pixels within the budget ``reread`` is never called, nothing is written, and
+    ``p_auroc``, ``p_ap``, ``p_f1max`` are bit-identical to the scikit-learn based ``auroc``,
+    ``average_precision`` and ``f1_max`` of the concatenated pixels; across several chunks every
+    value is exact up to floating-point summation order (~1e-15), and the same whether or not
+    chunks were spilled. Peak memory of ``result`` is at most about 40 bytes per budget pixel
+    when all scores differ (8-byte keys sorted in place, then five 8-byte arrays per tie group;
+    fewer with ties), plus a few MB of histograms, per-image temporaries and (while spilling)
+    write buffers, plus the kept copies (the mask's byte and the map's dtype per pixel) when
+    within the budget.
     """
 
-    def __init__(self, budget_px: int = DEFAULT_BUDGET_PX, fpr_limit: float = 0.3) -> None:
-        """``budget_px``: most pixels held in memory at once; ``fpr_limit`` in (0, 1]."""
+    def __init__(
+        self,
+        budget_px: int = DEFAULT_BUDGET_PX,
+        fpr_limit: float = 0.3,
+        spill_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """``budget_px``: most pixels held in memory at once; ``fpr_limit`` in (0, 1];
+        ``spill_dir``: an existing directory for ``result``'s temporary files (None: the
+        system's temporary directory)."""
         if int(budget_px) != budget_px or budget_px < 1:
             raise ValueError(f"budget_px must be a positive integer, got {budget_px}")
         if not 0.0 < fpr_limit <= 1.0:
             raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
         self.budget_px = int(budget_px)
         self.fpr_limit = float(fpr_limit)
+        self.spill_dir = spill_dir
         self.n_images = 0
         self.n_pixels = 0
         self.n_anomalous = 0
         self.n_regions = 0
+        self.spilled_bytes = 0  # bytes the last ``result`` wrote to temporary files
         self._top = _Histogram(1 << _TOP_BITS)
         # Copies of the images added while they fit the budget; None once they did not.
         self._kept: list[tuple[NDArray[np.bool_], NDArray]] | None = []
@@ -469,9 +514,11 @@ class PixelMetrics:
         ValueError otherwise or if the shapes differ.
         """
         mask, amap = _checked_pair(gt_mask, anomaly_map, f"image {self.n_images}")
-        px = _image_pixels(mask, amap, with_weights=True)
-        assert px.weights is not None
-        self._top.add((px.keys >> _TOP_SHIFT).astype(np.intp), px.keys, px.anomalous, px.weights)
+        if mask.size > _MAX_IMAGE_PX:
+            raise ValueError(f"image {self.n_images}: more than {_MAX_IMAGE_PX} pixels")
+        px = _image_pixels(mask, amap, labelled=True)
+        bins = (px.keys >> _TOP_SHIFT).astype(np.intp)
+        self._top.add(bins, px.keys, px.anomalous, px.weights(px.anomalous))
         self.n_images += 1
         self.n_pixels += px.keys.size
         self.n_anomalous += int(np.count_nonzero(px.anomalous))
@@ -492,6 +539,7 @@ class PixelMetrics:
         a normal pixel) coincide with that. Raises ValueError if a pass over ``reread``
         yields images that do not match what was added.
         """
+        self.spilled_bytes = 0
         n_neg = self.n_pixels - self.n_anomalous
         if self.n_anomalous == 0 or n_neg == 0:
             return {name: float("nan") for name in ("p_auroc", "p_ap", "p_f1max", "aupro")}
@@ -502,24 +550,48 @@ class PixelMetrics:
             if big.size == 0:
                 break
             buckets = self._split(buckets, big, read)
+        chunks = list(self._chunks(buckets))
         sums = _CurveSums(self.n_anomalous, n_neg, self.n_regions, self.fpr_limit)
-        for chunk in self._chunks(buckets):
+        if sum(not chunk.tie for chunk in chunks) <= 1:  # always so within the budget
+
+            def load(i: int, labelled: bool) -> _ChunkPixels:
+                return self._read(chunks[i], read, labelled)
+
+            self._accumulate(sums, chunks, load)
+        else:
+            directory = tempfile.mkdtemp(dir=self.spill_dir, prefix=TEMP_PREFIX + "metrics.")
+            try:
+                spill = self._spill(chunks, read, Path(directory))
+                self.spilled_bytes = spill.nbytes
+                self._accumulate(sums, chunks, spill.load)
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+        if sums.tp != self.n_anomalous or sums.fp != n_neg:  # pragma: no cover - a bug guard
+            raise RuntimeError("pixel counts of the chunks do not add up")
+        return sums.result()
+
+    @staticmethod
+    def _accumulate(
+        sums: _CurveSums, chunks: Sequence[_Chunk], load: Callable[[int, bool], _ChunkPixels]
+    ) -> None:
+        """Feed the chunks' tie groups to ``sums``; ``load(i, labelled)`` gives chunk i's pixels."""
+        for i, chunk in enumerate(chunks):
             if chunk.tie:
                 pos = np.array([chunk.pos], dtype=np.int64)
                 neg = np.array([chunk.count - chunk.pos], dtype=np.int64)
                 sums.update(pos, neg, np.array([chunk.wsum]))
             else:
-                sums.update(*self._tie_groups(chunk, read, with_weights=not sums.pro_done))
-        if sums.tp != self.n_anomalous or sums.fp != n_neg:  # pragma: no cover - a bug guard
-            raise RuntimeError("pixel counts of the chunks do not add up")
-        return sums.result()
+                sums.update(*_tie_groups(load(i, not sums.pro_done)))
 
     # -- passes over the images ------------------------------------------------------------
 
     def _pass_source(
         self, reread: Callable[[], ImagePairs] | None
     ) -> Callable[[bool], Iterator[_ImagePixels]]:
-        """A function running one pass over the images: kept copies if any, else ``reread``."""
+        """A function running one pass over the images: kept copies if any, else ``reread``.
+
+        Its argument says whether the ground-truth regions are labelled.
+        """
         kept = self._kept
         source: Callable[[], ImagePairs]
         if kept is not None:
@@ -533,14 +605,14 @@ class PixelMetrics:
                 "pairs again in the order they were added"
             )
 
-        def read(with_weights: bool) -> Iterator[_ImagePixels]:
+        def read(labelled: bool) -> Iterator[_ImagePixels]:
             n_images = n_pixels = 0
             pairs = source()
             for gt_mask, anomaly_map in pairs:
                 mask, amap = _checked_pair(gt_mask, anomaly_map, f"reread image {n_images}")
                 n_images += 1
                 n_pixels += mask.size
-                yield _image_pixels(mask, amap, with_weights)
+                yield _image_pixels(mask, amap, labelled)
             if (n_images, n_pixels) != (self.n_images, self.n_pixels):
                 raise ValueError(
                     f"reread yielded {n_images} images / {n_pixels} pixels, but "
@@ -566,12 +638,12 @@ class PixelMetrics:
             hist = _Histogram(((hi - lo) >> shift) + 1)
             splits.append((np.uint64(lo), np.uint64(hi), np.uint64(shift), hist))
         for px in read(True):
-            assert px.weights is not None
             for lo_u, hi_u, shift_u, hist in splits:
                 sel = (px.keys >= lo_u) & (px.keys <= hi_u)
                 keys = px.keys[sel]
                 bins = ((keys - lo_u) >> shift_u).astype(np.intp)
-                hist.add(bins, keys, px.anomalous[sel], px.weights[sel])
+                anomalous = px.anomalous[sel]
+                hist.add(bins, keys, anomalous, px.weights(sel & px.anomalous))
         parts: list[_Buckets] = []
         prev = 0
         for j, (_, _, _, hist) in zip(big, splits, strict=True):
@@ -611,19 +683,17 @@ class PixelMetrics:
         if cur is not None:
             yield cur
 
-    def _tie_groups(
-        self, chunk: _Chunk, read: Callable[[bool], Iterator[_ImagePixels]], with_weights: bool
-    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64] | None]:
-        """One pass: the chunk's tie groups, descending, as (anomalous, normal, PRO weight) (T,).
-
-        The weight sums are None unless ``with_weights``.
-        """
+    def _read(
+        self, chunk: _Chunk, read: Callable[[bool], Iterator[_ImagePixels]], labelled: bool
+    ) -> _ChunkPixels:
+        """One pass over the images collecting the pixels of ``chunk`` (PRO weights if
+        ``labelled``)."""
         lo, hi = np.uint64(chunk.lo), np.uint64(chunk.hi)
         keys = np.empty(chunk.count, dtype=np.uint64)  # sizes known from the histogram
         anom_keys = np.empty(chunk.pos, dtype=np.uint64)
-        anom_w = np.empty(chunk.pos if with_weights else 0, dtype=np.float64)
+        anom_w = np.empty(chunk.pos, dtype=np.float64) if labelled else None
         n = n_a = 0
-        for px in read(with_weights):
+        for px in read(labelled):
             sel = (px.keys >= lo) & (px.keys <= hi)
             k = px.keys[sel]
             sel &= px.anomalous
@@ -632,38 +702,198 @@ class PixelMetrics:
                 raise ValueError("reread yielded different pixels than were added")
             keys[n : n + k.size] = k
             anom_keys[n_a : n_a + ka.size] = ka
-            if px.weights is not None:
-                anom_w[n_a : n_a + ka.size] = px.weights[sel]
+            if anom_w is not None:
+                anom_w[n_a : n_a + ka.size] = px.weights(sel)
             n += k.size
             n_a += ka.size
         if n != keys.size or n_a != anom_keys.size:
             raise ValueError("reread yielded different pixels than were added")
+        return _ChunkPixels(keys, anom_keys, anom_w)
 
-        # Sort, then free each array as soon as the next is built: the chunk's keys are the
-        # largest allocation, and the per-group arrays (T,) can be almost as large.
-        keys.sort()
-        first = np.empty(keys.size, dtype=bool)  # first pixel of each run of equal keys
-        first[0] = True
-        np.not_equal(keys[1:], keys[:-1], out=first[1:])
-        starts = np.flatnonzero(first)
-        del first
-        distinct = keys[starts]
-        del keys
-        neg = np.empty(starts.size, dtype=np.int64)  # group sizes, minus positives below
-        np.subtract(starts[1:], starts[:-1], out=neg[:-1])
-        neg[-1] = chunk.count - starts[-1]
-        del starts
-        # Anomalous pixels find their tie group by binary search; only they carry weights.
-        group = np.searchsorted(distinct, anom_keys)
-        del distinct, anom_keys
-        pos = np.bincount(group, minlength=neg.size).astype(np.int64, copy=False)
-        neg -= pos
-        wsum = None
-        if with_weights:
-            wsum = np.bincount(group, weights=anom_w, minlength=neg.size).astype(
-                np.float64, copy=False
-            )
-        return pos[::-1], neg[::-1], (wsum[::-1] if wsum is not None else None)
+    def _spill(
+        self,
+        chunks: Sequence[_Chunk],
+        read: Callable[[bool], Iterator[_ImagePixels]],
+        directory: Path,
+    ) -> _Spill:
+        """One pass: the pixels of every chunk that is not a tie group, into its files."""
+        n_chunks = len(chunks)
+        # Chunk bounds in ascending key order; chunk i (descending) is n_chunks - 1 - i here.
+        lo = np.array([c.lo for c in reversed(chunks)], dtype=np.uint64)
+        hi = np.array([c.hi for c in reversed(chunks)], dtype=np.uint64)
+        sorted_ = np.array([not c.tie for c in chunks], dtype=bool)
+        count = np.zeros(n_chunks, dtype=np.int64)
+        pos = np.zeros(n_chunks, dtype=np.int64)
+        spill = _Spill(directory, chunks, flush_px=min(self.budget_px, _SPILL_BUFFER_PX))
+        for px in read(True):
+            if px.keys.size > _MAX_IMAGE_PX:  # region sizes are stored as uint32
+                raise ValueError("reread yielded different pixels than were added")
+            asc = np.searchsorted(lo, px.keys, side="right") - 1  # the chunk with lo <= key
+            if asc.size and (int(asc.min()) < 0 or (px.keys > hi[asc]).any()):
+                raise ValueError("reread yielded different pixels than were added")
+            ids = (n_chunks - 1) - asc
+            del asc
+            ids_a = ids[px.anomalous]
+            count += np.bincount(ids, minlength=n_chunks)
+            pos += np.bincount(ids_a, minlength=n_chunks)
+            keep = sorted_[ids]
+            normal = keep & ~px.anomalous
+            keep &= px.anomalous
+            assert px.regions is not None and px.sizes is not None
+            records = np.empty(int(np.count_nonzero(keep)), dtype=_ANOMALOUS_RECORD)
+            records["key"] = px.keys[keep]
+            records["size"] = px.sizes[px.regions[keep]]
+            spill.append(ids[normal], px.keys[normal], ids[keep], records)
+        spill.flush()
+        expected_count = np.array([c.count for c in chunks], dtype=np.int64)
+        expected_pos = np.array([c.pos for c in chunks], dtype=np.int64)
+        if not (np.array_equal(count, expected_count) and np.array_equal(pos, expected_pos)):
+            raise ValueError("reread yielded different pixels than were added")
+        return spill
+
+
+@dataclass
+class _ChunkPixels:
+    """The pixels of one chunk, in any order: keys (C,) of all, keys (A,) of the anomalous ones
+    and their PRO weights (A,) in the same order (None when not needed)."""
+
+    keys: NDArray[np.uint64]
+    anom_keys: NDArray[np.uint64]
+    anom_w: NDArray[np.float64] | None
+
+
+def _tie_groups(
+    px: _ChunkPixels,
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64] | None]:
+    """A chunk's tie groups, descending, as (anomalous, normal, PRO weight sum) (T,) each.
+
+    The weight sums are None if the weights are. Consumes ``px`` (its keys are sorted in place
+    and its arrays released).
+    """
+    # Sort, then free each array as soon as the next is built: the chunk's keys are the
+    # largest allocation, and the per-group arrays (T,) can be almost as large.
+    keys, anom_keys, anom_w = px.keys, px.anom_keys, px.anom_w
+    px.keys = px.anom_keys = np.empty(0, dtype=np.uint64)
+    px.anom_w = None
+    count = keys.size
+    keys.sort()
+    first = np.empty(count, dtype=bool)  # first pixel of each run of equal keys
+    first[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    del first
+    distinct = keys[starts]
+    del keys
+    neg = np.empty(starts.size, dtype=np.int64)  # group sizes, minus positives below
+    np.subtract(starts[1:], starts[:-1], out=neg[:-1])
+    neg[-1] = count - starts[-1]
+    del starts
+    # Anomalous pixels find their tie group by binary search; only they carry weights.
+    group = np.searchsorted(distinct, anom_keys)
+    del distinct, anom_keys
+    pos = np.bincount(group, minlength=neg.size).astype(np.int64, copy=False)
+    neg -= pos
+    wsum = None
+    if anom_w is not None:
+        wsum = np.bincount(group, weights=anom_w, minlength=neg.size).astype(np.float64, copy=False)
+    return pos[::-1], neg[::-1], (wsum[::-1] if wsum is not None else None)
+
+
+class _Spill:
+    """Per-chunk temporary files of the pixels to sort, written in one pass over the images.
+
+    Chunk i has two files in ``directory``: ``i.normal``, the keys (uint64) of its normal
+    pixels, and ``i.anomalous``, ``_ANOMALOUS_RECORD`` (key, region size) records of its
+    anomalous ones, each in the order of the pass (images, then pixels row-major), so that
+    ``load`` gives the pixels in the same order as a pass over the images would.
+    Appended pixels are buffered and written ``flush_px`` at a time, one file open at a time.
+    """
+
+    def __init__(self, directory: Path, chunks: Sequence[_Chunk], flush_px: int) -> None:
+        self.directory = directory
+        self.chunks = chunks
+        self.flush_px = flush_px
+        self.nbytes = 0  # written so far
+        # Chunk index -> (normal keys, anomalous records) not yet written.
+        self._pending: dict[int, tuple[list[NDArray], list[NDArray]]] = {}
+        self._pending_px = 0
+        self._id_dtype = np.uint16 if len(chunks) <= 1 << 16 else np.intp  # radix sort if 16 bits
+
+    def _paths(self, i: int) -> tuple[Path, Path]:
+        return self.directory / f"{i}.normal", self.directory / f"{i}.anomalous"
+
+    def append(
+        self,
+        ids: NDArray[np.intp],
+        keys: NDArray[np.uint64],
+        anom_ids: NDArray[np.intp],
+        records: NDArray[np.void],
+    ) -> None:
+        """Add normal pixels (N,) by chunk index and key, anomalous ones (A,) by chunk, record."""
+        for which, (chunk_ids, data) in enumerate(((ids, keys), (anom_ids, records))):
+            if chunk_ids.size == 0:
+                continue
+            first = int(chunk_ids[0])
+            if (chunk_ids == first).all():
+                groups = [(first, data)]
+            else:  # group by chunk; the stable sort keeps the pass's order within each chunk
+                order = np.argsort(chunk_ids.astype(self._id_dtype), kind="stable")
+                data = data[order]
+                sizes = np.bincount(chunk_ids, minlength=len(self.chunks))
+                present = np.flatnonzero(sizes)
+                ends = np.cumsum(sizes[present]).tolist()
+                starts = [0, *ends[:-1]]
+                groups = [
+                    (c, data[s:e]) for c, s, e in zip(present.tolist(), starts, ends, strict=True)
+                ]
+            for c, part in groups:
+                self._pending.setdefault(c, ([], []))[which].append(part)
+            self._pending_px += data.size
+        if self._pending_px >= self.flush_px:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the buffered pixels to their files."""
+        for c, parts in self._pending.items():
+            for path, arrays in zip(self._paths(c), parts, strict=True):
+                if arrays:
+                    with open(path, "ab") as f:
+                        for a in arrays:  # contiguous: written as they are in memory
+                            f.write(a.data)
+                            self.nbytes += a.nbytes
+        self._pending.clear()
+        self._pending_px = 0
+
+    def load(self, i: int, labelled: bool) -> _ChunkPixels:
+        """The pixels of chunk i from its files (PRO weights if ``labelled``); deletes them."""
+        chunk = self.chunks[i]
+        n_normal = chunk.count - chunk.pos
+        keys = np.empty(chunk.count, dtype=np.uint64)
+        records = np.empty(chunk.pos, dtype=_ANOMALOUS_RECORD)
+        for path, out in zip(self._paths(i), (keys[:n_normal], records), strict=True):
+            _read_file(path, out)
+            path.unlink(missing_ok=True)
+        keys[n_normal:] = records["key"]
+        anom_keys = np.ascontiguousarray(records["key"])
+        # 1/size in float64 from the exact integer size: the same as when the image was read.
+        anom_w = 1.0 / records["size"].astype(np.float64) if labelled else None
+        return _ChunkPixels(keys, anom_keys, anom_w)
+
+
+def _read_file(path: Path, out: NDArray) -> None:
+    """Fill the contiguous array ``out`` with the bytes of ``path``, which must match its size."""
+    if out.nbytes == 0:
+        return
+    with open(path, "rb", buffering=0) as f:
+        if os.fstat(f.fileno()).st_size != out.nbytes:  # pragma: no cover - a bug guard
+            raise RuntimeError(f"{path} does not hold the expected {out.nbytes} bytes")
+        view = out.view(np.uint8).data
+        done = 0
+        while done < out.nbytes:
+            n = f.readinto(view[done:])
+            if not n:  # pragma: no cover - the file shrank while being read
+                raise RuntimeError(f"{path} ended after {done} of {out.nbytes} bytes")
+            done += n
 
 
 def _take(buckets: _Buckets, index: slice) -> _Buckets:

@@ -3,13 +3,19 @@
 The oracles are the scikit-learn based ``auroc``, ``average_precision`` and ``f1_max`` on the
 concatenated pixels and, for AUPRO, the former all-in-memory implementation (sort every pixel,
 cumulative sums, one point per distinct score), kept here verbatim in ``_aupro_in_memory``.
-Tiny budgets force many chunks, bucket splits and tie groups larger than the budget.
+Tiny budgets force many chunks, bucket splits and tie groups larger than the budget; the
+chunks' pixels are then spilled to temporary files in one pass, which must change nothing
+(bit for bit against one pass per chunk), cost no more passes as the chunks multiply, and
+leave no file behind, whatever happens.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -21,6 +27,7 @@ from scipy import ndimage
 
 import scenarios.metrics as metrics_module
 from scenarios.metrics import PixelMetrics, auroc, average_precision, compute_metrics, f1_max
+from scenarios.rundir import TEMP_PREFIX
 
 Images = list[tuple[NDArray[np.bool_], NDArray]]  # (gt_mask (H, W) bool, anomaly_map (H, W))
 KEYS = ("p_auroc", "p_ap", "p_f1max", "aupro")
@@ -74,27 +81,85 @@ def _oracle(images: Images, fpr_limit: float = 0.3) -> dict[str, float]:
 
 
 class _Source:
-    """A re-readable image source that counts its passes (the engine re-reads .npy files)."""
+    """A re-readable image source that counts its passes (the engine re-reads .npy files).
 
-    def __init__(self, images: Images) -> None:
+    ``fail_at`` (pass, image) raises ``error`` instead of yielding that image of that pass.
+    """
+
+    def __init__(
+        self,
+        images: Images,
+        fail_at: tuple[int, int] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         self.images = images
         self.passes = 0
+        self.fail_at = fail_at
+        self.error = error
 
     def __call__(self) -> Iterator[tuple[NDArray[np.bool_], NDArray]]:
         self.passes += 1
-        # Fresh copies, as a load from disk would give: nothing may rely on object identity.
-        return ((m.copy(), a.copy()) for m, a in self.images)
+        return self._iterate(self.passes)
+
+    def _iterate(self, n_pass: int) -> Iterator[tuple[NDArray[np.bool_], NDArray]]:
+        for i, (m, a) in enumerate(self.images):
+            if self.fail_at == (n_pass, i):
+                assert self.error is not None
+                raise self.error
+            # Fresh copies, as a load from disk would give: nothing may rely on identity.
+            yield m.copy(), a.copy()
+
+
+def _filled(images: Images, budget_px: int, **kwargs: object) -> PixelMetrics:
+    """A ``PixelMetrics`` fed ``images`` one by one."""
+    metrics = PixelMetrics(budget_px=budget_px, **kwargs)  # type: ignore[arg-type]
+    for mask, amap in images:
+        metrics.add(mask, amap)
+    return metrics
 
 
 def _streamed(
     images: Images, budget_px: int = 16_000_000, fpr_limit: float = 0.3
 ) -> tuple[dict[str, float], int]:
     """(metrics, number of re-read passes) of ``PixelMetrics`` fed ``images`` one by one."""
-    metrics = PixelMetrics(budget_px=budget_px, fpr_limit=fpr_limit)
-    for mask, amap in images:
-        metrics.add(mask, amap)
+    metrics = _filled(images, budget_px, fpr_limit=fpr_limit)
     source = _Source(images)
     return metrics.result(reread=source), source.passes
+
+
+def _plan(metrics: PixelMetrics, images: Images) -> tuple[int, list[metrics_module._Chunk]]:
+    """(split levels, chunks) that ``result`` goes through, computed as it does."""
+    read = metrics._pass_source(_Source(images))
+    buckets = metrics._top.buckets()
+    levels = 0
+    while True:
+        big = np.flatnonzero((buckets.count > metrics.budget_px) & (buckets.kmin != buckets.kmax))
+        if big.size == 0:
+            return levels, list(metrics._chunks(buckets))
+        buckets = metrics._split(buckets, big, read)
+        levels += 1
+
+
+def _one_pass_per_chunk(metrics: PixelMetrics, images: Images) -> dict[str, float]:
+    """The former ``result``: every chunk read by its own pass over the images, no files."""
+    n_neg = metrics.n_pixels - metrics.n_anomalous
+    if metrics.n_anomalous == 0 or n_neg == 0:
+        return dict.fromkeys(KEYS, math.nan)
+    read = metrics._pass_source(_Source(images))
+    _, chunks = _plan(metrics, images)
+    sums = metrics_module._CurveSums(
+        metrics.n_anomalous, n_neg, metrics.n_regions, metrics.fpr_limit
+    )
+
+    def load(i: int, labelled: bool) -> metrics_module._ChunkPixels:
+        return metrics._read(chunks[i], read, labelled)
+
+    metrics._accumulate(sums, chunks, load)
+    return sums.result()
+
+
+def _temporaries(folder: Path) -> list[str]:
+    return sorted(e for e in os.listdir(folder) if e.startswith(TEMP_PREFIX))
 
 
 def _assert_close(got: dict[str, float], expected: dict[str, float]) -> None:
@@ -185,20 +250,18 @@ def test_tie_group_larger_than_budget() -> None:
     got, _ = _streamed(images, budget_px=50)
     _assert_close(got, _oracle(images))
     # The zeros form one count-only chunk; every other chunk reads at most 50 pixels.
-    metrics = PixelMetrics(budget_px=50)
-    for mask, amap in images:
-        metrics.add(mask, amap)
-    buckets = metrics._top.buckets()
-    while True:
-        big = np.flatnonzero((buckets.count > 50) & (buckets.kmin != buckets.kmax))
-        if big.size == 0:
-            break
-        buckets = metrics._split(buckets, big, metrics._pass_source(_Source(images)))
-    chunks = list(metrics._chunks(buckets))
+    metrics = _filled(images, 50)
+    _, chunks = _plan(metrics, images)
     ties = [c for c in chunks if c.tie]
     assert [c.count for c in ties] == [n_zeros]
     assert all(c.count <= 50 for c in chunks if not c.tie)
     assert sum(c.count for c in chunks) == sum(m.size for m, _ in images)
+    # Only the other pixels are spilled: 8 bytes per normal one, 12 per anomalous one.
+    assert metrics.result(reread=_Source(images)) == got
+    n_anomalous = sum(int(m.sum()) for m, _ in images)
+    assert metrics.spilled_bytes == 8 * (sum(m.size for m, _ in images) - n_zeros) + 4 * (
+        n_anomalous
+    )
 
 
 def test_budget_independent_and_bounded_rereads() -> None:
@@ -209,17 +272,119 @@ def test_budget_independent_and_bounded_rereads() -> None:
     assert passes == 0
     for key in ("p_auroc", "p_ap", "p_f1max"):
         assert baseline[key] == expected[key]
-    for budget in (n_pixels, n_pixels - 1, 1000, 333, 64, 9):
+    n_chunks = []
+    for budget in (n_pixels, n_pixels - 1, 1000, 333, 64, 9, 1):
         got, passes = _streamed(images, budget_px=budget)
         _assert_close(got, baseline)
-        # <= 6 split levels, then pixel chunks: two consecutive ones exceed the budget
-        # together unless an over-budget tie group (itself > budget pixels, no pass) parts them.
-        assert passes <= 6 + 3 * math.ceil(n_pixels / budget) + 1, (budget, passes)
         if budget >= n_pixels:
             assert passes == 0
-    # Many zeros (one big tie) and 5 chunks: a handful of passes, no more.
-    got, passes = _streamed(images, budget_px=n_pixels // 5)
-    assert passes <= 8
+            continue
+        # The split levels (<= 6), then one pass for the pixels of all chunks together.
+        levels, chunks = _plan(_filled(images, budget), images)
+        n_chunks.append(sum(not c.tie for c in chunks))
+        assert passes == levels + 1 <= 7, (budget, passes)
+    assert n_chunks[-1] > 900  # budget 1: one chunk per distinct non-zero score
+
+
+@settings(max_examples=60, deadline=None)
+@given(images=_image_sets(), budget_px=st.sampled_from([1, 2, 7, 50]))
+def test_spilling_is_bit_identical_to_one_pass_per_chunk(images: Images, budget_px: int) -> None:
+    metrics = _filled(images, budget_px)
+    got = metrics.result(reread=_Source(images))
+    expected = _one_pass_per_chunk(metrics, images)
+    assert tuple(got) == KEYS
+    for key in KEYS:
+        assert got[key] == expected[key] or (math.isnan(got[key]) and math.isnan(expected[key]))
+
+
+def test_spill_files_in_spill_dir_then_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = _realistic_images(seed=7, n=6, size=24)
+    n_pixels = sum(m.size for m, _ in images)
+    seen: list[list[str]] = []
+
+    def reread() -> Iterator[tuple[NDArray[np.bool_], NDArray]]:
+        seen.append(_temporaries(tmp_path))
+        return iter(images)
+
+    metrics = _filled(images, n_pixels // 10, spill_dir=tmp_path)
+    got = metrics.result(reread=reread)
+    _assert_close(got, _oracle(images))
+    assert len(seen) >= 1 and len(seen) <= 7
+    # The spill pass is the last: its directory exists then, and only then.
+    assert all(s == [] for s in seen[:-1])
+    assert len(seen[-1]) == 1 and seen[-1][0].startswith(TEMP_PREFIX + "metrics.")
+    assert metrics.spilled_bytes > 0
+    assert _temporaries(tmp_path) == [] and os.listdir(tmp_path) == []
+
+    # spill_dir=None: the system's temporary directory.
+    system_tmp = tmp_path / "system"
+    system_tmp.mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(tempfile, "tempdir", str(system_tmp))
+        made: list[str] = []
+        mkdtemp = tempfile.mkdtemp
+
+        def spy(*args: object, **kwargs: object) -> str:
+            made.append(mkdtemp(*args, **kwargs))  # type: ignore[call-overload]
+            return made[-1]
+
+        m.setattr(tempfile, "mkdtemp", spy)
+        assert _filled(images, n_pixels // 10).result(reread=_Source(images)) == got
+    assert len(made) == 1 and Path(made[0]).parent == system_tmp
+    assert os.listdir(system_tmp) == []
+
+    # Within the budget, or with one chunk of pixels to sort (the zeros, ~70%, are one tie
+    # group over the budget): no file (spill_dir is missing).
+    missing = tmp_path / "missing"
+    for budget in (n_pixels, n_pixels // 2):
+        metrics = _filled(images, budget, spill_dir=missing)
+        assert sum(not c.tie for c in _plan(metrics, images)[1]) == 1
+        _assert_close(metrics.result(reread=_Source(images)), got)
+        assert metrics.spilled_bytes == 0
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    ("fail_at", "error"),
+    [
+        ((1, 3), OSError("disk gone")),  # during the spill pass (no split here)
+        ((1, 5), KeyboardInterrupt()),  # at its last image
+        (None, None),  # while the spilled chunks are sorted: see below
+    ],
+)
+def test_spill_dir_removed_on_errors(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fail_at: tuple[int, int] | None,
+    error: BaseException | None,
+) -> None:
+    images = _realistic_images(seed=8, n=6, size=24)
+    metrics = _filled(images, 200, spill_dir=tmp_path)
+    levels, chunks = _plan(metrics, images)
+    assert levels == 0 and sum(not c.tie for c in chunks) > 2
+    source = _Source(images, fail_at, error)
+    if error is None:
+        update = metrics_module._CurveSums.update
+        calls = []
+
+        def failing(self: metrics_module._CurveSums, *args: object) -> None:
+            calls.append(_temporaries(tmp_path))
+            if len(calls) == 3:
+                raise MemoryError("while sorting")
+            update(self, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(metrics_module._CurveSums, "update", failing)
+        error = MemoryError("while sorting")
+    with pytest.raises(type(error), match=str(error) or None):
+        metrics.result(reread=source)
+    if fail_at is None:
+        assert len(calls[-1]) == 1  # the files existed while the chunks were processed
+    assert os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    # The object is still usable afterwards.
+    _assert_close(metrics.result(reread=_Source(images)), _oracle(images))
 
 
 def test_over_budget_without_reread_raises() -> None:
