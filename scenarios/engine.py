@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import hashlib
 import io
 import json
 import logging
@@ -295,9 +294,9 @@ def _export_mesh(out: Path, sc: Scenario, seed: int, plan: PartPlan) -> None:
     placement, _ = _worker().part(sc, seed, plan)
     data = placement.part.mesh.export(file_type="ply")
     blob = data if isinstance(data, bytes) else str(data).encode()
-    write_bytes(path, blob)
+    digest = write_bytes(path, blob)
     # Written second: a mesh without its checksum (killed in between) is simply redone.
-    write_text(check, hashlib.sha256(blob).hexdigest() + "\n")
+    write_text(check, digest + "\n")
 
 
 def simulate_task(
@@ -568,19 +567,31 @@ def _gt_mask(out: Path, record: dict[str, Any]) -> np.ndarray:
     return load_mask(out / "samples" / record["id"] / "gt_mask.png")
 
 
-def _verified_scores(pred_dir: Path, ids: Sequence[str]) -> dict[str, tuple[float, str]] | None:
-    """{id: (score, sha256)} of complete, undamaged earlier predictions, else None."""
+def _earlier_scores(pred_dir: Path, ids: Sequence[str]) -> dict[str, tuple[float, str]] | None:
+    """{id: (score, sha256)} from an earlier run's complete scores.csv, else None."""
     try:
         with open(pred_dir / "scores.csv", newline="") as f:
             rows = {r["id"]: (float(r["score"]), r["sha256"]) for r in csv.DictReader(f)}
     except (OSError, ValueError, KeyError, TypeError, csv.Error):
         return None
-    if set(rows) != set(ids):
-        return None
-    for i in ids:
-        if read_npy_verified(pred_dir / f"{i}.npy", rows[i][1]) is None:
-            return None
-    return rows
+    return rows if set(rows) == set(ids) else None
+
+
+def _add_verified(
+    pixels: PixelMetrics,
+    out: Path,
+    pred_dir: Path,
+    test: Sequence[dict[str, Any]],
+    earlier: dict[str, tuple[float, str]],
+) -> bool:
+    """Feed the earlier maps to ``pixels``, each read once and checked against its SHA-256;
+    False at the first missing or damaged map (then the detector predicts again)."""
+    for r in test:
+        amap = read_npy_verified(pred_dir / f"{r['id']}.npy", earlier[r["id"]][1])
+        if amap is None:
+            return False
+        pixels.add(_gt_mask(out, r), amap)
+    return True
 
 
 def _run_detector(
@@ -600,15 +611,13 @@ def _run_detector(
     seconds: dict[str, float] = {}
     pixels = PixelMetrics(spill_dir=out)  # leftovers of a kill are removed on resume
     t0 = time.perf_counter()
-    earlier = _verified_scores(pred_dir, ids)
-    if earlier is not None:
+    earlier = _earlier_scores(pred_dir, ids)
+    if earlier is not None and _add_verified(pixels, out, pred_dir, test, earlier):
         scores = [earlier[i][0] for i in ids]
-        for r in test:
-            amap = read_npy_verified(pred_dir / f"{r['id']}.npy", earlier[r["id"]][1])
-            assert amap is not None  # verified just above
-            pixels.add(_gt_mask(out, r), amap)
         seconds["reuse"] = time.perf_counter() - t0
     else:
+        pixels = PixelMetrics(spill_dir=out)  # drop what a half-verified reuse added
+        t0 = time.perf_counter()
         det = detectors.create(spec.name, **spec.params)
         det.fit(RunSamples(out, train))
         seconds["fit"] = time.perf_counter() - t0

@@ -108,13 +108,14 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write a binary file atomically."""
+def write_bytes(path: Path, data: bytes) -> str:
+    """Write a binary file atomically; returns its hex SHA-256 (for the resume checks)."""
 
     def _w(p: Path) -> None:
         p.write_bytes(data)
 
     _atomic(path, _w)
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_manifest(out: Path) -> dict[str, Any] | None:
@@ -139,9 +140,7 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
 
 def write_npy(path: Path, array: np.ndarray) -> str:
     """Write a .npy array atomically; returns the file's hex SHA-256."""
-    data = _npy_bytes(array)
-    write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+    return write_bytes(path, _npy_bytes(array))
 
 
 def read_npy_verified(path: Path, sha256: str) -> np.ndarray | None:
@@ -244,13 +243,6 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         for line in f:
             if line.strip():
                 yield json.loads(line)
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    """Write JSON-lines atomically, one compact object per line."""
-    with atomic_lines(path) as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
 
 
 @contextmanager
