@@ -126,7 +126,7 @@ class _Worker:
     """Per-process cache of the GL renderer and of the last parts' scenes."""
 
     def __init__(self) -> None:
-        from sim.pyrender_backend import PyrenderRenderer
+        from sim.render.pyrender_backend import PyrenderRenderer
 
         self.renderer = PyrenderRenderer()
         self._parts: dict[tuple[str, int, int], Any] = {}

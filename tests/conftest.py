@@ -6,14 +6,14 @@ from collections.abc import Callable
 
 import pytest
 
-from sim.pyrender_backend import PyrenderRenderer
+from sim.render.pyrender_backend import PyrenderRenderer
 
 
 @pytest.fixture(scope="session")
 def renderer_for() -> Callable[[int, int], PyrenderRenderer]:
     """``renderer_for(W, H)``: a session-wide off-screen renderer for W x H images.
 
-    All renderers share the process's one GL context (see ``sim.pyrender_backend``); each
+    All renderers share the process's one GL context (see ``sim.render.pyrender_backend``); each
     keeps its own upload cache, keyed by ``MeshItem.key``, so tests must give different
     meshes different keys.
     """

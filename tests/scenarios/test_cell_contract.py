@@ -9,7 +9,7 @@ from scenarios.checks import check_cell
 from scenarios.engine import STREAM_CAPTURE, build_placement, cell_setup, plan_parts, rng_for
 from scenarios.spec import load_scenario
 from sim.cell import SimCell
-from sim.pyrender_backend import PyrenderRenderer
+from sim.render.pyrender_backend import PyrenderRenderer
 from sim.robot_scene import RobotScene
 
 

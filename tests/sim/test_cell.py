@@ -27,7 +27,7 @@ from sim.geometry import (
     transform_points,
 )
 from sim.parts import MM, build_nominal_solid
-from sim.pyrender_backend import PyrenderRenderer
+from sim.render.pyrender_backend import PyrenderRenderer
 from sim.robot_scene import RobotScene
 
 TINY = load_scenario("tiny")

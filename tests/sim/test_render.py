@@ -17,7 +17,7 @@ from sim.geometry import (
     project_points,
     transform_points,
 )
-from sim.pyrender_backend import PyrenderRenderer
+from sim.render.pyrender_backend import PyrenderRenderer
 from sim.render import Light, Material, MeshItem, RenderScene
 
 W, H = 128, 96  # not square, so a swapped width/height shows
