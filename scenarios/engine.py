@@ -31,10 +31,11 @@ import numpy as np
 from tqdm import tqdm
 
 import detectors
-from scenarios.interfaces import RunDirError, Sample, excerpt
+from scenarios.interfaces import PartPlan, RunDirError, Sample, excerpt
 from scenarios.metrics import METRIC_NAMES, PixelMetrics, auroc, average_precision, f1_max
 from scenarios.rundir import (
     atomic_lines,
+    is_failed,
     load_mask,
     load_sample_by_id,
     read_manifest,
@@ -53,28 +54,9 @@ from scenarios.spec import Scenario
 
 log = logging.getLogger(__name__)
 
-# Independent random streams: each draw is keyed by (seed, stream, ids...).
-STREAM_PLACEMENT, STREAM_DEFECTS, STREAM_OBJECT_ERROR, STREAM_HAND_EYE, STREAM_CAPTURE = range(1, 6)
-
-
 #: Views of one part per simulation task: small enough for a live progress bar and a fast
 #: Ctrl-C, large enough that a worker reuses its cached part scene.
 TASK_SAMPLES = 12
-
-
-def rng_for(seed: int, stream: int, *ids: int) -> np.random.Generator:
-    """A generator keyed by the seed, a stream number and ids (part index, view id...)."""
-    return np.random.default_rng([int(seed), int(stream), *map(int, ids)])
-
-
-@dataclass(frozen=True)
-class PartPlan:
-    """One physical part of the scenario: its id, split and the defect kinds it carries."""
-
-    index: int
-    part_id: str
-    split: str
-    kinds: tuple[str, ...]
 
 
 def plan_parts(sc: Scenario) -> list[PartPlan]:
@@ -122,106 +104,36 @@ def sample_id(part: PartPlan, view_id: int) -> str:
     return f"{part.part_id}_v{view_id:03d}"
 
 
-class _Worker:
-    """Per-process cache of the GL renderer and of the last parts' scenes."""
-
-    def __init__(self) -> None:
-        from sim.render.pyrender_backend import PyrenderRenderer
-
-        self.renderer = PyrenderRenderer()
-        self._parts: dict[tuple[str, int, int], Any] = {}
-
-    def part(self, sc: Scenario, seed: int, plan: PartPlan) -> Any:
-        key = (sc.digest(), seed, plan.index)
-        if key not in self._parts:
-            from sim.robot_scene import RobotScene
-
-            for old in list(self._parts):  # keep one part: tasks go part by part
-                self._parts.pop(old)[1].close()
-            placement = build_placement(sc, seed, plan)
-            scene = RobotScene(sc.cell.robot, placement.T_base_obj, placement.part.nominal.bounds)
-            self._parts[key] = (placement, scene)
-        return self._parts[key]
+_WORKER: Any = None
 
 
-_WORKER: _Worker | None = None
-
-
-def _worker() -> _Worker:
+def _worker() -> Any:
+    """This process's ``sim.factory.SimWorker`` (renderers, scenes and parts cached)."""
     global _WORKER
     if _WORKER is None:
-        _WORKER = _Worker()
+        from sim.factory import SimWorker
+
+        _WORKER = SimWorker()
     return _WORKER
 
 
-def cell_setup(sc: Scenario, seed: int) -> Any:
-    """The run-wide cell setup; the believed hand-eye carries the seeded calibration error."""
-    from sim.appearance import AppearanceGap
-    from sim.cell import CameraModel, CellSetup, ViewpointPlan
-    from sim.geometry import intrinsics_from_fov, pose_from_xyz_rpy
-    from sim.pose_errors import PoseErrorModel
-
-    cam = sc.cell.camera
-    K = intrinsics_from_fov(cam.width, cam.height, np.radians(cam.hfov_deg))
-    he = sc.cell.hand_eye
-    T_ee_cam = pose_from_xyz_rpy(he.xyz_m, np.radians(he.rpy_deg))
-    err = sc.errors
-    he_err = PoseErrorModel("hand_eye", err.hand_eye.translation_mm, err.hand_eye.rotation_deg)
-    T_ee_cam_believed = T_ee_cam @ he_err.sample(rng_for(seed, STREAM_HAND_EYE))
-    vp = sc.viewpoints
-    return CellSetup(
-        robot=sc.cell.robot,
-        camera=CameraModel(
-            cam.width, cam.height, K, np.asarray(cam.distortion) if any(cam.distortion) else None
-        ),
-        T_ee_cam=T_ee_cam,
-        T_ee_cam_believed=T_ee_cam_believed,
-        viewpoints=ViewpointPlan(
-            vp.radius_m, vp.subdivisions, vp.elevation_min_deg, vp.elevation_max_deg
-        ),
-        robot_error=PoseErrorModel("robot", err.robot.translation_mm, err.robot.rotation_deg),
-        appearance=AppearanceGap(**sc.appearance.model_dump()),
-    )
-
-
-def build_placement(sc: Scenario, seed: int, plan: PartPlan) -> Any:
-    """The part instance (with defects), its true pose and the believed (estimated) pose."""
-    from sim.cell import PartPlacement
-    from sim.defects import build_part_instance, make_defects
-    from sim.geometry import pose_from_xyz_rpy
-    from sim.parts import build_nominal_solid, manifold_to_trimesh
-    from sim.pose_errors import PoseErrorModel
-
-    solid = build_nominal_solid(sc.part.category, sc.part.params)
-    defects = []
-    if plan.kinds:
-        nominal, _ = manifold_to_trimesh(solid)
-        defects = make_defects(
-            nominal, plan.kinds, rng_for(seed, STREAM_DEFECTS, plan.index), sc.defects.sizes_mm
-        )
-    part = build_part_instance(plan.part_id, sc.part.category, solid, defects)
-    pl = sc.part.placement
-    rng = rng_for(seed, STREAM_PLACEMENT, plan.index)
-    # Uniform in a disc of radius position_jitter_mm, yaw uniform in +-yaw_jitter_deg.
-    r = pl.position_jitter_mm * 1e-3 * np.sqrt(rng.random())
-    a = rng.uniform(0, 2 * np.pi)
-    yaw = np.radians(rng.uniform(-pl.yaw_jitter_deg, pl.yaw_jitter_deg))
-    xyz = (pl.position_m[0] + r * np.cos(a), pl.position_m[1] + r * np.sin(a), 0.0)
-    T_base_obj = pose_from_xyz_rpy(xyz, (0.0, 0.0, yaw))
-    oe = sc.errors.object_pose
-    E = PoseErrorModel("object_pose", oe.translation_mm, oe.rotation_deg).sample(
-        rng_for(seed, STREAM_OBJECT_ERROR, plan.index)
-    )
-    return PartPlacement(part, T_base_obj, T_base_obj @ E)
+def close_worker() -> None:
+    """Close this process's cached renderers (Blender worker processes) and scenes."""
+    global _WORKER
+    if _WORKER is not None:
+        _WORKER.close()
+        _WORKER = None
 
 
 @dataclass(frozen=True)
 class SimulatedSample:
-    """A simulated sample: its record and arrays, or ``dropped`` with the reason."""
+    """A simulated sample: its record and arrays, or ``dropped`` (an unreachable viewpoint)
+    or ``failed`` (the capture could not be rendered) with the reason."""
 
     record: dict[str, Any]
     arrays: dict[str, np.ndarray] | None
     dropped: str = ""
+    failed: str = ""
 
 
 def _pose(T: np.ndarray) -> list[list[float]]:
@@ -229,22 +141,27 @@ def _pose(T: np.ndarray) -> list[list[float]]:
 
 
 def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
-    """Simulate sample ``index`` of the scenario: a pure function of its three arguments."""
-    from sim.cell import SimCell
+    """Simulate sample ``index`` of the scenario: a pure function of its three arguments.
 
-    part_plan, view_id = sample_table(sc)[index]
+    A viewpoint the robot cannot reach is ``dropped``; a capture whose render fails (a
+    crashed or hung render worker) is ``failed``, with the reason, and the run goes on.
+    """
+    from sim.render import RenderFailed
+
+    table = sample_table(sc)
+    part_plan, view_id = table[index]
     w = _worker()
-    placement, scene = w.part(sc, seed, part_plan)
-    setup = cell_setup(sc, seed)
-    cell = SimCell(
-        setup, placement, scene, w.renderer, rng_for(seed, STREAM_CAPTURE, part_plan.index, view_id)
-    )
+    cell = w.cell(sc, seed, part_plan, view_id, index / max(1, len(table) - 1))
+    placement, setup = cell.placement, cell.setup
     T_plan = cell.plan_viewpoints()[view_id]
     base = {"id": sample_id(part_plan, view_id), "part_id": part_plan.part_id, "view_id": view_id}
     if not cell.move_to(T_plan):
         where = {"T_base_cam_planned": _pose(T_plan), "T_base_obj": _pose(placement.T_base_obj)}
         return SimulatedSample({**base, **where}, None, dropped=cell.last_failure)
-    cap = cell.capture_pair()
+    try:
+        cap = cell.capture_pair()
+    except RenderFailed as exc:
+        return SimulatedSample({**base, "split": part_plan.split}, None, failed=str(exc))
     part = placement.part
     defects = []
     for i, d in enumerate(part.defects):
@@ -304,8 +221,10 @@ def simulate_task(
 ) -> list[dict[str, Any]]:
     """Simulate and write the given samples (skipping complete ones); returns their outcomes.
 
-    Each outcome is the sample record, or ``{"id", "part_id", "view_id", "dropped": reason}``.
-    A sample directory whose files do not match the checksums in its record is redone.
+    Each outcome is the sample record, ``{"id", "part_id", "view_id", "dropped": reason}``
+    for an unreachable viewpoint, or ``{"id", "part_id", "view_id", "split", "status":
+    "failed", "reason"}`` for a capture that could not be rendered. A sample directory
+    whose files do not match the checksums in its record is redone.
     """
     table = sample_table(sc)
     results: list[dict[str, Any]] = []
@@ -323,6 +242,9 @@ def simulate_task(
         s = run_sample(sc, seed, i)
         if s.dropped:
             results.append({**s.record, "dropped": s.dropped})
+            continue
+        if s.failed:
+            results.append({**s.record, "status": "failed", "reason": s.failed})
             continue
         assert s.arrays is not None
         a = s.arrays
@@ -365,6 +287,8 @@ def _versions() -> dict[str, str]:
         "PyOpenGL",
         "pydantic",
         "opencv-python-headless",
+        "bpy",
+        "OpenEXR",
     ):
         try:
             out[pkg] = metadata.version(pkg)
@@ -460,9 +384,9 @@ def open_out_dir(out: Path, sc: Scenario) -> Iterator[int]:
 
 def simulate(
     sc: Scenario, out: Path, workers: int = 1, progress: bool = True
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Simulate every sample into ``out`` and write ``samples.jsonl``; returns (sample
-    summaries, dropped viewpoints).
+    summaries, dropped viewpoints, failed samples).
 
     Records go to ``samples.jsonl`` as tasks finish, in sample order; only their
     ``rundir.summary`` stays in memory, so memory does not grow with the run's size by more
@@ -480,12 +404,18 @@ def simulate(
         tasks[-1].append(i)
     summaries: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
 
     def keep(outcomes: list[dict[str, Any]], index: TextIO) -> None:
         for r in outcomes:
             if "dropped" in r:
                 keys = ("part_id", "view_id", "T_base_cam_planned", "T_base_obj")
                 dropped.append({**{k: r[k] for k in keys}, "reason": r["dropped"]})
+            elif is_failed(r):
+                # In samples.jsonl too, so the run's index says what happened to every pair;
+                # readers skip it (rundir.is_failed). A rerun tries the sample again.
+                index.write(json.dumps(r) + "\n")
+                failed.append({k: r[k] for k in ("id", "part_id", "view_id", "split", "reason")})
             else:
                 index.write(json.dumps(r) + "\n")
                 summaries.append(summary(r))
@@ -520,7 +450,18 @@ def simulate(
                 raise
             pool.close()
             pool.join()
-    return summaries, dropped
+    if failed:
+        log.warning(failed_summary(failed))
+    return summaries, dropped, failed
+
+
+def failed_summary(failed: Sequence[dict[str, Any]]) -> str:
+    """One short line: how many samples failed to render, and the first reason."""
+    return (
+        f"{len(failed)} sample(s) failed to render and were skipped "
+        f"(first: {failed[0]['id']}: {excerpt(failed[0]['reason'], 120)}); "
+        "see samples.jsonl and the report; a rerun with the same --out retries them"
+    )
 
 
 def dropped_summary(dropped: Sequence[dict[str, Any]], planned: int) -> str:
@@ -767,7 +708,7 @@ def _run_phases(
     manifest: dict[str, Any],
 ) -> None:
     with timer.phase("simulate"):
-        records, dropped = simulate(sc, out, workers=workers, progress=progress)
+        records, dropped, failed = simulate(sc, out, workers=workers, progress=progress)
         if dropped:
             log.warning(dropped_summary(dropped, len(records) + len(dropped)))
         reason = unscored_reason(records)
@@ -802,6 +743,7 @@ def _run_phases(
                 "visible_defect_kinds": dict(sorted(kinds.items())),
             },
             "dropped_viewpoints": {"count": len(dropped), "items": dropped},
+            "failed_samples": {"count": len(failed), "items": failed},
             "unscored_reason": reason,
             "timings_s": {"detectors": {k: _rounded(v) for k, v in det_seconds.items()}},
         }

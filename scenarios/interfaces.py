@@ -107,6 +107,16 @@ class Detector(Protocol):
 
 
 @dataclass(frozen=True)
+class PartPlan:
+    """One physical part of a scenario: its index, id, split and the defect kinds it carries."""
+
+    index: int
+    part_id: str
+    split: str
+    kinds: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RenderOutput:
     """Passes from one render: rgb (H, W, 3) uint8, depth (H, W) float32 metres (0 = miss),
     mask (H, W) bool part foreground, labels (H, W) int32 face-label ids (0 = nominal or

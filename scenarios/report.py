@@ -19,9 +19,9 @@ import numpy as np  # noqa: E402
 
 from scenarios.metrics import METRIC_NAMES  # noqa: E402
 from scenarios.rundir import (  # noqa: E402
-    iter_jsonl,
     load_mask,
     load_png,
+    sample_records,
     summary,
     write_bytes,
     write_text,
@@ -131,7 +131,7 @@ def _read_index(out: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Sample summaries and (N, 3) camera positions in the object frame, read line by line
     from samples.jsonl so a large run's records never sit in memory together."""
     summaries, positions = [], []
-    for r in iter_jsonl(out / "samples.jsonl"):
+    for r in sample_records(out / "samples.jsonl"):
         summaries.append(summary(r))
         positions.append(_relative(r["T_base_obj"], r["T_base_cam"]))
     return summaries, np.asarray(positions, dtype=np.float64).reshape(-1, 3)
@@ -144,6 +144,7 @@ def write_report(out: Path) -> None:
     records, positions = _read_index(out)
     dets = list(metrics)
     dropped = manifest.get("dropped_viewpoints", {}).get("items", [])
+    failed = manifest.get("failed_samples", {}).get("items", [])
     has_test = any(r["split"] == "test" for r in records)
     gallery = gallery_figure(out, records, dets) if has_test else None
     views = viewpoint_figure(out, positions, dropped)
@@ -174,6 +175,7 @@ def write_report(out: Path) -> None:
             or "none",
         ),
         ("dropped viewpoints", str(len(dropped))),
+        ("failed samples (render)", str(len(failed))),
     ]
     md = [f"# twincell run: {sc['name']}", "", sc.get("description", ""), ""]
     if why:
@@ -209,6 +211,11 @@ def write_report(out: Path) -> None:
         md += ["Dropped viewpoints:", ""]
         md += [f"- {d['part_id']} view {d['view_id']}: {d['reason']}" for d in dropped]
         md.append("")
+    if failed:
+        md += ["## Failed samples", ""]
+        md += ["The render of these pairs failed; they are left out of every metric.", ""]
+        md += [f"- {f['id']} ({f['split']}): {f['reason']}" for f in failed]
+        md.append("")
     write_text(out / "report.md", "\n".join(md))
 
     rows_html = "".join(
@@ -221,6 +228,18 @@ def write_report(out: Path) -> None:
     dropped_html = "".join(
         f"<li>{html.escape(d['part_id'])} view {d['view_id']}: {html.escape(d['reason'])}</li>"
         for d in dropped
+    )
+    failed_html = (
+        "<h2>Failed samples</h2><p>The render of these pairs failed; they are left out of "
+        "every metric.</p><ul>"
+        + "".join(
+            f"<li>{html.escape(f['id'])} ({html.escape(f['split'])}): "
+            f"{html.escape(f['reason'])}</li>"
+            for f in failed
+        )
+        + "</ul>"
+        if failed
+        else ""
     )
     gallery_html = (
         "<p>real | twin | ground truth (red) | anomaly maps</p>"
@@ -241,6 +260,7 @@ td:first-child{{text-align:left}}img{{max-width:100%}}
 <h2>Samples</h2>{gallery_html}
 <h2>Viewpoints</h2><img src="{views.relative_to(out).as_posix()}" alt="viewpoints">
 <ul>{dropped_html}</ul>
+{failed_html}
 </body></html>
 """
     write_text(out / "report.html", page)

@@ -259,6 +259,16 @@ def atomic_lines(path: Path) -> Iterator[TextIO]:
         raise
 
 
+def is_failed(record: dict[str, Any]) -> bool:
+    """Whether a samples.jsonl line records a sample that failed to render (no files)."""
+    return record.get("status") == "failed"
+
+
+def sample_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of samples.jsonl that have images (failed samples skipped), streamed."""
+    return (r for r in iter_jsonl(path) if not is_failed(r))
+
+
 def summary(record: dict[str, Any]) -> dict[str, Any]:
     """What the engine and the report keep of a sample record in memory: ids, split, label,
     and each defect's kind and visible pixels (the poses and checksums stay on disk)."""
@@ -342,4 +352,4 @@ def load_samples(run_dir: Path, split: str | None = None) -> list[Sample]:
     path = Path(run_dir) / "samples.jsonl"
     if not path.is_file():
         raise RunDirError(f"{run_dir}: no samples.jsonl; is this a twincell run directory?")
-    return [load_sample(run_dir, r) for r in read_jsonl(path) if split in (None, r["split"])]
+    return [load_sample(run_dir, r) for r in sample_records(path) if split in (None, r["split"])]

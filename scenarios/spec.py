@@ -50,6 +50,7 @@ MAX_SEED = 2**31 - 1
 Num = Annotated[float, NoCoercion()]
 Count = Annotated[int, NoCoercion()]
 Text = Annotated[str, NoCoercion()]
+Flag = Annotated[bool, NoCoercion()]
 
 
 def _bounded(lo: float, hi: float) -> Any:
@@ -67,6 +68,29 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+class SensorSpec(Strict):
+    """The real camera's sensor and optics (sim.render.camera_model.SensorModel); the twin's
+    camera is ideal. Noise is given in 8-bit levels: a machine-vision camera shows 1-3 at
+    mid-grey."""
+
+    exposure: Num = Field(0.05, ge=0.0, le=0.5)
+    white_balance: Num = Field(0.02, ge=0.0, le=0.3)
+    vignetting: Num = Field(0.2, ge=0.0, le=0.9)
+    psf_px: Num = Field(0.6, ge=0.0, le=5.0)
+    motion_blur_px: Num = Field(0.0, ge=0.0, le=30.0)
+    noise_sigma: Num = Field(2.0, ge=0.0, le=10.0)
+    read_noise: Num = Field(0.8, ge=0.0, le=10.0)
+
+    @model_validator(mode="after")
+    def _read_below_total(self) -> SensorSpec:
+        if self.read_noise > self.noise_sigma:
+            raise ValueError(
+                f"read_noise ({self.read_noise:g}) must be <= noise_sigma ({self.noise_sigma:g}):"
+                " read noise is the part of the mid-grey noise left in the dark"
+            )
+        return self
+
+
 class CameraSpec(Strict):
     """Pinhole camera: image size in pixels and horizontal field of view in degrees."""
 
@@ -77,6 +101,7 @@ class CameraSpec(Strict):
     hfov_deg: Num = Field(32.0, ge=5.0, le=120.0)
     # OpenCV (k1, k2, p1, p2, k3); all zero is a pinhole camera. Real and twin share it.
     distortion: tuple[Num, Num, Num, Num, Num] = (0.0, 0.0, 0.0, 0.0, 0.0)
+    sensor: SensorSpec = SensorSpec()
 
     @field_validator("distortion", mode="before")
     @classmethod
@@ -216,33 +241,62 @@ class PoseErrorSpec(Strict):
 
 
 class ErrorsSpec(Strict):
-    """Named pose-error sources (sim.pose_errors): robot, hand-eye, object pose."""
+    """Named pose-error sources (sim.pose_errors): robot, hand-eye, object pose.
 
-    robot: PoseErrorSpec = PoseErrorSpec()
-    hand_eye: PoseErrorSpec = PoseErrorSpec()
-    object_pose: PoseErrorSpec = PoseErrorSpec()
+    The defaults are what real cells have (docs/scenarios.md gives the sources): robot
+    repeatability from the arm's data sheet, hand-eye calibration error as reported for
+    OpenCV's solvers, and the error of a template-matching object pose estimate.
+    """
+
+    robot: PoseErrorSpec = PoseErrorSpec(translation_mm=0.05, rotation_deg=0.01)
+    hand_eye: PoseErrorSpec = PoseErrorSpec(translation_mm=1.0, rotation_deg=0.2)
+    object_pose: PoseErrorSpec = PoseErrorSpec(translation_mm=2.0, rotation_deg=1.0)
 
 
 class AppearanceSpec(Strict):
-    """The benign real-vs-twin appearance gap (see sim.appearance.AppearanceGap)."""
+    """The benign real-vs-twin appearance gap (see sim.appearance.AppearanceGap): the part's
+    material, the station's lighting, world, bench and clutter."""
 
-    color_jitter: Num = Field(0.05, ge=0.0, le=0.5)
-    metallic: tuple[Num, Num] = (0.2, 0.5)
-    roughness: tuple[Num, Num] = (0.35, 0.6)
+    material: Literal[
+        "machined_aluminium",
+        "machined_steel",
+        "milled_aluminium",
+        "cast_iron",
+        "cast_aluminium",
+        "polymer_opaque",
+        "polymer_translucent",
+    ] = "machined_aluminium"
+    finish_jitter: Num = Field(0.05, ge=0.0, le=0.5)
+    environment: Literal["none", "studio", "workshop"] = "workshop"
     light_jitter_deg: Num = Field(20.0, ge=0.0, le=90.0)
-    light_intensity: tuple[Num, Num] = (2.5, 3.5)
+    light_intensity: tuple[Num, Num] = (4.0, 6.0)
+    light_drift_deg: Num = Field(0.0, ge=0.0, le=180.0)
+    table: Literal["brushed_steel", "wood", "rubber_mat"] = "brushed_steel"
     table_jitter: Num = Field(0.08, ge=0.0, le=0.5)
-    exposure: Num = Field(0.08, ge=0.0, le=0.9)
-    noise_sigma: Num = Field(2.0, ge=0.0, le=50.0)
+    clutter: Count = Field(6, ge=0, le=20)
 
     @model_validator(mode="after")
     def _ranges(self) -> AppearanceSpec:
-        for name in ("metallic", "roughness", "light_intensity"):
-            lo, hi = getattr(self, name)
-            top = 1.0 if name != "light_intensity" else 100.0
-            if not 0.0 <= lo <= hi <= top:
-                raise ValueError(f"{name}: need 0 <= min <= max <= {top:g}, got [{lo}, {hi}]")
+        lo, hi = self.light_intensity
+        if not 0.0 < lo <= hi <= 100.0:
+            raise ValueError(f"light_intensity: need 0 < min <= max <= 100 W, got [{lo}, {hi}]")
         return self
+
+
+class RenderSpec(Strict):
+    """Which backend renders each side, and the path tracer's quality.
+
+    ``pyrender`` is the fast raster default; ``blender`` is Cycles on the CPU in a worker
+    process (photoreal, about a second a frame). ``samples`` and ``denoise`` apply to
+    Blender; a frame that takes longer than ``timeout_s`` is abandoned and its sample
+    recorded as failed.
+    """
+
+    real: Literal["pyrender", "blender"] = "pyrender"
+    twin: Literal["pyrender", "blender"] = "pyrender"
+    samples: Count = Field(16, ge=1, le=4096)
+    denoise: Flag = True
+    timeout_s: Num = Field(120.0, ge=1.0, le=3600.0)
 
 
 class DetectorSpec(Strict):
@@ -275,6 +329,7 @@ class Scenario(Strict):
     split: SplitSpec = SplitSpec()
     errors: ErrorsSpec = ErrorsSpec()
     appearance: AppearanceSpec = AppearanceSpec()
+    render: RenderSpec = RenderSpec()
     detectors: tuple[DetectorSpec, ...] = Field(
         (
             DetectorSpec(name="rgb_residual"),

@@ -12,19 +12,17 @@ Pose bookkeeping for one capture (all 4x4, base frame):
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
-import trimesh
 
 from scenarios.interfaces import Observation, RenderOutput
-from sim.appearance import AppearanceGap, Look, apply_sensor, real_look, twin_look
+from sim.appearance import TWIN_PART, Look, Station, scratch_finish, table_mesh, twin_look
 from sim.defects import PartInstance
 from sim.geometry import depth_to_points, invert_pose, transform_points
 from sim.pose_errors import PoseErrorModel
-from sim.pyrender_backend import PyrenderRenderer
-from sim.render import Material, MeshItem, RenderScene
+from sim.render import Material, MeshItem, Renderer, RenderScene
+from sim.render.camera_model import SensorModel, apply_camera, draw_capture
 from sim.robot_scene import RobotScene
 from sim.viewpoints import plan_viewpoints
 
@@ -56,7 +54,9 @@ class ViewpointPlan:
 
 @dataclass(frozen=True)
 class CellSetup:
-    """What stays fixed in a run: robot, camera, hand-eye (true and believed), plans, gaps."""
+    """What stays fixed in a run: robot, camera, hand-eye (true and believed), plans, and
+    the real station (lights, world, bench, clutter) and sensor. Without a ``station`` the
+    real capture has the twin's look and an ideal camera (no reality gap)."""
 
     robot: str
     camera: CameraModel
@@ -64,16 +64,19 @@ class CellSetup:
     T_ee_cam_believed: np.ndarray
     viewpoints: ViewpointPlan
     robot_error: PoseErrorModel
-    appearance: AppearanceGap = field(default_factory=AppearanceGap)
+    station: Station | None = None
+    sensor: SensorModel | None = field(default_factory=SensorModel)
 
 
 @dataclass(frozen=True)
 class PartPlacement:
-    """A part on the table: the instance, its true pose and the pose the system believes."""
+    """A part on the table: the instance, its true pose, the pose the system believes, and
+    the material this instance is made of (its finish is seeded per instance)."""
 
     part: PartInstance
     T_base_obj: np.ndarray
     T_base_obj_twin: np.ndarray
+    finish: Material = TWIN_PART
 
     @property
     def center_obj(self) -> np.ndarray:
@@ -100,33 +103,36 @@ class Capture:
 def _part_items(
     key: str, placement: PartPlacement, look: Look, defective: bool, T_base_obj: np.ndarray
 ) -> list[MeshItem]:
+    """The bench, the clutter and the part (defective or nominal) with ``look``'s materials.
+
+    In a look that draws texture defects, a scratch's faces get the scratch finish (grooves
+    along the scratch); otherwise they keep the part's material.
+    """
     part = placement.part
-    table_mesh = _table_mesh()
-    items = [MeshItem("table", table_mesh, np.eye(4), {0: look.table}, is_part=False)]
+    items = [MeshItem("table", table_mesh(), np.eye(4), {0: look.table}, is_part=False)]
+    items.extend(look.clutter)
     if defective:
         materials: dict[int, Material] = {0: look.part}
         for i, d in enumerate(part.defects):
-            materials[i + 1] = look.scratch if (d.appearance and look.scratch) else look.part
+            if d.appearance == "scratch" and look.texture_defects:
+                width_mm = d.tool.size_m[1] * 1e3
+                materials[i + 1] = scratch_finish(look.part, d.tool.T_obj_tool[:3, 0], width_mm)
+            else:
+                materials[i + 1] = look.part
         items.append(MeshItem(key, part.mesh, T_base_obj, materials, part.face_labels))
     else:
         items.append(MeshItem(key, part.nominal, T_base_obj, {0: look.part}))
     return items
 
 
-@functools.lru_cache(maxsize=1)
-def _table_mesh() -> trimesh.Trimesh:
-    """A 2.4 m square, 2 cm thick table whose top is the base plane z = 0."""
-    table = trimesh.creation.box((2.4, 2.4, 0.02))
-    table.apply_translation((0.45, 0.0, -0.01))
-    return table
-
-
 class SimCell:
     """A simulated cell for one part placement; ``rng`` drives every capture-time draw.
 
-    Heavy objects (PyBullet scene, GL renderer) are passed in so a worker can reuse them;
-    the cell itself is cheap, so the engine makes one per sample and stays a pure function
-    of (scenario, seed, sample index).
+    Heavy objects (PyBullet scene, renderers) are passed in so a worker can reuse them; the
+    cell itself is cheap, so the engine makes one per sample and stays a pure function of
+    (scenario, seed, sample index). ``renderer`` draws the real capture and its ground
+    truth, ``twin_renderer`` (default: the same) the twin; ``progress`` (0-1) is how far the
+    run has got, for the station's slow drift.
     """
 
     def __init__(
@@ -134,14 +140,18 @@ class SimCell:
         setup: CellSetup,
         placement: PartPlacement,
         robot: RobotScene,
-        renderer: PyrenderRenderer,
+        renderer: Renderer,
         rng: np.random.Generator,
+        twin_renderer: Renderer | None = None,
+        progress: float = 0.0,
     ) -> None:
         self.setup = setup
         self.placement = placement
         self._robot = robot
         self._renderer = renderer
+        self._twin_renderer = twin_renderer or renderer
         self._rng = rng
+        self._progress = progress
         self._T_base_ee: np.ndarray | None = None
         self._last: Capture | None = None
         self.last_failure = ""
@@ -171,20 +181,32 @@ class SimCell:
         return self._T_base_ee
 
     def capture_pair(self) -> Capture:
-        """Capture the real image, render the twin and the exact ground truth, in that order."""
+        """Capture the real image, render the twin and the exact ground truth, in that order.
+
+        Raises ``sim.render.RenderFailed`` when a renderer cannot produce a frame.
+        """
         T_base_ee = self._require_pose()
         setup, pl = self.setup, self.placement
         cam = setup.camera
         center = transform_points(pl.T_base_obj, pl.center_obj[None])[0]
         E_robot = setup.robot_error.sample(self._rng)
         T_base_cam = T_base_ee @ E_robot @ setup.T_ee_cam
-        look = real_look(center, setup.appearance, self._rng)
-        real_out = self._render(look, True, pl.T_base_obj, T_base_cam)
-        rgb = apply_sensor(real_out.rgb, look, self._rng)
+        if setup.station is not None:
+            look = setup.station.look(pl.finish, center, self._progress)
+        else:
+            look = twin_look(center)
+        capture = draw_capture(setup.sensor, self._rng) if setup.sensor else None
+        seed = int(self._rng.integers(0, 2**31 - 1))
+        real_out = self._render(self._renderer, look, True, pl.T_base_obj, T_base_cam, seed=seed)
+        rgb = real_out.rgb
+        if setup.sensor is not None and capture is not None:
+            rgb = apply_camera(rgb, setup.sensor, capture, self._rng)
         real = Observation(rgb, cam.K.copy(), T_base_cam, depth=real_out.depth, dist=cam.dist)
 
         T_base_cam_twin = T_base_ee @ setup.T_ee_cam_believed
-        twin_out = self._render(twin_look(center), False, pl.T_base_obj_twin, T_base_cam_twin)
+        twin_out = self._render(
+            self._twin_renderer, twin_look(center), False, pl.T_base_obj_twin, T_base_cam_twin
+        )
         twin = Observation(
             twin_out.rgb, cam.K.copy(), T_base_cam_twin, depth=twin_out.depth, dist=cam.dist
         )
@@ -195,18 +217,22 @@ class SimCell:
 
     def _render(
         self,
+        renderer: Renderer,
         look: Look,
         defective: bool,
         T_base_obj: np.ndarray,
         T_base_cam: np.ndarray,
         depth_only: bool = False,
+        seed: int = 0,
     ) -> RenderOutput:
-        """Render the part (defective or nominal) on the table with ``look``."""
+        """Render the part (defective or nominal) on the bench with ``look``."""
         pl, cam = self.placement, self.setup.camera
         key = f"{pl.part.part_id}/{pl.part.content_key}/" + ("real" if defective else "nominal")
         items = _part_items(key, pl, look, defective, T_base_obj)
-        scene = RenderScene(tuple(items), look.lights, look.background)
-        return self._renderer.render(
+        scene = RenderScene(
+            tuple(items), look.lights, look.background, look.ambient, look.environment, seed
+        )
+        return renderer.render(
             scene, cam.K, cam.image_size, T_base_cam, depth_only=depth_only, dist=cam.dist
         )
 
@@ -228,7 +254,12 @@ class SimCell:
         removing = [i for i, d in enumerate(defects) if d.op == "remove"]
         if removing:
             nom = self._render(
-                twin_look(np.zeros(3)), False, pl.T_base_obj, T_base_cam, depth_only=True
+                self._renderer,
+                twin_look(np.zeros(3)),
+                False,
+                pl.T_base_obj,
+                T_base_cam,
+                depth_only=True,
             )
             pts_cam, hit_mask = depth_to_points(nom.depth, cam.K, cam.dist)
             pts_obj = transform_points(invert_pose(pl.T_base_obj) @ T_base_cam, pts_cam)

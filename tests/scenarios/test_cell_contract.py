@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from scenarios.checks import check_cell
-from scenarios.engine import STREAM_CAPTURE, build_placement, cell_setup, plan_parts, rng_for
+from scenarios.engine import plan_parts
 from scenarios.spec import load_scenario
 from sim.cell import SimCell
+from sim.factory import STREAM_CAPTURE, build_placement, cell_setup, rng_for
 from sim.render.pyrender_backend import PyrenderRenderer
 from sim.robot_scene import RobotScene
 

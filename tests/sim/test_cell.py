@@ -16,6 +16,7 @@ import pytest
 from scenarios import engine
 from scenarios.interfaces import DefectRecord
 from scenarios.spec import Scenario, load_scenario, parse_scenario
+from sim import factory
 from sim.cell import Capture, PartPlacement, SimCell
 from sim.defects import Defect, Tool, build_part_instance
 from sim.geometry import (
@@ -56,7 +57,7 @@ def _placement(
 ) -> PartPlacement:
     """The engine's placement of part ``index`` (its seeds), under a test-unique part id."""
     plan = engine.PartPlan(index, part_id, "test", kinds)
-    placement: PartPlacement = engine.build_placement(sc, sc.seed if seed is None else seed, plan)
+    placement: PartPlacement = factory.build_placement(sc, sc.seed if seed is None else seed, plan)
     return placement
 
 
@@ -66,7 +67,7 @@ def _cell(
 ) -> Iterator[SimCell]:
     with RobotScene(sc.cell.robot, placement.T_base_obj, placement.part.nominal.bounds) as scene:
         yield SimCell(
-            engine.cell_setup(sc, sc.seed),
+            factory.cell_setup(sc, sc.seed),
             placement,
             scene,
             renderer,
