@@ -77,7 +77,11 @@ def test_defaults_fill_in() -> None:
     assert sc.part.params["flange_width_mm"] == 80.0  # the family defaults, resolved
     assert set(sc.defects.kinds) == {"bulge", "hole", "scratch", "sink"}
     assert sc.split.train_normal >= 1
-    assert sc.errors.robot.translation_mm == 0.0
+    # Realistic pose errors by default (docs/scenarios.md gives the sources).
+    assert sc.errors.robot.translation_mm == 0.05
+    assert sc.errors.hand_eye.translation_mm == 1.0
+    assert (sc.errors.object_pose.translation_mm, sc.errors.object_pose.rotation_deg) == (2, 1)
+    assert (sc.render.real, sc.render.twin) == ("pyrender", "pyrender")
     assert [d.name for d in sc.detectors] == ["rgb_residual", "gradient_residual", "ssim_residual"]
 
 
@@ -302,9 +306,21 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
     ("bad-name", {"name": "has space"}, "name", ("pattern",)),
     (
         "appearance-range",
-        {"name": "x", "appearance": {"metallic": [0.8, 0.2]}},
+        {"name": "x", "appearance": {"light_intensity": [8, 2]}},
         "appearance",
-        ("metallic", "0 <= min <= max <= 1"),
+        ("light_intensity", "0 < min <= max <= 100"),
+    ),
+    (
+        "render-backend",
+        {"name": "x", "render": {"real": "blendr"}},
+        "render.real",
+        ("pyrender", "blender"),
+    ),
+    (
+        "read-noise-above-total",
+        {"name": "x", "cell": {"camera": {"sensor": {"noise_sigma": 1.0, "read_noise": 2.0}}}},
+        "cell.camera.sensor",
+        ("read_noise", "noise_sigma"),
     ),
 ]
 
