@@ -32,13 +32,16 @@ done
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-  echo "twincell needs Python 3.11 (bpy, next, needs it too); found $("$PY" --version 2>&1)." >&2
+  echo "twincell needs Python 3.11 (bpy, the Blender backend, is built for it); found $("$PY" --version 2>&1)." >&2
   echo "Set PYTHON=/path/to/python3.11 and rerun." >&2
   exit 1
 fi
 
 # Headless rendering: pyrender uses EGL from Mesa (software rasteriser, no GPU needed).
 DEB_PKGS=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libglib2.0-0)
+# bpy (Blender as a module, the photoreal backend) links against these X11 client libraries
+# even when it renders headless with Cycles on the CPU.
+DEB_PKGS+=(libx11-6 libxrender1 libxfixes3 libxi6 libxkbcommon0 libsm6 libice6 libxext6 libxxf86vm1)
 # open3d's wheel links against libusb.
 ((want_3d)) && DEB_PKGS+=(libusb-1.0-0)
 missing=()
