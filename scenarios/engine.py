@@ -425,9 +425,12 @@ def simulate(
         tqdm(total=len(table), desc="simulate", unit="pair", disable=not progress) as bar,
     ):
         if workers <= 1 or len(tasks) <= 1:
-            for idx in tasks:
-                keep(simulate_task(sc, sc.seed, idx, out), index)
-                bar.update(len(idx))
+            try:
+                for idx in tasks:
+                    keep(simulate_task(sc, sc.seed, idx, out), index)
+                    bar.update(len(idx))
+            finally:
+                close_worker()  # no render worker process outlives the simulation
         else:
             # spawn, not fork: a forked child would inherit the parent's GL/EGL state.
             ctx = multiprocessing.get_context("spawn")

@@ -1,0 +1,93 @@
+"""A whole run with the Blender "real" backend, and a render worker killed in the middle.
+
+The worker is SIGKILLed while it renders (its CPU time is rising): that one sample is
+recorded as failed with the reason, the worker restarts, and the run completes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from scenarios.engine import close_worker, run_scenario
+from scenarios.report import write_report
+from scenarios.rundir import iter_jsonl
+from scenarios.spec import load_scenario, parse_scenario
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("bpy", reason="bpy (Blender) is not installed; run bash scripts/setup.sh")
+
+
+def _blender_workers() -> list[int]:
+    """Pids of this process's Blender worker children."""
+    me, pids = os.getpid(), []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (d / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == me and b"sim.render.blender.worker" in cmd:
+            pids.append(int(d.name))
+    return pids
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _kill_while_rendering(killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the first Blender worker seen busy after it rendered a few frames."""
+    first_seen = None
+    while not stop.is_set():
+        pids = _blender_workers()
+        if pids:
+            first_seen = first_seen or time.monotonic()
+            if time.monotonic() - first_seen > 4.0:  # past start-up and the first frames
+                pid = pids[0]
+                try:
+                    a = _cpu_ticks(pid)
+                    time.sleep(0.03)
+                    if _cpu_ticks(pid) > a:  # busy: a frame is in flight
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                        return
+                except OSError:
+                    pass
+        time.sleep(0.01)
+
+
+def test_blender_run_survives_a_killed_worker(tmp_path: Path) -> None:
+    data = load_scenario("tiny").model_dump(mode="json")
+    data["render"] = {"real": "blender", "twin": "pyrender", "samples": 4}
+    sc = parse_scenario(data, "test")
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_while_rendering, args=(killed, stop), daemon=True)
+    killer.start()
+    out = tmp_path / "run"
+    try:
+        run_scenario(sc, out, workers=1, progress=False, report=write_report)
+    finally:
+        stop.set()
+        killer.join()
+        close_worker()
+    assert killed, "the worker was never seen rendering"
+    lines = list(iter_jsonl(out / "samples.jsonl"))
+    failed = [r for r in lines if r.get("status") == "failed"]
+    assert len(failed) == 1
+    assert "blender worker" in failed[0]["reason"]
+    assert len(lines) - len(failed) >= 3  # the others were captured, after a restart too
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["failed_samples"]["count"] == 1
+    assert "failed samples (render)**: 1" in (out / "report.md").read_text()
+    assert not _blender_workers()  # closed with the run's worker
