@@ -216,11 +216,22 @@ class Station:
             self.table,
             (key, fill),
             TWIN_BACKGROUND,
-            (0.12, 0.12, 0.12),
+            _ambient(self.environment),
             self.environment,
             self.clutter,
             texture_defects=True,
         )
+
+
+#: Flat ambient light standing in for each world in raster backends (pyrender has no
+#: environment lighting: without it a metal part shows its highlights only). Path tracers
+#: light the scene with the world itself and ignore it.
+WORLD_AMBIENT = {"none": 0.12, "studio": 0.25, "workshop": 0.3}
+
+
+def _ambient(env: Environment) -> tuple[float, float, float]:
+    a = WORLD_AMBIENT[env.kind] * env.strength
+    return (a, a, a)
 
 
 def _tilted(d: np.ndarray, max_deg: float, rng: np.random.Generator) -> np.ndarray:
@@ -290,6 +301,8 @@ def make_clutter(
     """
     items: list[MeshItem] = []
     tan_e = np.tan(np.radians(max(min_elevation_deg, 3.0)))
+    # Renderers cache meshes by key: a key names one mesh, so it carries the station's draw.
+    tag = f"{int(rng.integers(0, 2**31 - 1)):08x}"
     for i in range(n):
         d_edge = float(rng.uniform(0.03, 0.25))
         h_max = min(0.08, 0.6 * d_edge * tan_e)
@@ -315,7 +328,7 @@ def make_clutter(
         pos = np.asarray(center, dtype=np.float64) + np.array([r * np.cos(a), r * np.sin(a), 0.0])
         pos[2] = 0.0
         T = make_pose(rotation_matrix(np.array([0.0, 0.0, yaw])), pos)
-        items.append(MeshItem(f"clutter{i}", mesh, T, {0: mat}, is_part=False))
+        items.append(MeshItem(f"clutter-{tag}-{i}", mesh, T, {0: mat}, is_part=False))
     return tuple(items)
 
 
