@@ -7,12 +7,14 @@ Memory: a 64 x 64, 1-sample loop with a moving camera that switches between two 
 gives the part a new material every frame, as the real look does), printing the worker's RSS
 (/proc/<pid>/status VmRSS) every 100 frames and its growth from frame 100 (goal < 10 %).
 
-Speed: a flange bearing seat on the cell's table (2.4 m, the twin look's materials) under
-one area light, at 256 x 256 and 504 x 504 with the renderer's default quality (16 samples,
-OIDN denoising; settings printed), each next to ``bpy.ops.render.render()`` timed inside the
-worker on the same scene (no IPC, no image files, no readback): the testbed's overhead over
-bare Blender (goals: < 1 s per 256 x 256 frame, within 1.2x of bare). Wall seconds depend on
-what else runs on the machine, so the worker's CPU seconds per frame are printed too.
+Speed: the "real" frame of the bundled ``r2t-flange`` scenario (a defective flange with a
+hole and a scratch in its seeded machined-aluminium finish, the station's key and fill area
+lights, workshop world, brushed-steel bench and clutter), from its planned viewpoints, at
+256 x 256 and 504 x 504 with the scenario's render settings (settings printed), each next
+to ``bpy.ops.render.render()`` timed inside the worker on the same scene (no IPC, no image
+files, no readback): the testbed's overhead over bare Blender (goals: < 1 s per 256 x 256
+frame, within 1.2x of bare). Wall seconds depend on what else runs on the machine, so the
+worker's CPU seconds per frame are printed too.
 """
 
 from __future__ import annotations
@@ -123,29 +125,56 @@ def memory_loop(frames: int, threads: int) -> None:
                 )
 
 
-def speed(sizes: list[int], frames: int, threads: int, samples: int, denoise: bool) -> None:
+def _real_scene(seed: int = 0) -> tuple[RenderScene, list[np.ndarray]]:
+    """The r2t-flange "real" scene of a defective part, and the part's viewpoints."""
+    from scenarios.interfaces import PartPlan
+    from scenarios.spec import load_scenario
+    from sim.cell import _part_items
+    from sim.factory import build_placement, cell_setup
+    from sim.geometry import transform_points
+    from sim.viewpoints import plan_viewpoints
+
+    sc = load_scenario("r2t-flange")
+    setup = cell_setup(sc, seed)
+    pl = build_placement(sc, seed, PartPlan(4, "bench-part", "test", ("hole", "scratch")))
+    center = transform_points(pl.T_base_obj, pl.center_obj[None])[0]
+    look = setup.station.look(pl.finish, center, 0.0)
+    items = _part_items("bench-part/real", pl, look, True, pl.T_base_obj)
+    scene = RenderScene(
+        tuple(items), look.lights, look.background, look.ambient, look.environment, seed=1
+    )
+    vp = setup.viewpoints
+    views = plan_viewpoints(
+        center, vp.radius_m, vp.subdivisions, vp.elevation_min_deg, vp.elevation_max_deg
+    )
+    return scene, [v.T_base_cam for v in views]
+
+
+def speed(sizes: list[int], frames: int, threads: int, samples: int | None, denoise: bool) -> None:
     """Seconds per frame (wall and worker CPU) next to bare bpy renders of the same scene."""
-    parts, table = _parts(), _table()
-    key = next(iter(parts))
-    scene = _scene(key, parts[key], twin_look(PART_AT).part, table)
-    with BlenderRenderer(samples=samples, denoise=denoise, threads=threads) as r:
+    from scenarios.spec import load_scenario
+
+    scene, cams = _real_scene()
+    rs = load_scenario("r2t-flange").render
+    n_samples = samples or rs.samples
+    with BlenderRenderer(samples=n_samples, denoise=denoise, threads=threads) as r:
         s = r.settings
         print(
             f"settings: {s.samples} samples (adaptive, threshold {s.adaptive_threshold}), "
-            f"denoise {'OIDN, fast prefilter' if s.denoise else 'off'}, max bounces "
-            f"{s.max_bounces}, view {s.view_transform}, threads "
+            f"denoise {'OIDN, fast prefilter, fast quality' if s.denoise else 'off'}, max "
+            f"bounces {s.max_bounces}, view {s.view_transform}, threads "
             f"{s.threads or f'auto ({os.cpu_count()} cores)'}, persistent data on",
             flush=True,
         )
         for n in sizes:
-            K = intrinsics_from_fov(n, n, np.radians(45.0))
+            K = intrinsics_from_fov(n, n, np.radians(32.0))
             for i in range(2):  # warm-up: worker start, mesh upload, kernel and shader setup
-                r.render(scene, K, (n, n), _camera(i))
+                r.render(scene, K, (n, n), cams[i % len(cams)])
             pid = r.worker_pid
             assert pid is not None
             c0, t0 = _cpu_s(pid), time.perf_counter()
             for i in range(frames):
-                r.render(scene, K, (n, n), _camera(2 + i))
+                r.render(scene, K, (n, n), cams[(2 + i) % len(cams)])
             wall = (time.perf_counter() - t0) / frames
             cpu = (_cpu_s(pid) - c0) / frames
             c0 = _cpu_s(pid)
@@ -166,7 +195,7 @@ def main() -> None:
     ap.add_argument("--speed-frames", type=int, default=5, help="timed frames per size")
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 504])
     ap.add_argument("--threads", type=int, default=0, help="Cycles threads (0: all cores)")
-    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--samples", type=int, default=None, help="default: the scenario's")
     ap.add_argument("--no-denoise", action="store_true")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)

@@ -94,6 +94,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"run: {out}  ({c['train']} train pairs, {c['test_normal'] + c['test_anomalous']} "
         f"test pairs, {c['test_anomalous']} anomalous, "
         f"{manifest['dropped_viewpoints']['count']} viewpoints dropped, "
+        f"{manifest['failed_samples']['count']} failed, "
         f"{manifest['timings_s']['total']:.1f} s)"
     )
     for name, m in metrics.items():

@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import platform
 import signal
@@ -31,7 +32,14 @@ import numpy as np
 from tqdm import tqdm
 
 import detectors
-from scenarios.interfaces import PartPlan, RunDirError, Sample, excerpt
+from scenarios.interfaces import (
+    CaptureFailed,
+    PartPlan,
+    RunDirError,
+    Sample,
+    SpecError,
+    excerpt,
+)
 from scenarios.metrics import METRIC_NAMES, PixelMetrics, auroc, average_precision, f1_max
 from scenarios.rundir import (
     atomic_lines,
@@ -105,6 +113,8 @@ def sample_id(part: PartPlan, view_id: int) -> str:
 
 
 _WORKER: Any = None
+#: Threads each render worker may use (0: all cores); a pool shares the cores out.
+_RENDER_THREADS = 0
 
 
 def _worker() -> Any:
@@ -113,7 +123,7 @@ def _worker() -> Any:
     if _WORKER is None:
         from sim.factory import SimWorker
 
-        _WORKER = SimWorker()
+        _WORKER = SimWorker(render_threads=_RENDER_THREADS)
     return _WORKER
 
 
@@ -146,8 +156,6 @@ def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
     A viewpoint the robot cannot reach is ``dropped``; a capture whose render fails (a
     crashed or hung render worker) is ``failed``, with the reason, and the run goes on.
     """
-    from sim.render import RenderFailed
-
     table = sample_table(sc)
     part_plan, view_id = table[index]
     w = _worker()
@@ -160,7 +168,7 @@ def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
         return SimulatedSample({**base, **where}, None, dropped=cell.last_failure)
     try:
         cap = cell.capture_pair()
-    except RenderFailed as exc:
+    except CaptureFailed as exc:
         return SimulatedSample({**base, "split": part_plan.split}, None, failed=str(exc))
     part = placement.part
     defects = []
@@ -266,10 +274,15 @@ def _task(args: tuple[Scenario, int, Sequence[int], Path]) -> list[dict[str, Any
     return simulate_task(*args)
 
 
-def _pool_worker_init() -> None:
+def _pool_worker_init(render_threads: int) -> None:
     # Ctrl-C reaches every process of the terminal's process group. Workers ignore it: the
     # parent alone decides, terminates the pool and reports one line, no worker tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _RENDER_THREADS
+    _RENDER_THREADS = render_threads
+    # A worker that exits normally closes its render workers (Blender processes) and their
+    # frame directories; one that is terminated takes them along by the parent-death signal.
+    multiprocessing.util.Finalize(None, close_worker, exitpriority=10)
 
 
 def _versions() -> dict[str, str]:
@@ -438,7 +451,10 @@ def simulate(
             # ignored SIGINT ignored), so a Ctrl-C while they import prints no traceback.
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
-                pool = ctx.Pool(min(workers, len(tasks)), initializer=_pool_worker_init)
+                n = min(workers, len(tasks))
+                # Each process's path tracer gets its share of the cores, not all of them.
+                threads = max(1, (os.cpu_count() or 1) // n)
+                pool = ctx.Pool(n, initializer=_pool_worker_init, initargs=(threads,))
             finally:
                 signal.signal(signal.SIGINT, previous)
             try:
@@ -651,6 +667,19 @@ class PhaseTimer:
         return time.perf_counter() - self.start
 
 
+def check_backends(sc: Scenario) -> None:
+    """Refuse, before anything is written, a scenario whose render backend is not installed
+    (SpecError naming the field and what to install)."""
+    import importlib.util
+
+    for side in ("real", "twin"):
+        if getattr(sc.render, side) == "blender" and importlib.util.find_spec("bpy") is None:
+            raise SpecError(
+                f"render.{side}: blender needs bpy (Blender as a Python module), which is not "
+                "installed; run `bash scripts/setup.sh` or choose pyrender"
+            )
+
+
 def run_scenario(
     sc: Scenario,
     out: Path,
@@ -666,6 +695,7 @@ def run_scenario(
     every step, the report included, succeeded.
     """
     timer = PhaseTimer()
+    check_backends(sc)
     with ExitStack() as stack:
         with timer.phase("prepare"):
             leftovers = stack.enter_context(open_out_dir(out, sc))

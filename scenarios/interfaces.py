@@ -299,6 +299,11 @@ class GeometryError(TwincellError):
     """A geometric construction failed (degenerate pose, failed boolean, empty mesh)."""
 
 
+class CaptureFailed(TwincellError):
+    """One capture could not be made (a crashed or hung render worker, a camera timeout):
+    the engine records that sample as failed, with this one-line message, and goes on."""
+
+
 class RunDirError(TwincellError):
     """The output directory cannot be used (holds another run, not writable, damaged)."""
 

@@ -269,7 +269,7 @@ class AppearanceSpec(Strict):
     finish_jitter: Num = Field(0.05, ge=0.0, le=0.5)
     environment: Literal["none", "studio", "workshop"] = "workshop"
     light_jitter_deg: Num = Field(20.0, ge=0.0, le=90.0)
-    light_intensity: tuple[Num, Num] = (4.0, 6.0)
+    light_intensity: tuple[Num, Num] = (2.5, 3.5)
     light_drift_deg: Num = Field(0.0, ge=0.0, le=180.0)
     table: Literal["brushed_steel", "wood", "rubber_mat"] = "brushed_steel"
     table_jitter: Num = Field(0.08, ge=0.0, le=0.5)
@@ -294,7 +294,7 @@ class RenderSpec(Strict):
 
     real: Literal["pyrender", "blender"] = "pyrender"
     twin: Literal["pyrender", "blender"] = "pyrender"
-    samples: Count = Field(16, ge=1, le=4096)
+    samples: Count = Field(8, ge=1, le=4096)
     denoise: Flag = True
     timeout_s: Num = Field(120.0, ge=1.0, le=3600.0)
 
@@ -404,7 +404,11 @@ class Scenario(Strict):
 
     def digest(self) -> str:
         """A short hash of the resolved scenario: equal digests mean identical runs."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        data = self.model_dump(mode="json")
+        # How long a frame may take does not change any image: a rerun with a longer
+        # timeout resumes the same run (and retries the samples that timed out).
+        del data["render"]["timeout_s"]
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -62,7 +62,7 @@ fi
 stamp=.venv/.twincell-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev,blender]"
   touch "$stamp"
 fi
 # Exactly this spelling: it takes the local CPU build; a looser one can pull CUDA wheels.
@@ -70,6 +70,6 @@ if ((want_torch)) && ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   .venv/bin/python -m pip install -q "torch==2.13.0"
 fi
 if ((want_3d)) && ! .venv/bin/python -c 'import open3d' 2>/dev/null; then
-  .venv/bin/python -m pip install -q -e ".[dev,3d]"
+  .venv/bin/python -m pip install -q -e ".[dev,blender,3d]"
 fi
 echo "twincell is set up in .venv"

@@ -92,7 +92,7 @@ class AppearanceGap:
     finish_jitter: float = 0.05
     environment: str = "workshop"
     light_jitter_deg: float = 20.0
-    light_intensity: tuple[float, float] = (4.0, 6.0)
+    light_intensity: tuple[float, float] = (2.5, 3.5)
     light_drift_deg: float = 0.0
     table: str = "brushed_steel"
     table_jitter: float = 0.08
@@ -103,8 +103,8 @@ class AppearanceGap:
 class Look:
     """Everything appearance-related for one render besides the camera.
 
-    ``part`` is the material of nominal faces; ``defect_finish`` maps a texture defect's
-    appearance name (e.g. "scratch") to the finish its faces get (None: the part's own).
+    ``part`` is the material of nominal faces; with ``texture_defects`` a texture defect's
+    faces get their own finish (a scratch: ``scratch_finish``), otherwise the part's.
     """
 
     part: Material
@@ -226,7 +226,7 @@ class Station:
 #: Flat ambient light standing in for each world in raster backends (pyrender has no
 #: environment lighting: without it a metal part shows its highlights only). Path tracers
 #: light the scene with the world itself and ignore it.
-WORLD_AMBIENT = {"none": 0.12, "studio": 0.25, "workshop": 0.3}
+WORLD_AMBIENT = {"none": 0.12, "studio": 0.5, "workshop": 0.6}
 
 
 def _ambient(env: Environment) -> tuple[float, float, float]:
@@ -265,7 +265,9 @@ def make_station(
     fill_dir /= np.linalg.norm(fill_dir)
     env = Environment(
         gap.environment,
-        strength=float(rng.uniform(0.8, 1.2)),
+        # At strength 1 a world alone lights an upward white surface to about 0.4-0.5 (linear):
+        # half that beside the key light keeps machined metal off the clipping point.
+        strength=float(rng.uniform(0.4, 0.6)),
         rotation_deg=float(rng.uniform(0.0, 360.0)),
         seed=_seed(rng),
     )

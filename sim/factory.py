@@ -12,6 +12,7 @@ the engine or the spec.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -140,7 +141,8 @@ class SimWorker:
     """Per-process cache: the renderers a scenario names, the run's cell setup, and the
     last part's placement and PyBullet scene (tasks go part by part)."""
 
-    def __init__(self) -> None:
+    def __init__(self, render_threads: int = 0) -> None:
+        self._render_threads = render_threads  # for path tracers; 0: all cores
         self._renderers: dict[tuple[str, Any], Any] = {}
         self._setups: dict[tuple[str, int], Any] = {}
         self._parts: dict[tuple[str, int, int], Any] = {}
@@ -152,7 +154,12 @@ class SimWorker:
         r = sc.render
         options: dict[str, Any] = {}
         if backend == "blender":
-            options = {"samples": r.samples, "denoise": r.denoise, "timeout_s": r.timeout_s}
+            options = {
+                "samples": r.samples,
+                "denoise": r.denoise,
+                "timeout_s": r.timeout_s,
+                "threads": self._render_threads,
+            }
         key = (backend, tuple(sorted(options.items())))
         if key not in self._renderers:
             self._renderers[key] = make_renderer(backend, **options)
@@ -196,10 +203,12 @@ class SimWorker:
         )
 
     def close(self) -> None:
-        """Close the renderers (worker processes) and the PyBullet scenes."""
-        for r in self._renderers.values():
-            r.close()
-        self._renderers.clear()
-        for _, scene in self._parts.values():
-            scene.close()
-        self._parts.clear()
+        """Close the renderers (worker processes) and the PyBullet scenes; each is closed
+        even if closing another one fails (the first error is raised after)."""
+        with ExitStack() as stack:
+            for r in self._renderers.values():
+                stack.callback(r.close)
+            for _, scene in self._parts.values():
+                stack.callback(scene.close)
+            self._renderers.clear()
+            self._parts.clear()

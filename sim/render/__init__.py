@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import trimesh
 
-from scenarios.interfaces import RenderOutput
+from scenarios.interfaces import CaptureFailed, RenderOutput
 
 #: Surface finishes a material may name. Backends that cannot draw a finish fall back to
 #: its base colour, metallic and roughness ("plain"), which is what the CAD twin uses.
@@ -133,9 +133,32 @@ class RenderScene:
     meta: dict[str, str] = field(default_factory=dict)
 
 
-class RenderFailed(RuntimeError):
+class RenderFailed(CaptureFailed):
     """A frame could not be rendered (a crashed or hung worker); the renderer is usable
     again afterwards. The message is one line that says why."""
+
+
+#: Edges sharper than this keep hard shading; smoother ones are shaded smooth.
+SMOOTH_ANGLE_RAD = float(np.radians(30.0))
+
+
+def split_by_label(
+    mesh: trimesh.Trimesh, face_labels: np.ndarray | None
+) -> list[tuple[int, trimesh.Trimesh]]:
+    """One submesh per face label (ascending), with vertices split along edges sharper than
+    ``SMOOTH_ANGLE_RAD`` and between labels, so flat CAD faces stay flat and curved ones
+    smooth. Every backend prepares meshes with this, so their silhouettes and labels agree."""
+    labels = (
+        np.zeros(len(mesh.faces), dtype=np.int32)
+        if face_labels is None
+        else np.asarray(face_labels, dtype=np.int32)
+    )
+    out = []
+    for label in np.unique(labels):
+        sub = mesh.submesh([np.flatnonzero(labels == label)], append=True)
+        sub = trimesh.graph.smooth_shade(sub, angle=SMOOTH_ANGLE_RAD)
+        out.append((int(label), sub))
+    return out
 
 
 class Renderer(Protocol):
@@ -153,7 +176,9 @@ class Renderer(Protocol):
         """Render ``scene`` seen from an OpenCV camera ``K`` (3, 3) of ``image_size`` (W, H)
         at ``T_base_cam``. With ``depth_only`` only part items are drawn, only depth, mask
         and labels are valid and rgb is black. ``dist`` (k1, k2, p1, p2, k3) warps every
-        pass through the lens model (``sim.render.distortion``). Raises ``RenderFailed``."""
+        pass through the lens model (``sim.render.distortion``). A backend whose frames can
+        fail on their own (a worker process) raises ``RenderFailed``; pyrender renders in
+        process and does not (a GL error there is a bug and ends the run)."""
         ...
 
     def close(self) -> None:

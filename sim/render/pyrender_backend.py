@@ -79,12 +79,11 @@ from pyrender.renderer import Renderer as _PyrenderGL  # noqa: E402
 from pyrender.shader_program import ShaderProgram, ShaderProgramCache  # noqa: E402
 
 from scenarios.interfaces import RenderOutput  # noqa: E402
-from sim.render import Light, Material, MeshItem, RenderScene  # noqa: E402
+from sim.render import Light, Material, MeshItem, RenderScene, split_by_label  # noqa: E402
 from sim.render.distortion import distort_passes  # noqa: E402
 
 # Flip y and z: OpenCV camera frame -> OpenGL camera frame (and back; it is its own inverse).
 CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])
-SMOOTH_ANGLE_RAD = np.radians(30.0)  # edges sharper than this keep hard shading
 MAX_LABEL = 254  # the label pass stores label + 1 in one byte; 0 is "not a part"
 SPOT_BLEND = 0.15  # a spot's edge fades over this fraction of (1 - cos(cone)), as Blender's
 SHADOW_FOV_MARGIN_RAD = np.radians(1.0)  # shadow frustum beyond what it must cover
@@ -103,21 +102,12 @@ def _pyrender_material(m: Material) -> pyrender.MetallicRoughnessMaterial:
 
 
 def _split_by_label(item: MeshItem) -> list[tuple[int, trimesh.Trimesh]]:
-    """Split an item's mesh into one submesh per face label, smooth-shaded up to 30 degrees."""
-    labels = (
-        np.zeros(len(item.mesh.faces), dtype=np.int32)
-        if item.face_labels is None
-        else np.asarray(item.face_labels)
-    )
-    out = []
-    for label in np.unique(labels):
+    """An item's mesh as one smooth-shaded submesh per face label (``split_by_label``)."""
+    parts = split_by_label(item.mesh, item.face_labels)
+    for label, _ in parts:
         if item.is_part and not 0 <= label <= MAX_LABEL:
             raise ValueError(f"face_labels of {item.key!r}: {label} is outside 0..{MAX_LABEL}")
-        sub = item.mesh.submesh([np.flatnonzero(labels == label)], append=True)
-        # Split vertices along sharp edges so flat CAD faces stay flat and curved ones smooth.
-        sub = trimesh.graph.smooth_shade(sub, angle=SMOOTH_ANGLE_RAD)
-        out.append((int(label), sub))
-    return out
+    return parts
 
 
 def light_intensity(light: Light) -> float:

@@ -58,3 +58,25 @@ def test_a_failed_render_is_recorded_and_the_run_goes_on(
     assert not [r for r in lines if r.get("status") == "failed"]
     assert (out / "samples" / victim / "record.json").is_file()
     assert json.loads((out / "manifest.json").read_text())["failed_samples"]["count"] == 0
+
+
+def test_a_missing_render_backend_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from scenarios.interfaces import SpecError
+    from scenarios.spec import parse_scenario
+
+    data = load_scenario("tiny").model_dump(mode="json")
+    data["render"] = {"real": "blender"}
+    sc = parse_scenario(data, "test")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bpy" else real_find_spec(name, *a),
+    )
+    with pytest.raises(SpecError, match=r"render\.real: blender needs bpy.*setup\.sh"):
+        run_scenario(sc, tmp_path / "run", workers=1, progress=False)
+    assert not (tmp_path / "run").exists()

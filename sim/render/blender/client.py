@@ -68,7 +68,7 @@ class CyclesSettings:
     threads: int = 0
     max_bounces: int = 4
     adaptive_threshold: float = 0.05
-    max_meshes: int = 8
+    max_meshes: int = 32
 
 
 @dataclass(frozen=True)
@@ -288,7 +288,7 @@ class BlenderRenderer:
         threads: int = 0,
         timeout_s: float = 120.0,
         start_timeout_s: float = 60.0,
-        max_meshes: int = 8,
+        max_meshes: int = 32,
         recycle_frames: int = 5000,
     ) -> None:
         if samples < 1:
@@ -362,7 +362,14 @@ class BlenderRenderer:
         if w is None or w.proc.poll() is not None:
             if w is not None:
                 w.kill()
-            self._worker = w = self._start()
+            self._worker = None
+            try:
+                self._worker = w = self._start()
+            except OSError as e:  # no memory, no processes, no temp space: this frame fails
+                raise RenderFailed(
+                    f"blender worker could not be started ({e.strerror or type(e).__name__}); "
+                    "the next render retries"
+                ) from None
         if not w.ready:
             try:
                 kind, payload = self._receive(w, w.start_timeout_s)
@@ -448,6 +455,9 @@ class BlenderRenderer:
             raise
         if reply == "error":
             # A Python exception inside the worker: the process is fine, the frame is not.
+            # It may have evicted meshes before failing: forget what it holds, so the next
+            # frame resends every mesh it needs instead of failing on a stale key.
+            w.keys = set()
             raise RenderFailed(f"blender worker failed while {what}: {result}")
         return result
 
