@@ -40,7 +40,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", default="r2t-flange", help="bundled name or YAML path")
     ap.add_argument("--samples", type=int, nargs="+", default=None, help="sample indices")
-    ap.add_argument("--out", type=Path, default=Path("docs/figures/backends.png"))
+    ap.add_argument("--out", type=Path, default=Path("docs/figures/backends.jpg"))
     args = ap.parse_args()
     try:
         base = load_scenario(args.scenario).model_dump(mode="json")
