@@ -91,3 +91,41 @@ def test_blender_run_survives_a_killed_worker(tmp_path: Path) -> None:
     assert manifest["failed_samples"]["count"] == 1
     assert "failed samples (render)**: 1" in (out / "report.md").read_text()
     assert not _blender_workers()  # closed with the run's worker
+
+
+def test_blender_runs_match_with_one_or_two_workers_and_leave_no_worker(tmp_path: Path) -> None:
+    """Two pool workers share the cores (one Cycles thread each) and write the same bytes as
+    one worker with two threads; no Blender process outlives the run."""
+    data = load_scenario("tiny").model_dump(mode="json")
+    data["render"] = {"real": "blender", "twin": "pyrender", "samples": 2}
+    data["split"] = {"train_normal": 1, "test_normal": 1, "test_defective": 1}
+    sc = parse_scenario(data, "test")
+    before = _all_blender_workers()
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        run_scenario(sc, out, workers=workers, progress=False)
+        runs[workers] = out
+    close_worker()
+    ids = [r["id"] for r in iter_jsonl(runs[1] / "samples.jsonl")]
+    assert ids and ids == [r["id"] for r in iter_jsonl(runs[2] / "samples.jsonl")]
+    for sid in ids:
+        one = (runs[1] / "samples" / sid / "real.png").read_bytes()
+        assert one == (runs[2] / "samples" / sid / "real.png").read_bytes(), sid
+    time.sleep(0.5)  # pool workers' render workers go with them
+    assert not _all_blender_workers() - before
+
+
+def _all_blender_workers() -> set[int]:
+    """Pids of every Blender worker process on the machine (an orphan has init as parent,
+    so it is found by its command line, not by its ancestry)."""
+    pids = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"sim.render.blender.worker" in cmd:
+                pids.add(int(d.name))
+    return pids
