@@ -166,9 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _terminated(signum: int, frame: object) -> None:
-    # SIGTERM (a CI job cancelled, `timeout`, `kill`) ends a run like Ctrl-C does: the pool
-    # is terminated, finished samples are kept and the manifest says "interrupted".
+def _stop(signum: int, frame: object) -> None:
+    # Ctrl-C, and SIGTERM (a CI job cancelled, `timeout`, `kill`), end a run: the pool is
+    # terminated, finished samples are kept and the manifest says "interrupted". The flag
+    # makes it stick: the engine checks it between samples, in case the exception landed in
+    # a finalizer, where Python prints and swallows it.
+    from scenarios.engine import STOP
+
+    STOP.set()
     raise KeyboardInterrupt
 
 
@@ -179,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "twincell: %(message)s",
     )
-    previous = signal.signal(signal.SIGTERM, _terminated) if args.command == "run" else None
+    previous = {}
+    if args.command == "run":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # A SIGINT ignored by whoever started us (a background job) stays ignored.
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, _stop)
     try:
         code: int = args.func(args)
     except TwincellError as exc:
@@ -189,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         print("twincell: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return code
 
 

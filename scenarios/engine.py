@@ -19,6 +19,7 @@ import multiprocessing.util
 import os
 import platform
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -61,6 +62,18 @@ from scenarios.rundir import (
 from scenarios.spec import Scenario
 
 log = logging.getLogger(__name__)
+
+#: Set when the run is asked to stop (Ctrl-C or SIGTERM, by the CLI's handler) and checked
+#: between samples: Python swallows a KeyboardInterrupt that lands while a finalizer
+#: (``__del__``, a weakref callback) runs, so the exception alone may not stop a run.
+STOP = threading.Event()
+
+
+def check_stop() -> None:
+    """Raise KeyboardInterrupt if the run was asked to stop."""
+    if STOP.is_set():
+        raise KeyboardInterrupt
+
 
 #: Views of one part per simulation task: small enough for a live progress bar and a fast
 #: Ctrl-C, large enough that a worker reuses its cached part scene.
@@ -238,6 +251,7 @@ def simulate_task(
     results: list[dict[str, Any]] = []
     exported: set[str] = set()
     for i in indices:
+        check_stop()
         part_plan, view_id = table[i]
         sid = sample_id(part_plan, view_id)
         if part_plan.part_id not in exported:
@@ -460,6 +474,7 @@ def simulate(
             try:
                 args = [(sc, sc.seed, idx, out) for idx in tasks]
                 for k, res in enumerate(pool.imap(_task, args)):  # in order: same bytes
+                    check_stop()
                     keep(res, index)
                     bar.update(len(tasks[k]))
             except BaseException:
@@ -584,6 +599,7 @@ def _run_detector(
         t0 = time.perf_counter()
         scores, sums = [], []
         for r in tqdm(test, desc=spec.name, unit="pair", disable=not progress):
+            check_stop()
             sample = load_sample_by_id(out, r["id"])
             pred = det.predict(sample)
             amap = np.asarray(pred.anomaly_map, dtype=np.float32)
@@ -696,6 +712,7 @@ def run_scenario(
     """
     timer = PhaseTimer()
     check_backends(sc)
+    STOP.clear()
     with ExitStack() as stack:
         with timer.phase("prepare"):
             leftovers = stack.enter_context(open_out_dir(out, sc))
