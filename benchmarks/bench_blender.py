@@ -27,7 +27,7 @@ from dataclasses import replace
 import numpy as np
 import trimesh
 
-from sim.appearance import twin_look
+from sim.appearance import table_mesh, twin_look
 from sim.defects import build_part_instance
 from sim.geometry import intrinsics_from_fov, look_at, pose_from_xyz_rpy
 from sim.parts import build_nominal_solid
@@ -51,13 +51,6 @@ def _cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _table() -> trimesh.Trimesh:
-    """The cell's table: 2.4 m square, 2 cm thick, top at z = 0."""
-    table = trimesh.creation.box((2.4, 2.4, 0.02))
-    table.apply_translation((0.45, 0.0, -0.01))
-    return table
 
 
 def _parts() -> dict[str, trimesh.Trimesh]:
@@ -97,7 +90,7 @@ def _camera(i: int, radius_m: float = 0.25) -> np.ndarray:
 
 def memory_loop(frames: int, threads: int) -> None:
     """Print the worker's RSS every 100 frames of a small loop and its growth."""
-    parts, table = _parts(), _table()
+    parts, table = _parts(), table_mesh()
     keys = list(parts)
     size = (64, 64)
     K = intrinsics_from_fov(*size, np.radians(45.0))

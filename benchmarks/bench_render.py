@@ -38,17 +38,23 @@ import numpy as np
 import pyrender
 import trimesh
 
+from sim.appearance import (
+    MATERIAL_CLASSES,
+    TABLES,
+    TWIN_PART,
+    TWIN_TABLE,
+    make_clutter,
+    table_mesh,
+)
 from sim.defects import PartInstance, build_part_instance, make_defects
 from sim.geometry import (
     intrinsics_from_fov,
     look_at,
-    make_pose,
     pose_from_xyz_rpy,
-    rotation_matrix,
     transform_points,
 )
 from sim.parts import build_nominal_solid, manifold_to_trimesh
-from sim.render import Light, Material, MeshItem, RenderScene
+from sim.render import Light, MeshItem, RenderScene
 from sim.render import pyrender_backend as backend
 from sim.viewpoints import plan_viewpoints
 
@@ -58,10 +64,8 @@ RADIUS_M = 0.25  # the scenarios' default viewpoint radius
 KEY_DIR = np.array([-0.3, -0.4, 0.87]) / np.linalg.norm([-0.3, -0.4, 0.87])
 FILL_DIR = np.array([0.48, 0.64, 0.6]) / np.linalg.norm([0.48, 0.64, 0.6])
 KEY_W, KEY_DIST_M, KEY_SIZE_M = 5.0, 0.6, 0.3
-TWIN_PART = Material((0.72, 0.72, 0.74), 0.0, 0.6)
-TWIN_TABLE = Material((0.18, 0.18, 0.2), 0.0, 0.9)
-REAL_PART = Material((0.9, 0.91, 0.92), 1.0, 0.25, "turned", seed=3)
-REAL_TABLE = Material((0.45, 0.45, 0.46), 1.0, 0.35, "brushed_steel", seed=4)
+REAL_PART = dataclasses.replace(MATERIAL_CLASSES["machined_aluminium"], seed=3)
+REAL_TABLE = dataclasses.replace(TABLES["brushed_steel"], seed=4)
 # The twin camera is a little off the real one, as the believed hand-eye puts it.
 E_TWIN = pose_from_xyz_rpy((0.002, -0.001, 0.001), np.radians((0.3, -0.2, 0.4)))
 
@@ -76,29 +80,10 @@ def _parts() -> dict[str, PartInstance]:
     }
 
 
-def _table() -> trimesh.Trimesh:
-    table = trimesh.creation.box((2.4, 2.4, 0.02))
-    table.apply_translation((0.45, 0.0, -0.01))
-    return table
-
-
-def _clutter(center: np.ndarray) -> list[MeshItem]:
-    """Six boxes and cylinders on the bench around the part, like the station's clutter."""
-    rng = np.random.default_rng(11)
-    items = []
-    for i in range(6):
-        h = rng.uniform(0.01, 0.03)
-        if i % 2:
-            mesh = trimesh.creation.box((rng.uniform(0.02, 0.08), rng.uniform(0.02, 0.06), h))
-        else:
-            mesh = trimesh.creation.cylinder(rng.uniform(0.005, 0.025), h, sections=32)
-        mesh.apply_translation((0.0, 0.0, h / 2))
-        a, r = rng.uniform(0, 2 * np.pi), rng.uniform(0.1, 0.3)
-        pos = center + np.array([r * np.cos(a), r * np.sin(a), -center[2]])
-        T = make_pose(rotation_matrix(np.array([0.0, 0.0, a])), pos)
-        mat = Material(tuple(rng.uniform(0.05, 0.6, 3)), 0.0, 0.5, "painted", seed=i)
-        items.append(MeshItem(f"bench-clutter{i}", mesh, T, {0: mat}, is_part=False))
-    return items
+def _clutter(center: np.ndarray, part: PartInstance) -> tuple[MeshItem, ...]:
+    """Six objects on the bench around the part, placed as the station places them."""
+    radius = float(np.linalg.norm(part.nominal.bounds[:, :2], axis=1).max())
+    return make_clutter(6, center, radius + 0.03, 20.0, np.random.default_rng(11))
 
 
 def _area(center: np.ndarray, direction: np.ndarray, power_w: float, size_m: float) -> Light:
@@ -117,7 +102,7 @@ def _scenes(
 ) -> tuple[RenderScene, RenderScene, RenderScene]:
     """(real, twin, nominal depth-only) scenes of ``part`` at ``T_obj``."""
     center = transform_points(T_obj, part.nominal.bounds.mean(axis=0)[None])[0]
-    table = _table()
+    table = table_mesh()
     key = _area(center, KEY_DIR, KEY_W, KEY_SIZE_M)
     fill = _area(center, FILL_DIR, 0.25 * KEY_W, 2 * KEY_SIZE_M)
     real_lights = (key, fill)
@@ -128,7 +113,7 @@ def _scenes(
     real = RenderScene(
         (
             MeshItem("bench-table", table, np.eye(4), {0: REAL_TABLE}, is_part=False),
-            *_clutter(center),
+            *_clutter(center, part),
             real_part,
         ),
         real_lights,

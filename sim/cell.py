@@ -199,7 +199,8 @@ class SimCell:
         seed = int(self._rng.integers(0, 2**31 - 1))
         real_out = self._render(self._renderer, look, True, pl.T_base_obj, T_base_cam, seed=seed)
         rgb = real_out.rgb
-        if setup.sensor is not None and capture is not None:
+        if capture is not None:  # drawn exactly when there is a sensor
+            assert setup.sensor is not None
             rgb = apply_camera(rgb, setup.sensor, capture, self._rng)
         real = Observation(rgb, cam.K.copy(), T_base_cam, depth=real_out.depth, dist=cam.dist)
 

@@ -64,18 +64,7 @@ def cell_setup(sc: Any, seed: int) -> Any:
     radius = float(np.linalg.norm(nominal.bounds[:, :2], axis=1).max())
     pl = sc.part.placement
     center = np.array([pl.position_m[0], pl.position_m[1], 0.0])
-    ap = sc.appearance
-    gap = AppearanceGap(
-        material=ap.material,
-        finish_jitter=ap.finish_jitter,
-        environment=ap.environment,
-        light_jitter_deg=ap.light_jitter_deg,
-        light_intensity=tuple(ap.light_intensity),
-        light_drift_deg=ap.light_drift_deg,
-        table=ap.table,
-        table_jitter=ap.table_jitter,
-        clutter=ap.clutter,
-    )
+    gap = AppearanceGap(**sc.appearance.model_dump())  # the spec's fields, one to one
     station = make_station(
         gap,
         center,
@@ -131,8 +120,7 @@ def build_placement(sc: Any, seed: int, plan: PartPlan) -> Any:
         rng_for(seed, STREAM_OBJECT_ERROR, plan.index)
     )
     finish = part_finish(
-        AppearanceGap(material=sc.appearance.material, finish_jitter=sc.appearance.finish_jitter),
-        rng_for(seed, STREAM_FINISH, plan.index),
+        AppearanceGap(**sc.appearance.model_dump()), rng_for(seed, STREAM_FINISH, plan.index)
     )
     return PartPlacement(part, T_base_obj, T_base_obj @ E, finish)
 
