@@ -81,23 +81,30 @@ TASK_SAMPLES = 12
 
 
 def plan_parts(sc: Scenario) -> list[PartPlan]:
-    """Parts in a fixed order: training normals, test normals, then defective test parts.
+    """Parts in a fixed order: training normals, test normals, then defective test parts;
+    within each, the families in scenario order.
 
-    Defective parts take ``per_part`` kinds each, cycling through ``defects.kinds`` so every
-    listed kind appears as soon as there are enough defective parts.
+    A family's defective parts take ``per_part`` kinds each, cycling through its kinds
+    (``kinds`` of the family, else ``defects.kinds``) so every listed kind appears as soon
+    as there are enough defective parts.
     """
     plans: list[PartPlan] = []
-    sp = sc.split
-    for _ in range(sp.train_normal):
-        plans.append(PartPlan(len(plans), f"part{len(plans):03d}", "train", ()))
-    for _ in range(sp.test_normal):
-        plans.append(PartPlan(len(plans), f"part{len(plans):03d}", "test", ()))
-    kinds = sc.defects.kinds
-    for j in range(sp.test_defective):
-        ks = tuple(
-            kinds[(j * sc.defects.per_part + k) % len(kinds)] for k in range(sc.defects.per_part)
-        )
-        plans.append(PartPlan(len(plans), f"part{len(plans):03d}", "test", ks))
+    fams = sc.part.families
+
+    def add(split: str, kinds: tuple[str, ...], family: int) -> None:
+        plans.append(PartPlan(len(plans), f"part{len(plans):03d}", split, kinds, family))
+
+    for f, fam in enumerate(fams):
+        for _ in range(fam.train_normal):
+            add("train", (), f)
+    for f, fam in enumerate(fams):
+        for _ in range(fam.test_normal):
+            add("test", (), f)
+    per = sc.defects.per_part
+    for f, fam in enumerate(fams):
+        kinds = fam.kinds if fam.kinds is not None else sc.defects.kinds
+        for j in range(fam.test_defective):
+            add("test", tuple(kinds[(j * per + k) % len(kinds)] for k in range(per)), f)
     return plans
 
 

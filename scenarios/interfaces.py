@@ -108,12 +108,14 @@ class Detector(Protocol):
 
 @dataclass(frozen=True)
 class PartPlan:
-    """One physical part of a scenario: its index, id, split and the defect kinds it carries."""
+    """One physical part of a scenario: its index, id, split, the defect kinds it carries
+    and which of the scenario's part families (``part.families``) it belongs to."""
 
     index: int
     part_id: str
     split: str
     kinds: tuple[str, ...]
+    family: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -66,6 +65,17 @@ class Strict(BaseModel):
     """Base: unknown fields are errors, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+MaterialName = Literal[
+    "machined_aluminium",
+    "machined_steel",
+    "milled_aluminium",
+    "cast_iron",
+    "cast_aluminium",
+    "polymer_opaque",
+    "polymer_translucent",
+]
 
 
 class SensorSpec(Strict):
@@ -161,36 +171,69 @@ class PlacementSpec(Strict):
     yaw_jitter_deg: Num = Field(180.0, ge=0.0, le=180.0)
 
 
-class PartSpec(Strict):
-    """The part family, overrides of its parameters (mm), and its placement."""
+class CadSpec(Strict):
+    """The user's own CAD file as a part: path (relative to the scenario file), unit, the
+    material class it is made of and the zero-shot split it belongs to. ``sha256`` is
+    filled in on load, so a changed file is another scenario."""
 
-    category: Text = "flange_bearing_seat"
-    params: dict[Text, Any] = Field(default_factory=dict, validate_default=True)
+    path: Text = Field(min_length=1, max_length=4096)
+    unit: Literal["m", "mm", "cm", "in"]
+    material: MaterialName = "machined_aluminium"  # type: ignore[valid-type]
+    split: Literal["base", "novel"] = "novel"
+    sha256: Text = ""
+
+
+class FamilySpec(Strict):
+    """One part family of the run (a registered family or the user's CAD file), its design
+    variation and manufacturing tolerance, its defect kinds, and how many parts go where.
+
+    ``variation`` (0-1): how much of the card's design range the instances span (0: every
+    part is the nominal design). ``tolerance`` scales the card's manufacturing tolerances
+    (1: as stated, 0: exact CAD). ``kinds``: defect kinds for this family's defective parts
+    (default: ``defects.kinds``).
+    """
+
+    family: Text | None = None
+    cad: CadSpec | None = None
+    params: dict[Text, Any] = Field(default_factory=dict)
+    variation: Num = Field(0.0, ge=0.0, le=1.0)
+    tolerance: Num = Field(1.0, ge=0.0, le=3.0)
+    kinds: tuple[Text, ...] | None = Field(None, min_length=1, max_length=32)
+    train_normal: Count = Field(0, ge=0, le=1000)
+    test_normal: Count = Field(0, ge=0, le=1000)
+    test_defective: Count = Field(0, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FamilySpec:
+        if (self.family is None) == (self.cad is None):
+            raise ValueError("give either family (a registered family) or cad (a file)")
+        if self.cad is not None and self.params:
+            raise ValueError("a cad part takes no params (its design is the file)")
+        return self
+
+    @property
+    def n_parts(self) -> int:
+        """How many parts of this family the run makes."""
+        return self.train_normal + self.test_normal + self.test_defective
+
+
+class PartSpec(Strict):
+    """The parts: ``families`` (each with its counts per split), or the short form of one
+    family, ``category`` + ``params`` with the top-level ``split``; and their placement."""
+
+    category: Text | None = None
+    params: dict[Text, Any] | None = None
+    families: tuple[FamilySpec, ...] = Field((), max_length=16)
     placement: PlacementSpec = PlacementSpec()
 
     @field_validator("category")
     @classmethod
-    def _known_category(cls, v: str) -> str:
+    def _known_category(cls, v: str | None) -> str | None:
         from sim.parts import PART_FAMILIES
 
-        if v not in PART_FAMILIES:
+        if v is not None and v not in PART_FAMILIES:
             raise ValueError(f"unknown part family; {allowed(v, sorted(PART_FAMILIES))}")
         return v
-
-    @field_validator("params")
-    @classmethod
-    def _known_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        # Check parameter names, types and values at load time, not first at build time.
-        # make_params raises a SpecError already naming `part.params.<name>`; it is not a
-        # ValueError, so pydantic lets it through and parse_scenario adds the source. The
-        # resolved parameters are kept in full, in their declared types (25 -> 25.0 for a
-        # length, defaults filled in), so equal parts have equal digests.
-        from sim.parts import make_params
-
-        if "category" not in info.data:  # the category error is reported instead
-            return v
-        params = make_params(info.data["category"], v)
-        return {f.name: getattr(params, f.name) for f in fields(params)}
 
 
 class DefectSpec(Strict):
@@ -199,6 +242,8 @@ class DefectSpec(Strict):
     kinds: tuple[Text, ...] = Field(("bulge", "sink", "hole", "scratch"), max_length=32)
     per_part: Count = Field(1, ge=1, le=8)
     sizes_mm: dict[Text, tuple[Num, Num]] = Field(default_factory=dict)
+    #: Place a kind at a named feature of the part card instead of its default placement.
+    at: dict[Text, Text] = Field(default_factory=dict)
 
     @field_validator("kinds")
     @classmethod
@@ -220,13 +265,24 @@ class DefectSpec(Strict):
         for k, (lo, hi) in v.items():
             if k not in DEFECT_KINDS:
                 raise ValueError(f"unknown kind {excerpt(k)}; {allowed(k, sorted(DEFECT_KINDS))}")
-            if not 0 < lo <= hi <= 50:
-                raise ValueError(f"{k}: need 0 < min <= max <= 50 mm, got [{lo}, {hi}]")
+            if not 0 < lo <= hi <= 1000:
+                raise ValueError(f"{k}: need 0 < min <= max <= 1000 mm, got [{lo}, {hi}]")
+        return v
+
+    @field_validator("at")
+    @classmethod
+    def _at_kinds(cls, v: dict[str, str]) -> dict[str, str]:
+        from sim.defects import DEFECT_KINDS
+
+        for k in v:
+            if k not in DEFECT_KINDS:
+                raise ValueError(f"unknown kind {excerpt(k)}; {allowed(k, sorted(DEFECT_KINDS))}")
         return v
 
 
 class SplitSpec(Strict):
-    """How many parts go where: normal training parts, normal and defective test parts."""
+    """How many parts go where (the short form of ``part.families`` for one family):
+    normal training parts, normal and defective test parts."""
 
     train_normal: Count = Field(2, ge=1, le=1000)
     test_normal: Count = Field(1, ge=0, le=1000)
@@ -255,17 +311,10 @@ class ErrorsSpec(Strict):
 
 class AppearanceSpec(Strict):
     """The benign real-vs-twin appearance gap (see sim.appearance.AppearanceGap): the part's
-    material, the station's lighting, world, bench and clutter."""
+    material (``card``: each family's card material, and its components' own), the
+    station's lighting, world, bench and clutter."""
 
-    material: Literal[
-        "machined_aluminium",
-        "machined_steel",
-        "milled_aluminium",
-        "cast_iron",
-        "cast_aluminium",
-        "polymer_opaque",
-        "polymer_translucent",
-    ] = "machined_aluminium"
+    material: Literal["card"] | MaterialName = "card"  # type: ignore[valid-type]
     finish_jitter: Num = Field(0.05, ge=0.0, le=0.5)
     environment: Literal["none", "studio", "workshop"] = "workshop"
     light_jitter_deg: Num = Field(20.0, ge=0.0, le=90.0)
@@ -315,6 +364,65 @@ class DetectorSpec(Strict):
         return v
 
 
+def _resolve_family(
+    f: FamilySpec, i: int, defects: DefectSpec, base_dir: Path, short: bool
+) -> FamilySpec:
+    """``f`` with its parameters resolved in full (CAD: the file loaded, checked and
+    hashed), its defect kinds checked against the part (structural kinds need
+    sub-components) and ``defects.at`` features checked against its card."""
+    from sim.defects import DEFECT_KINDS, check_applicable
+    from sim.parts import get_family, make_params
+
+    where = "part" if short else f"part.families.{i}"
+    if f.cad is not None:
+        from sim.parts.cad import cad_family, file_sha256
+
+        p = Path(f.cad.path)
+        path = p if p.is_absolute() else base_dir / p
+        fam = cad_family(path, f.cad.unit, f.cad.material, f.cad.split, where=f"{where}.cad")
+        cad = f.cad.model_copy(update={"path": str(path.resolve()), "sha256": file_sha256(path)})
+        f = f.model_copy(update={"cad": cad})
+        name, params = fam.name, {}
+    else:
+        assert f.family is not None
+        from sim.parts import PART_FAMILIES
+
+        if f.family not in PART_FAMILIES:
+            raise SpecError(
+                f"{where}.family: unknown {excerpt(f.family)}; "
+                + allowed(f.family, sorted(PART_FAMILIES))
+            )
+        name = f.family
+        try:
+            resolved = make_params(name, f.params)
+        except SpecError as err:
+            raise SpecError(str(err).replace("part.params", f"{where}.params", 1)) from None
+        # Only the overrides are kept (checked, in their declared types: 25 -> 25.0 for a
+        # length), so the family's variation still draws the rest.
+        params = {k: getattr(resolved, k) for k in sorted(f.params)}
+    fam_obj = get_family(name)
+    kinds = f.kinds if f.kinds is not None else defects.kinds
+    kinds_where = f"{where}.kinds" if f.kinds is not None else "defects.kinds"
+    for k in kinds:
+        if k not in DEFECT_KINDS:
+            raise SpecError(f"{kinds_where}: unknown {excerpt(k)}; {allowed(k, sorted(DEFECT_KINDS))}")
+        if f.test_defective:
+            try:
+                check_applicable(k, [c.name for c in fam_obj.card.components], kinds_where)
+            except SpecError as err:
+                raise SpecError(f"{err} ({name} has none)") from None
+    for k, feature in defects.at.items():
+        if k in kinds and f.test_defective and feature not in fam_obj.card.features:
+            names = sorted(fam_obj.card.features)
+            raise SpecError(
+                f"defects.at.{k}: {name} has no feature {excerpt(feature)}; "
+                + (allowed(feature, names) if names else "it names no features")
+            )
+    if f.cad is None:
+        return f.model_copy(update={"params": params})
+    return f
+
+
 class Scenario(Strict):
     """A whole inspection scenario: cell, viewpoints, parts, defects, errors, detectors."""
 
@@ -326,7 +434,7 @@ class Scenario(Strict):
     viewpoints: ViewpointSpec = ViewpointSpec()
     part: PartSpec = PartSpec()
     defects: DefectSpec = DefectSpec()
-    split: SplitSpec = SplitSpec()
+    split: SplitSpec | None = None
     errors: ErrorsSpec = ErrorsSpec()
     appearance: AppearanceSpec = AppearanceSpec()
     render: RenderSpec = RenderSpec()
@@ -372,6 +480,40 @@ class Scenario(Strict):
         )
 
     @model_validator(mode="after")
+    def _resolve_parts(self, info: ValidationInfo) -> Scenario:
+        # The short form (part.category, part.params, split) becomes one family, so a
+        # resolved scenario has one form; each family's parameters are checked by the
+        # family (a CAD file is loaded and checked now), in full, defaults included.
+        part = self.part
+        if part.families and (part.category is not None or part.params is not None):
+            raise ValueError(
+                "part: give part.families, or part.category/params with split, not both"
+            )
+        if part.families and self.split is not None:
+            raise ValueError("split: with part.families each family gives its own counts")
+        families = part.families
+        if not families:
+            split = self.split or SplitSpec()
+            families = (
+                FamilySpec(
+                    family=part.category or "flange_bearing_seat",
+                    params=part.params or {},
+                    **split.model_dump(),
+                ),
+            )
+        base_dir = Path((info.context or {}).get("base_dir", "."))
+        resolved = tuple(
+            _resolve_family(f, i, self.defects, base_dir, short=not part.families)
+            for i, f in enumerate(families)
+        )
+        if sum(f.n_parts for f in resolved) == 0:
+            raise ValueError("part.families: the run has no parts; give some counts")
+        new_part = PartSpec(families=resolved, placement=part.placement)
+        object.__setattr__(self, "part", new_part)
+        object.__setattr__(self, "split", None)
+        return self
+
+    @model_validator(mode="after")
     def _bounded_size(self) -> Scenario:
         import numpy as np
 
@@ -393,7 +535,7 @@ class Scenario(Strict):
                 f"elevation band [{vp.elevation_min_deg:g}, {vp.elevation_max_deg:g}] deg; "
                 "widen the band or raise subdivisions"
             )
-        n_parts = self.split.train_normal + self.split.test_normal + self.split.test_defective
+        n_parts = sum(f.n_parts for f in self.part.families)
         n_pairs = n_parts * n_views
         if n_pairs > MAX_PAIRS:
             raise ValueError(
@@ -408,16 +550,23 @@ class Scenario(Strict):
         # How long a frame may take does not change any image: a rerun with a longer
         # timeout resumes the same run (and retries the samples that timed out).
         del data["render"]["timeout_s"]
+        # A CAD file is identified by its content, not where it lies.
+        for fam in data["part"]["families"]:
+            if fam.get("cad"):
+                del fam["cad"]["path"]
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
-    """Validate a mapping into a Scenario; SpecError with one line on any problem."""
+def parse_scenario(data: Any, source: str = "scenario", base_dir: Path | None = None) -> Scenario:
+    """Validate a mapping into a Scenario; SpecError with one line on any problem.
+
+    ``base_dir`` is where relative paths (a CAD file) are found: the scenario file's folder.
+    """
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate(data, context={"base_dir": str(base_dir or Path("."))})
     except ValidationError as err:
         raise SpecError(f"{source}: {validation_error_line(err, Scenario)}") from None
     except SpecError as err:
@@ -522,4 +671,4 @@ def load_scenario(name_or_path: str, seed: int | None = None) -> Scenario:
     check_shape(data, where)
     if isinstance(data, dict) and seed is not None:
         data = {**data, "seed": seed}
-    return parse_scenario(data, where)
+    return parse_scenario(data, where, path.parent)

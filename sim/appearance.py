@@ -79,7 +79,8 @@ CLUTTER_MATERIALS = (
 class AppearanceGap:
     """Magnitudes of the benign gap (``docs/scenarios.md``, ``appearance``).
 
-    ``material``: the part's material class (``MATERIAL_CLASSES``); ``finish_jitter``: how far
+    ``material``: the part's material class (``MATERIAL_CLASSES``; ``card``: each part's
+    card names it); ``finish_jitter``: how far
     a part instance's colour and roughness stray from the class's nominal values (relative);
     ``environment``: the world lighting (``sim.render.ENVIRONMENTS``); ``light_jitter_deg``:
     max angle between the station's key light and the twin's; ``light_intensity``: range of
@@ -154,9 +155,12 @@ def _seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**31 - 1))
 
 
-def part_finish(gap: AppearanceGap, rng: np.random.Generator) -> Material:
-    """The material of one part instance: its class's nominal values, varied and seeded."""
-    nominal = MATERIAL_CLASSES[gap.material]
+def part_finish(
+    gap: AppearanceGap, rng: np.random.Generator, material_class: str | None = None
+) -> Material:
+    """The material of one part instance (or one of its components): the nominal values of
+    ``material_class`` (default: the gap's), varied and seeded."""
+    nominal = MATERIAL_CLASSES[material_class or gap.material]
     j = gap.finish_jitter
     color = np.asarray(nominal.base_color) * (1.0 + rng.uniform(-j, j, 3) * 0.5)
     rough = nominal.roughness * (1.0 + rng.uniform(-j, j) * 3.0)
@@ -188,6 +192,17 @@ def scratch_finish(part: Material, direction_obj: np.ndarray, width_mm: float) -
         part.seed,
         tuple(sorted(params.items())),
     )
+
+
+def defect_material(surface: Material, appearance: str, look: tuple[tuple[str, float], ...]) -> Material:
+    """The real-render material of a texture defect's faces on ``surface`` (the material of
+    the part or component it sits on): finish ``appearance`` (``sim.render.FINISHES``) with
+    the defect's ``look`` parameters (``sim.defects.Defect.look``)."""
+    params = dict(look)
+    if appearance == "scratch":
+        d = np.array([params.get("dir_x", 1.0), params.get("dir_y", 0.0), params.get("dir_z", 0.0)])
+        return scratch_finish(surface, d, params.get("width_mm", 1.0))
+    raise ValueError(f"no real-render look for defect appearance {appearance!r}")
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scenarios.interfaces import Observation, RenderOutput
-from sim.appearance import TWIN_PART, Look, Station, scratch_finish, table_mesh, twin_look
+from sim.appearance import TWIN_PART, Look, Station, defect_material, table_mesh, twin_look
 from sim.defects import PartInstance
-from sim.geometry import depth_to_points, invert_pose, transform_points
+from sim.parts import COMPONENT_LABEL
+from sim.geometry import transform_points
 from sim.pose_errors import PoseErrorModel
 from sim.render import Material, MeshItem, Renderer, RenderScene
 from sim.render.camera_model import SensorModel, apply_camera, draw_capture
@@ -71,12 +72,18 @@ class CellSetup:
 @dataclass(frozen=True)
 class PartPlacement:
     """A part on the table: the instance, its true pose, the pose the system believes, and
-    the material this instance is made of (its finish is seeded per instance)."""
+    the material of each of its surfaces (``finishes`` by face label: 0 the body,
+    COMPONENT_LABEL + c a component; seeded per instance)."""
 
     part: PartInstance
     T_base_obj: np.ndarray
     T_base_obj_twin: np.ndarray
-    finish: Material = TWIN_PART
+    finishes: dict[int, Material] = field(default_factory=lambda: {0: TWIN_PART})
+
+    @property
+    def finish(self) -> Material:
+        """The body's material."""
+        return self.finishes[0]
 
     @property
     def center_obj(self) -> np.ndarray:
@@ -105,23 +112,37 @@ def _part_items(
 ) -> list[MeshItem]:
     """The bench, the clutter and the part (defective or nominal) with ``look``'s materials.
 
-    In a look that draws texture defects, a scratch's faces get the scratch finish (grooves
-    along the scratch); otherwise they keep the part's material.
+    In the real look each surface has its own material (body, components); a defect's faces
+    take the material of the surface it sits on, or, for a texture defect, its own finish
+    (``sim.appearance.defect_material``). The twin look is one CAD grey everywhere.
     """
     part = placement.part
     items = [MeshItem("table", table_mesh(), np.eye(4), {0: look.table}, is_part=False)]
     items.extend(look.clutter)
+    real = look.texture_defects
+
+    def surface(label: int) -> Material:
+        if not real:
+            return look.part
+        return placement.finishes.get(label, look.part)
+
     if defective:
-        materials: dict[int, Material] = {0: look.part}
+        labels = part.face_labels
+        materials = {int(lb): surface(int(lb)) for lb in np.unique(labels) if lb >= COMPONENT_LABEL}
+        materials[0] = look.part
         for i, d in enumerate(part.defects):
-            if d.appearance == "scratch" and look.texture_defects:
-                width_mm = d.tool.size_m[1] * 1e3
-                materials[i + 1] = scratch_finish(look.part, d.tool.T_obj_tool[:3, 0], width_mm)
+            base = surface(d.surface_label)
+            if d.appearance is not None and real:
+                materials[i + 1] = defect_material(base, d.appearance, d.look)
             else:
-                materials[i + 1] = look.part
-        items.append(MeshItem(key, part.mesh, T_base_obj, materials, part.face_labels))
+                materials[i + 1] = base
+        items.append(MeshItem(key, part.mesh, T_base_obj, materials, labels))
     else:
-        items.append(MeshItem(key, part.nominal, T_base_obj, {0: look.part}))
+        labels = part.nominal_labels
+        materials = {0: look.part}
+        if labels is not None:
+            materials.update({int(lb): surface(int(lb)) for lb in np.unique(labels) if lb > 0})
+        items.append(MeshItem(key, part.nominal, T_base_obj, materials, labels))
     return items
 
 
@@ -243,29 +264,27 @@ class SimCell:
         """(D, H, W) bool: pixels of each defect in the real image (docs/architecture.md).
 
         A pixel belongs to defect i when the real render shows a face that defect i made,
-        or, for defects that remove material, when the nominal part seen from the same
-        pose shows a surface point inside the removed volume. For the latter the nominal
-        depth is rendered at the true poses and each pixel lifted to the object frame.
+        or, where defects removed material, when the as-built part seen from the same pose
+        shows a face inside the volume defect i removed: the label pass of
+        ``PartInstance.missing`` at the true poses. One label pass per kind of evidence,
+        for every defect kind.
         """
         pl, cam = self.placement, self.setup.camera
-        defects = pl.part.defects
-        out = np.zeros((len(defects), *mask.shape), dtype=bool)
-        for i in range(len(defects)):
+        part = pl.part
+        out = np.zeros((len(part.defects), *mask.shape), dtype=bool)
+        for i in range(len(part.defects)):
             out[i] = mask & (labels == i + 1)
-        removing = [i for i, d in enumerate(defects) if d.op == "remove"]
-        if removing:
-            nom = self._render(
-                self._renderer,
-                twin_look(np.zeros(3)),
-                False,
-                pl.T_base_obj,
-                T_base_cam,
-                depth_only=True,
+        if part.removes_material:
+            assert part.missing is not None and part.missing_labels is not None
+            key = f"{part.part_id}/{part.content_key}/missing"
+            item = MeshItem(key, part.missing, pl.T_base_obj, {0: TWIN_PART}, part.missing_labels)
+            look = twin_look(np.zeros(3))
+            scene = RenderScene((item,), look.lights, look.background, look.ambient)
+            nom = self._renderer.render(
+                scene, cam.K, cam.image_size, T_base_cam, depth_only=True, dist=cam.dist
             )
-            pts_cam, hit_mask = depth_to_points(nom.depth, cam.K, cam.dist)
-            pts_obj = transform_points(invert_pose(pl.T_base_obj) @ T_base_cam, pts_cam)
-            for i in removing:
-                out[i][hit_mask] |= defects[i].tool.contains(pts_obj)
+            for i in range(len(part.defects)):
+                out[i] |= nom.mask & (nom.labels == i + 1)
         return out
 
     # The Cell protocol, for callers that drive the cell step by step.

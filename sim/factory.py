@@ -28,7 +28,9 @@ from scenarios.interfaces import PartPlan
     STREAM_CAPTURE,
     STREAM_STATION,
     STREAM_FINISH,
-) = range(1, 8)
+    STREAM_DESIGN,
+    STREAM_TOLERANCE,
+) = range(1, 10)
 
 #: The clutter keeps this much bench free around the part's outer radius (plus the
 #: placement jitter), so it never stands where the part is.
@@ -46,7 +48,6 @@ def cell_setup(sc: Any, seed: int) -> Any:
     from sim.appearance import AppearanceGap, make_station
     from sim.cell import CameraModel, CellSetup, ViewpointPlan
     from sim.geometry import intrinsics_from_fov, pose_from_xyz_rpy
-    from sim.parts import build_nominal_solid, manifold_to_trimesh
     from sim.pose_errors import PoseErrorModel
     from sim.render.camera_model import SensorModel
 
@@ -59,9 +60,8 @@ def cell_setup(sc: Any, seed: int) -> Any:
     T_ee_cam_believed = T_ee_cam @ he_err.sample(rng_for(seed, STREAM_HAND_EYE))
     vp = sc.viewpoints
     # The station stands around the nominal part position; the clutter keeps clear of the
-    # part's radius plus the placement jitter.
-    nominal, _ = manifold_to_trimesh(build_nominal_solid(sc.part.category, sc.part.params))
-    radius = float(np.linalg.norm(nominal.bounds[:, :2], axis=1).max())
+    # largest family's radius (its design range included) plus the placement jitter.
+    radius = max(family_radius(sc, i) for i in range(len(sc.part.families)))
     pl = sc.part.placement
     center = np.array([pl.position_m[0], pl.position_m[1], 0.0])
     gap = AppearanceGap(**sc.appearance.model_dump())  # the spec's fields, one to one
@@ -89,24 +89,89 @@ def cell_setup(sc: Any, seed: int) -> Any:
     )
 
 
-def build_placement(sc: Any, seed: int, plan: PartPlan) -> Any:
-    """The part instance (with defects and its own finish), its true pose and the believed
-    (estimated) pose."""
-    from sim.appearance import AppearanceGap, part_finish
-    from sim.cell import PartPlacement
-    from sim.defects import build_part_instance, make_defects
-    from sim.geometry import pose_from_xyz_rpy
-    from sim.parts import build_nominal_solid, manifold_to_trimesh
-    from sim.pose_errors import PoseErrorModel
+def family_name(sc: Any, index: int) -> str:
+    """The registered family name of ``sc.part.families[index]`` (a CAD file is loaded and
+    registered in this process if it is not yet)."""
+    fs = sc.part.families[index]
+    if fs.cad is None:
+        return str(fs.family)
+    from sim.parts.cad import cad_family
 
-    solid = build_nominal_solid(sc.part.category, sc.part.params)
+    return cad_family(fs.cad.path, fs.cad.unit, fs.cad.material, fs.cad.split).name
+
+
+def family_radius(sc: Any, index: int) -> float:
+    """The largest footprint radius (m) a part of family ``index`` may have: its nominal
+    design's, grown by the card's range as far as the family's variation reaches."""
+    from dataclasses import fields
+
+    from sim.parts import MM, build_model, get_family, make_params, manifold_to_trimesh, union_model
+
+    fs = sc.part.families[index]
+    name = family_name(sc, index)
+    params = make_params(name, fs.params)
+    mesh, _ = manifold_to_trimesh(union_model(build_model(name, params)))
+    radius = float(np.linalg.norm(mesh.bounds[:, :2], axis=1).max())
+    card = get_family(name).card
+    grow = 0.0
+    for f in fields(params):
+        dim = card.dimensions[f.name]
+        if dim.range is not None and f.name not in fs.params and f.metadata.get("kind") is float:
+            grow = max(grow, fs.variation * (dim.range[1] - getattr(params, f.name)) * MM)
+    return radius + grow
+
+
+def part_materials(sc: Any, name: str, components: tuple[str, ...]) -> dict[int, str]:
+    """Material class per surface label: the body's (the card's, unless the scenario's
+    appearance names one for every part) and each component's (its card's)."""
+    from sim.parts import COMPONENT_LABEL, get_family
+
+    card = get_family(name).card
+    body = card.material if sc.appearance.material == "card" else sc.appearance.material
+    out = {0: body}
+    for c, comp in enumerate(components, start=1):
+        out[COMPONENT_LABEL + c] = card.component_material(comp)
+    return out
+
+
+def build_part(sc: Any, seed: int, plan: PartPlan) -> Any:
+    """The part instance of ``plan``: its seeded design (the twin's CAD), the as-built part
+    (the design with seeded manufacturing error) and its seeded defects."""
+    from sim.defects import build_part_instance, make_defects, part_context
+    from sim.parts import as_built_params, build_model, design_params
+
+    fs = sc.part.families[plan.family]
+    name = family_name(sc, plan.family)
+    design = design_params(
+        name, fs.params, fs.variation, rng_for(seed, STREAM_DESIGN, plan.index)
+    )
+    built_params = as_built_params(
+        name, design, fs.tolerance, rng_for(seed, STREAM_TOLERANCE, plan.index)
+    )
+    nominal = build_model(name, design)
+    built = nominal if built_params == design else build_model(name, built_params)
     defects = []
     if plan.kinds:
-        nominal, _ = manifold_to_trimesh(solid)
         defects = make_defects(
-            nominal, plan.kinds, rng_for(seed, STREAM_DEFECTS, plan.index), sc.defects.sizes_mm
+            part_context(built),
+            plan.kinds,
+            rng_for(seed, STREAM_DEFECTS, plan.index),
+            sc.defects.sizes_mm,
+            sc.defects.at,
         )
-    part = build_part_instance(plan.part_id, sc.part.category, solid, defects)
+    materials = part_materials(sc, name, tuple(built.components))
+    return build_part_instance(plan.part_id, name, built, defects, nominal, materials)
+
+
+def build_placement(sc: Any, seed: int, plan: PartPlan) -> Any:
+    """The part instance (with defects and its own finishes), its true pose and the
+    believed (estimated) pose."""
+    from sim.appearance import AppearanceGap, part_finish
+    from sim.cell import PartPlacement
+    from sim.geometry import pose_from_xyz_rpy
+    from sim.pose_errors import PoseErrorModel
+
+    part = build_part(sc, seed, plan)
     pl = sc.part.placement
     rng = rng_for(seed, STREAM_PLACEMENT, plan.index)
     # Uniform in a disc of radius position_jitter_mm, yaw uniform in +-yaw_jitter_deg.
@@ -119,10 +184,11 @@ def build_placement(sc: Any, seed: int, plan: PartPlan) -> Any:
     E = PoseErrorModel("object_pose", oe.translation_mm, oe.rotation_deg).sample(
         rng_for(seed, STREAM_OBJECT_ERROR, plan.index)
     )
-    finish = part_finish(
-        AppearanceGap(**sc.appearance.model_dump()), rng_for(seed, STREAM_FINISH, plan.index)
-    )
-    return PartPlacement(part, T_base_obj, T_base_obj @ E, finish)
+    # One finish per surface (body first, then components in order), from one stream.
+    gap = AppearanceGap(**sc.appearance.model_dump())
+    frng = rng_for(seed, STREAM_FINISH, plan.index)
+    finishes = {label: part_finish(gap, frng, cls) for label, cls in sorted(part.materials.items())}
+    return PartPlacement(part, T_base_obj, T_base_obj @ E, finishes)
 
 
 class SimWorker:
