@@ -20,7 +20,7 @@ from scenarios.interfaces import Observation, RenderOutput
 from sim.appearance import TWIN_PART, Look, Station, defect_material, table_mesh, twin_look
 from sim.defects import PartInstance
 from sim.parts import COMPONENT_LABEL
-from sim.geometry import transform_points
+from sim.geometry import invert_pose, transform_points
 from sim.pose_errors import PoseErrorModel
 from sim.render import Material, MeshItem, Renderer, RenderScene
 from sim.render.camera_model import SensorModel, apply_camera, draw_capture
@@ -195,6 +195,11 @@ class SimCell:
         self.last_failure = res.reason
         self._T_base_ee = res.T_base_ee if res.ok else None
         return res.ok
+
+    def place_camera(self, T_base_cam: np.ndarray) -> None:
+        """Put the camera at ``T_base_cam`` as if the robot had reached it exactly (no IK,
+        no reachability check): for previews such as the gallery."""
+        self._T_base_ee = T_base_cam @ invert_pose(self.setup.T_ee_cam_believed)
 
     def _require_pose(self) -> np.ndarray:
         if self._T_base_ee is None:

@@ -299,6 +299,9 @@ def build_part_instance(
                 solid = solid - tool
                 removed.append((i, step.solid))
             else:  # paint: cut the surface along the tool and put it back, relabelled
+                # (a sliver of the cut may survive the union: it lies on the tool, so it is
+                # the defect's too)
+                id_to_label[tool.original_id()] = i + 1
                 patch = (solid ^ tool).as_original()
                 if patch.is_empty():
                     raise GeometryError(f"{d.kind} on {part_id}: the paint misses the part")
