@@ -30,7 +30,7 @@ import trimesh
 from sim.appearance import table_mesh, twin_look
 from sim.defects import build_part_instance
 from sim.geometry import intrinsics_from_fov, look_at, pose_from_xyz_rpy
-from sim.parts import build_nominal_solid
+from sim.parts import build_model, make_params
 from sim.render import Light, Material, MeshItem, RenderScene
 from sim.render.blender import BlenderRenderer
 
@@ -57,8 +57,10 @@ def _parts() -> dict[str, trimesh.Trimesh]:
     """Two flange bearing seats with different hubs (two mesh keys)."""
     out = {}
     for key, hub_mm in (("bench-flange-hub20", 20.0), ("bench-flange-hub14", 14.0)):
-        solid = build_nominal_solid("flange_bearing_seat", {"hub_height_mm": hub_mm})
-        out[key] = build_part_instance(key, "flange_bearing_seat", solid, []).nominal
+        model = build_model(
+            "flange_bearing_seat", make_params("flange_bearing_seat", {"hub_height_mm": hub_mm})
+        )
+        out[key] = build_part_instance(key, "flange_bearing_seat", model, []).nominal
     return out
 
 

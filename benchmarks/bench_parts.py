@@ -105,7 +105,10 @@ def bench_area(n: int, families: list[str], markdown: bool) -> None:
                             px.append(v)
                 med = f"{statistics.median(px):.0f}" if px else "0"
                 rows[family][kind] = f"{med} ({seen}/{total})"
-                print(f"{family:<20} {kind:<20} median {med:>6} px, visible in {seen}/{total} views", flush=True)
+                print(
+                    f"{family:<20} {kind:<20} median {med:>6} px, visible in {seen}/{total} views",
+                    flush=True,
+                )
     finally:
         worker.close()
     if markdown:
@@ -116,9 +119,13 @@ def bench_area(n: int, families: list[str], markdown: bool) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("what", choices=("build", "area"))
-    ap.add_argument("--n", type=int, default=None, help="parts per family (build) or per cell (area)")
+    ap.add_argument(
+        "--n", type=int, default=None, help="parts per family (build) or per cell (area)"
+    )
     ap.add_argument("--family", action="append", help="only these families (area)")
     ap.add_argument("--markdown", action="store_true", help="also print a Markdown table (area)")
     args = ap.parse_args()

@@ -5,7 +5,9 @@ Usage: PYOPENGL_PLATFORM=egl .venv/bin/python benchmarks/bench_render.py
 
 A pair is what ``sim.cell.SimCell`` renders per capture: the real render (colour + label
 pass) of the part as it stands, the twin render (colour + label pass) of the nominal CAD
-part, and, when the part has a removed-material defect, the nominal depth-only pass. The
+part, and, when the part has a removed-material defect, the missing-material pass (the
+depth and label pass of ``PartInstance.missing``, the as-built part split by the removed
+volumes, alone, as ``SimCell._defect_masks`` renders it). The
 "normal" flange part has no defect, the "defective" one a blind hole and a sink. Each pair
 is seen from the next planned viewpoint (the twin camera a little off, as a hand-eye error
 would put it); meshes and materials stay (one part, one station, many views).
@@ -46,14 +48,14 @@ from sim.appearance import (
     make_clutter,
     table_mesh,
 )
-from sim.defects import PartInstance, build_part_instance, make_defects
+from sim.defects import PartInstance, build_part_instance, make_defects, part_context
 from sim.geometry import (
     intrinsics_from_fov,
     look_at,
     pose_from_xyz_rpy,
     transform_points,
 )
-from sim.parts import build_nominal_solid, manifold_to_trimesh
+from sim.parts import build_model, make_params
 from sim.render import Light, MeshItem, RenderScene
 from sim.render import pyrender_backend as backend
 from sim.viewpoints import plan_viewpoints
@@ -71,12 +73,11 @@ E_TWIN = pose_from_xyz_rpy((0.002, -0.001, 0.001), np.radians((0.3, -0.2, 0.4)))
 
 
 def _parts() -> dict[str, PartInstance]:
-    solid = build_nominal_solid(CATEGORY)
-    nominal, _ = manifold_to_trimesh(solid)
-    defects = make_defects(nominal, ("hole", "sink"), np.random.default_rng(7))
+    model = build_model(CATEGORY, make_params(CATEGORY))
+    defects = make_defects(part_context(model), ("hole", "sink"), np.random.default_rng(7))
     return {
-        "normal": build_part_instance("bench-normal", CATEGORY, solid, []),
-        "defective": build_part_instance("bench-defective", CATEGORY, solid, defects),
+        "normal": build_part_instance("bench-normal", CATEGORY, model, []),
+        "defective": build_part_instance("bench-defective", CATEGORY, model, defects),
     }
 
 
@@ -100,7 +101,8 @@ def _as_directional(light: Light, center: np.ndarray) -> Light:
 def _scenes(
     part: PartInstance, T_obj: np.ndarray, lights: str
 ) -> tuple[RenderScene, RenderScene, RenderScene]:
-    """(real, twin, nominal depth-only) scenes of ``part`` at ``T_obj``."""
+    """(real, twin, missing-material) scenes of ``part`` at ``T_obj`` (the last one is
+    rendered depth-only, and only for a part whose defects removed material)."""
     center = transform_points(T_obj, part.nominal.bounds.mean(axis=0)[None])[0]
     table = table_mesh()
     key = _area(center, KEY_DIR, KEY_W, KEY_SIZE_M)
@@ -127,7 +129,13 @@ def _scenes(
         ),
         (twin_light,),
     )
-    return real, twin, dataclasses.replace(twin, lights=())
+    missing = twin
+    if part.missing is not None and part.missing_labels is not None:
+        item = MeshItem(
+            f"{part.part_id}/missing", part.missing, T_obj, {0: TWIN_PART}, part.missing_labels
+        )
+        missing = RenderScene((item,), ())
+    return real, twin, missing
 
 
 def _bare_scene(scene: RenderScene, K: np.ndarray) -> tuple[pyrender.Scene, pyrender.Node]:
@@ -161,11 +169,11 @@ def _render_pair(
     T_cam: np.ndarray,
 ) -> None:
     """One capture's renders, as the cell makes them."""
-    real, twin, nominal = scenes
+    real, twin, missing = scenes
     renderer.render(real, K, size, T_cam)
     renderer.render(twin, K, size, T_cam @ E_TWIN)
     if removing:
-        renderer.render(nominal, K, size, T_cam, depth_only=True)
+        renderer.render(missing, K, size, T_cam, depth_only=True)
 
 
 def _render_bare(
@@ -197,7 +205,7 @@ def main() -> None:
             center = transform_points(T_obj, part.nominal.bounds.mean(axis=0)[None])[0]
             views = [v.T_base_cam for v in plan_viewpoints(center, RADIUS_M, 1, 20.0, 80.0)]
             scenes = _scenes(part, T_obj, args.lights)
-            removing = any(d.op == "remove" for d in part.defects)
+            removing = part.removes_material
             bare = [(*_bare_scene(sc, K), backend.shadow_flags(sc)) for sc in scenes[:2]]
             renderer = backend.PyrenderRenderer()
             # Warm-up: uploads, shader compiles, framebuffer allocation.

@@ -178,7 +178,7 @@ class CadSpec(Strict):
 
     path: Text = Field(min_length=1, max_length=4096)
     unit: Literal["m", "mm", "cm", "in"]
-    material: MaterialName = "machined_aluminium"  # type: ignore[valid-type]
+    material: MaterialName = "machined_aluminium"
     split: Literal["base", "novel"] = "novel"
     sha256: Text = ""
 
@@ -314,7 +314,7 @@ class AppearanceSpec(Strict):
     material (``card``: each family's card material, and its components' own), the
     station's lighting, world, bench and clutter."""
 
-    material: Literal["card"] | MaterialName = "card"  # type: ignore[valid-type]
+    material: Literal["card"] | MaterialName = "card"
     finish_jitter: Num = Field(0.05, ge=0.0, le=0.5)
     environment: Literal["none", "studio", "workshop"] = "workshop"
     light_jitter_deg: Num = Field(20.0, ge=0.0, le=90.0)
@@ -405,7 +405,9 @@ def _resolve_family(
     kinds_where = f"{where}.kinds" if f.kinds is not None else "defects.kinds"
     for k in kinds:
         if k not in DEFECT_KINDS:
-            raise SpecError(f"{kinds_where}: unknown {excerpt(k)}; {allowed(k, sorted(DEFECT_KINDS))}")
+            raise SpecError(
+                f"{kinds_where}: unknown {excerpt(k)}; {allowed(k, sorted(DEFECT_KINDS))}"
+            )
         if f.test_defective:
             try:
                 check_applicable(k, [c.name for c in fam_obj.card.components], kinds_where)

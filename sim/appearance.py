@@ -24,7 +24,7 @@ import numpy as np
 import trimesh
 
 from sim.geometry import look_at, make_pose, rotation_matrix
-from sim.render import Environment, Light, Material, MeshItem
+from sim.render import FINISHES, Environment, Light, Material, MeshItem
 
 TWIN_PART = Material((0.72, 0.72, 0.74), metallic=0.0, roughness=0.6)
 TWIN_TABLE = Material((0.18, 0.18, 0.2), metallic=0.0, roughness=0.9)
@@ -194,7 +194,91 @@ def scratch_finish(part: Material, direction_obj: np.ndarray, width_mm: float) -
     )
 
 
-def defect_material(surface: Material, appearance: str, look: tuple[tuple[str, float], ...]) -> Material:
+#: A stain is a thin film: what it lets through twice (the metal or plastic under it is
+#: seen through it, darker and tinted) and what it scatters itself, for grey-brown oil
+#: (tint 0) and yellow-brown dried coolant or water (tint 1). Linear RGB.
+STAIN_PASS_OIL = np.array([0.3, 0.27, 0.23])
+STAIN_PASS_COOLANT = np.array([0.5, 0.33, 0.12])
+STAIN_SCATTER_OIL = np.array([0.02, 0.018, 0.015])
+STAIN_SCATTER_COOLANT = np.array([0.12, 0.1, 0.07])
+#: Red rust (iron oxide-hydroxide) and the white corrosion of aluminium (its hydroxide).
+RUST = np.array([0.3, 0.1, 0.032])
+WHITE_RUST = np.array([0.86, 0.86, 0.83])
+#: Workshop dust and lint: pale grey, a little warm.
+DUST = np.array([0.55, 0.54, 0.5])
+
+
+def _luminance(color: tuple[float, float, float]) -> float:
+    r, g, b = color
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _texture_finish(surface: Material, appearance: str, params: dict[str, float]) -> Material:
+    """The finish of a stain, corrosion spot, flow marks or dust on ``surface``.
+
+    Its base colour, metallic and roughness are the defect at full strength (all a raster
+    backend draws); ``params`` keep the defect's look and add the surface's own values
+    (``surf_r``, ``surf_g``, ``surf_b``, ``surf_metallic``, ``surf_roughness``), from which a
+    procedural backend fades the defect into its surroundings. Colour jitter is drawn from
+    the defect's ``seed``, so one defect always looks the same.
+    """
+    seed = int(params.get("seed", surface.seed))
+    rng = np.random.default_rng([seed % (2**32), len(appearance)])
+    base = np.asarray(surface.base_color, dtype=np.float64)
+    metal, rough = float(surface.metallic), float(surface.roughness)
+    if appearance == "stain":
+        # A film over the surface: the surface seen through it (darker, tinted: yellow-brown
+        # on bright metal) plus what the film scatters itself (a brownish haze on black
+        # plastic); a metal keeps its sheen; oil a little glossier, dried coolant duller.
+        s = float(np.clip(params.get("strength", 0.65), 0.0, 1.0))
+        t = float(np.clip(params.get("tint", 0.5), 0.0, 1.0))
+        passed = (1 - t) * STAIN_PASS_OIL + t * STAIN_PASS_COOLANT
+        scatter = (1 - t) * STAIN_SCATTER_OIL + t * STAIN_SCATTER_COOLANT
+        color = base * (1 - s + s * passed * rng.uniform(0.92, 1.08, 3)) + s * scatter
+        rough += (0.2 * t - 0.1) * s
+    elif appearance == "corrosion":
+        # Rust on steel and iron, white rust on aluminium (a bright metal); a deposit of
+        # rust on anything else. Corrosion products are dielectric and rough.
+        white = metal >= 0.5 and _luminance(surface.base_color) >= 0.7
+        params["rust"] = 0.0 if white else 1.0
+        color = (WHITE_RUST if white else RUST) * rng.uniform(0.85, 1.15)
+        color = color * rng.uniform(0.95, 1.05, 3)
+        metal, rough = 0.0, float(rng.uniform(0.85, 0.95))
+    elif appearance == "flow_marks":
+        # The same material, its frozen ripples hazier: a dark polymer turns a little
+        # lighter, a light one a little darker; duller in all.
+        c = float(np.clip(params.get("contrast", 0.6), 0.0, 1.0))
+        lum = _luminance(surface.base_color)
+        color = base + 0.08 * c if lum < 0.3 else base * (1.0 - 0.12 * c)
+        rough += 0.2 * c
+    elif appearance == "dust":
+        color, metal, rough = DUST * rng.uniform(0.85, 1.15) * rng.uniform(0.96, 1.04, 3), 0.0, 0.95
+    else:
+        raise ValueError(f"no real-render look for defect appearance {appearance!r}")
+    params.update(
+        surf_r=float(base[0]),
+        surf_g=float(base[1]),
+        surf_b=float(base[2]),
+        surf_metallic=float(surface.metallic),
+        surf_roughness=float(surface.roughness),
+        # The surface's own finish, so a procedural backend can draw it under the defect.
+        surf_finish=float(FINISHES.index(surface.finish)) if surface.finish in FINISHES else 0.0,
+        surf_seed=float(surface.seed),
+    )
+    params.update({f"surf_p_{k}": float(v) for k, v in surface.params})
+    return Material(
+        _rgb(color),
+        float(np.clip(metal, 0.0, 1.0)),
+        float(np.clip(rough, 0.05, 1.0)),
+        appearance,
+        seed,
+        tuple(sorted(params.items())),
+    )
+
+
+def defect_material(
+    surface: Material, appearance: str, look: tuple[tuple[str, float], ...]
+) -> Material:
     """The real-render material of a texture defect's faces on ``surface`` (the material of
     the part or component it sits on): finish ``appearance`` (``sim.render.FINISHES``) with
     the defect's ``look`` parameters (``sim.defects.Defect.look``)."""
@@ -202,7 +286,7 @@ def defect_material(surface: Material, appearance: str, look: tuple[tuple[str, f
     if appearance == "scratch":
         d = np.array([params.get("dir_x", 1.0), params.get("dir_y", 0.0), params.get("dir_z", 0.0)])
         return scratch_finish(surface, d, params.get("width_mm", 1.0))
-    raise ValueError(f"no real-render look for defect appearance {appearance!r}")
+    return _texture_finish(surface, appearance, params)
 
 
 @dataclass(frozen=True)

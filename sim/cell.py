@@ -19,8 +19,8 @@ import numpy as np
 from scenarios.interfaces import Observation, RenderOutput
 from sim.appearance import TWIN_PART, Look, Station, defect_material, table_mesh, twin_look
 from sim.defects import PartInstance
-from sim.parts import COMPONENT_LABEL
 from sim.geometry import invert_pose, transform_points
+from sim.parts import COMPONENT_LABEL
 from sim.pose_errors import PoseErrorModel
 from sim.render import Material, MeshItem, Renderer, RenderScene
 from sim.render.camera_model import SensorModel, apply_camera, draw_capture
@@ -127,7 +127,8 @@ def _part_items(
         return placement.finishes.get(label, look.part)
 
     if defective:
-        labels = part.face_labels
+        labels: np.ndarray | None = part.face_labels
+        assert labels is not None
         materials = {int(lb): surface(int(lb)) for lb in np.unique(labels) if lb >= COMPONENT_LABEL}
         materials[0] = look.part
         for i, d in enumerate(part.defects):

@@ -142,9 +142,7 @@ def build_part(sc: Any, seed: int, plan: PartPlan) -> Any:
 
     fs = sc.part.families[plan.family]
     name = family_name(sc, plan.family)
-    design = design_params(
-        name, fs.params, fs.variation, rng_for(seed, STREAM_DESIGN, plan.index)
-    )
+    design = design_params(name, fs.params, fs.variation, rng_for(seed, STREAM_DESIGN, plan.index))
     built_params = as_built_params(
         name, design, fs.tolerance, rng_for(seed, STREAM_TOLERANCE, plan.index)
     )

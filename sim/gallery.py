@@ -52,7 +52,7 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
     mode = "L" if img.ndim == 2 else "RGB"
-    return np.asarray(Image.fromarray(img, mode).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(img, mode).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _crop_box(mask: np.ndarray, margin: float = 0.25) -> tuple[int, int, int, int]:
@@ -108,7 +108,9 @@ def render_tile(worker: Any, sc: Any, family: str, kind: str, seed: int) -> Tile
     c_base = placement.T_base_obj[:3, :3] @ centre + placement.T_base_obj[:3, 3]
     ranked = sorted(
         views.items(),
-        key=lambda kv: -float(np.dot((kv[1][:3, 3] - c_base) / np.linalg.norm(kv[1][:3, 3] - c_base), d)),
+        key=lambda kv: (
+            -float(np.dot((kv[1][:3, 3] - c_base) / np.linalg.norm(kv[1][:3, 3] - c_base), d))
+        ),
     )
     best = None
     for _, T in ranked[:2]:

@@ -258,7 +258,9 @@ def _labelled(model: PartModel) -> tuple[m3.Manifold, dict[int, int]]:
     return whole, id_to_label
 
 
-def _mesh_labels(solid: m3.Manifold, id_to_label: dict[int, int]) -> tuple[trimesh.Trimesh, np.ndarray]:
+def _mesh_labels(
+    solid: m3.Manifold, id_to_label: dict[int, int]
+) -> tuple[trimesh.Trimesh, np.ndarray]:
     mesh, ids = manifold_to_trimesh(solid)
     unknown = set(np.unique(ids).tolist()) - set(id_to_label)
     if unknown:

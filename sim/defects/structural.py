@@ -45,7 +45,8 @@ def _pick(
     names = [
         n
         for n, s in ctx.model.components.items()
-        if size[0] <= _extent(s) <= size[1] and (not need_alternative or n in ctx.model.alternatives)
+        if size[0] <= _extent(s) <= size[1]
+        and (not need_alternative or n in ctx.model.alternatives)
     ]
     if not names:
         what = "with a wrong alternative " if need_alternative else ""
@@ -67,7 +68,9 @@ def _missing(
     name = _pick(ctx, rng, size)
     solid = ctx.model.components[name]
     rec = _record("missing_component", name, solid)
-    return Defect("missing_component", (Step("remove", solid),), rec, None, (), ctx.component_label(name))
+    return Defect(
+        "missing_component", (Step("remove", solid),), rec, None, (), ctx.component_label(name)
+    )
 
 
 def _wrong(
@@ -127,7 +130,9 @@ def _extra(
     extra = lying.translate(tuple(float(v) for v in target))
     rec = _record("extra_component", name, solid)
     rec = DefectRecord(rec.kind, rec.size_mm, {**rec.params, "position_mm": pos_mm(onto)})
-    return Defect("extra_component", (Step("add", extra),), rec, None, (), ctx.component_label(name))
+    return Defect(
+        "extra_component", (Step("add", extra),), rec, None, (), ctx.component_label(name)
+    )
 
 
 for _name, _make, _size, _desc in (

@@ -37,7 +37,8 @@ import manifold3d as m3
 import numpy as np
 import trimesh
 import yaml
-from pydantic import BaseModel, ConfigDict, Field as PField, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import Field as PField
 
 from scenarios.interfaces import GeometryError, SpecError, allowed, excerpt, path_part
 
@@ -340,7 +341,7 @@ def design_params(
     fam = PART_FAMILIES[family]
     fixed = set(overrides or {})
     for _ in range(MAX_DESIGN_DRAWS):
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(base):
             dim = fam.card.dimensions[f.name]
             nom = getattr(base, f.name)
@@ -438,7 +439,15 @@ def families_by_split() -> dict[str, tuple[str, ...]]:
 
 def _register_builtin() -> None:
     # Each family module registers itself on import; the order is the listing order.
-    from sim.parts import flange  # noqa: F401
+    from sim.parts import (  # noqa: F401
+        bracket,
+        cover_plate,
+        flange,
+        joint_housing,
+        moulded_ring,
+        pipe_elbow,
+        spur_gear,
+    )
 
 
 _register_builtin()

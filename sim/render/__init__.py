@@ -36,6 +36,11 @@ FINISHES = (
     "rubber_mat",  # a black rubber mat
     "painted",  # painted metal or plastic (fixtures, clutter)
     "cable",  # a PVC cable sheath
+    # Texture defects' own finishes (appended: a finish's index salts its Blender noise).
+    "stain",  # a stain: a darker, yellow-brown film with soft, noisy edges and a tide line
+    "corrosion",  # a corrosion spot: rust or white rust, crusty and rough
+    "flow_marks",  # flow marks: wavy bands of differing gloss on a moulded surface
+    "dust",  # dust grains and lint: pale grey, matte, fibrous
 )
 
 BACKENDS = ("pyrender", "blender")

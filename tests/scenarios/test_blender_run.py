@@ -98,7 +98,8 @@ def test_blender_runs_match_with_one_or_two_workers_and_leave_no_worker(tmp_path
     one worker with two threads; no Blender process outlives the run."""
     data = load_scenario("tiny").model_dump(mode="json")
     data["render"] = {"real": "blender", "twin": "pyrender", "samples": 2}
-    data["split"] = {"train_normal": 1, "test_normal": 1, "test_defective": 1}
+    # A resolved scenario lists its parts as part.families: the counts are the family's.
+    data["part"]["families"][0].update(train_normal=1, test_normal=1, test_defective=1)
     sc = parse_scenario(data, "test")
     before = _all_blender_workers()
     runs = {}

@@ -342,6 +342,20 @@ def test_detector_params_are_checked_before_anything_runs(
             "viewpoints: {subdivisions: 3}\nsplit: {train_normal: 1000, test_defective: 1000}",
             "at most 100000",
         ),
+        (
+            "part: {families: [{family: flange_bearing_seat, train_normal: 1,"
+            " params: {segments: 12.7}}]}",
+            "part.families.0.params.segments: must be an integer",
+        ),
+        (
+            "part: {families: [{family: flange_bearing_seat, train_normal: '2'}]}",
+            "part.families.0.train_normal: Input should be a valid integer",
+        ),
+        (
+            "viewpoints: {subdivisions: 3}\npart: {families: [{family: flange_bearing_seat,"
+            " train_normal: 1000, test_defective: 1000}]}",
+            "at most 100000",
+        ),
     ],
 )
 def test_loose_types_and_unbounded_values_are_refused(

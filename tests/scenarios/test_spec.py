@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 import detectors
-from scenarios.interfaces import SpecError
+from scenarios import engine
+from scenarios.interfaces import SpecError, allowed
 from scenarios.spec import Scenario, bundled_scenarios, load_scenario, parse_scenario
 from sim.defects import DEFECT_KINDS
-from sim.parts import PART_FAMILIES
+from sim.parts import PART_FAMILIES, make_params
 
 
 def _spec_error(data: Any) -> str:
@@ -73,10 +74,16 @@ def test_defaults_fill_in() -> None:
     assert (sc.cell.camera.width, sc.cell.camera.height) == (256, 256)
     assert sc.viewpoints.radius_m == pytest.approx(0.2)
     assert sc.viewpoints.elevation_min_deg <= sc.viewpoints.elevation_max_deg
-    assert sc.part.category == "flange_bearing_seat"
-    assert sc.part.params["flange_width_mm"] == 80.0  # the family defaults, resolved
+    # The short form's defaults become one family; the resolved scenario has one form.
+    assert sc.part.category is None and sc.part.params is None and sc.split is None
+    (fam,) = sc.part.families
+    assert fam.family == "flange_bearing_seat"
+    assert fam.params == {}  # only overrides are kept; the card holds the nominal values
+    assert make_params(fam.family, fam.params).flange_width_mm == 80.0
+    assert (fam.variation, fam.tolerance, fam.kinds) == (0.0, 1.0, None)
     assert set(sc.defects.kinds) == {"bulge", "hole", "scratch", "sink"}
-    assert sc.split.train_normal >= 1
+    assert (fam.train_normal, fam.test_normal, fam.test_defective) == (2, 1, 4)
+    assert sc.appearance.material == "card"
     # Realistic pose errors by default (docs/scenarios.md gives the sources).
     assert sc.errors.robot.translation_mm == 0.05
     assert sc.errors.hand_eye.translation_mm == 1.0
@@ -146,20 +153,37 @@ def test_digest_differs_for_different_specs() -> None:
 
 
 def test_part_params_are_accepted_at_load() -> None:
+    """Overrides are checked and kept in their declared types (25 -> 25.0 for a length);
+    nothing else is stored, so the family's variation still draws the rest."""
     sc = parse_scenario({"name": "x", "part": {"params": {"hub_height_mm": 25}}})
-    assert sc.part.params["hub_height_mm"] == 25.0 and sc.part.params["segments"] == 64
+    (fam,) = sc.part.families
+    assert fam.params == {"hub_height_mm": 25.0}
+    assert isinstance(fam.params["hub_height_mm"], float)
+    assert make_params(fam.family, fam.params).segments == 64  # from the card
 
 
 def test_equivalent_params_give_one_digest() -> None:
-    """2 and 2.0, or a default written out, are the same scenario (a resume is not refused)."""
+    """2 and 2.0 are the same scenario (a resume is not refused), in the short form and in
+    part.families alike, and the short form is the same scenario as its one family."""
     base = parse_scenario({"name": "x"})
     same = [
         {"name": "x", "detectors": [{"name": d, "params": {"sigma_px": 2}} for d in DEFAULTS]},
         {"name": "x", "detectors": [{"name": d, "params": {"sigma_px": 2.0}} for d in DEFAULTS]},
-        {"name": "x", "part": {"params": {"segments": 64, "hub_height_mm": 20}}},
+        {
+            "name": "x",
+            "part": {"families": [{"family": "flange_bearing_seat", **SHORT_FORM_COUNTS}]},
+        },
     ]
     for data in same:
         assert parse_scenario(data).digest() == base.digest(), data
+    a = parse_scenario({"name": "x", "part": {"params": {"segments": 64, "hub_height_mm": 20}}})
+    b = parse_scenario({"name": "x", "part": {"params": {"segments": 64, "hub_height_mm": 20.0}}})
+    assert a.digest() == b.digest()
+    # A nominal value written out is an override: it stays fixed when the design varies.
+    assert a.digest() != base.digest()
+
+
+SHORT_FORM_COUNTS = {"train_normal": 2, "test_normal": 1, "test_defective": 4}
 
 
 DEFAULTS = ("rgb_residual", "gradient_residual", "ssim_residual")
@@ -250,7 +274,7 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
         "unknown-defect-kind",
         {"name": "x", "defects": {"kinds": ["hole", "dent"]}},
         "defects.kinds",
-        ("'dent'", "allowed: bulge, hole, scratch, sink"),
+        ("'dent'", allowed("dent", sorted(DEFECT_KINDS))),
     ),
     (
         "no-defect-kinds",
@@ -262,7 +286,7 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
         "unknown-size-kind",
         {"name": "x", "defects": {"sizes_mm": {"dent": [1, 2]}}},
         "defects.sizes_mm",
-        ("'dent'", "allowed: bulge, hole, scratch, sink"),
+        ("'dent'", allowed("dent", sorted(DEFECT_KINDS))),
     ),
     (
         "unknown-detector",
@@ -287,7 +311,7 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
         "unknown-part-category",
         {"name": "x", "part": {"category": "gear"}},
         "part.category",
-        ("'gear'", "allowed: " + ", ".join(sorted(PART_FAMILIES))),
+        ("'gear'", allowed("gear", sorted(PART_FAMILIES))),
     ),
     (
         "unknown-part-param",
@@ -349,9 +373,16 @@ def test_top_level_must_be_a_mapping(data: Any, fragment: str) -> None:
 
 
 def test_all_defect_kinds_are_allowed_by_spec() -> None:
-    # The allowed list in messages comes from the registry; every registered kind loads.
-    sc = parse_scenario({"name": "x", "defects": {"kinds": sorted(DEFECT_KINDS)}})
-    assert set(sc.defects.kinds) == {"bulge", "hole", "scratch", "sink"}
+    # The allowed list in messages comes from the registry; every registered kind loads
+    # (structural kinds on a family with sub-components).
+    kinds = sorted(DEFECT_KINDS)
+    sc = parse_scenario(
+        {"name": "x", "part": {"category": "joint_housing"}, "defects": {"kinds": kinds}}
+    )
+    assert set(sc.defects.kinds) == set(DEFECT_KINDS)
+    # The flange has no sub-components: every other kind loads there.
+    flat = [k for k in kinds if not DEFECT_KINDS[k].needs_components]
+    assert parse_scenario({"name": "x", "defects": {"kinds": flat}}).defects.kinds == tuple(flat)
 
 
 def test_unknown_name_lists_the_close_matches_first() -> None:
@@ -433,27 +464,193 @@ def test_directory_is_not_a_scenario(tmp_path: Path) -> None:
 
 
 def test_scenario_reference_documents_every_field() -> None:
-    """docs/scenarios.md names every field of the scenario, part and detector parameters."""
+    """docs/scenarios.md names every field of the scenario (those of each entry of
+    ``part.families`` as ``part.families[].<field>`` or by name on its row) and the detector
+    parameters. Part parameters are documented by their family's part card
+    (``assets/parts``), which names every one with its nominal value."""
     import dataclasses
+    import typing
 
     from pydantic import BaseModel
 
     from detectors.residual import ResidualParams
     from scenarios.spec import Scenario
-    from sim.parts import FlangeBearingSeatParams
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "scenarios.md").read_text()
     missing = []
+    # Filled in on load (a CAD file's content hash), never written by the user.
+    filled_on_load = {"part.families[].cad.sha256"}
 
-    def walk(model: type[BaseModel], prefix: str) -> None:
+    def models_in(ann: Any) -> list[type[BaseModel]]:
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            return [ann]
+        return [m for a in typing.get_args(ann) for m in models_in(a)]
+
+    def walk(model: type[BaseModel], prefix: str, loose: bool = False) -> None:
+        # ``loose``: fields of a list entry or of the optional short form (``split``) may be
+        # named on a shared row or sentence, by their own name.
         for name, info in model.model_fields.items():
             ann = info.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel) and name != "detectors":
-                walk(ann, f"{prefix}{name}.")
-            elif f"`{prefix}{name}`" not in doc:
-                missing.append(f"{prefix}{name}")
+            nested = models_in(ann) if name != "detectors" else []
+            if typing.get_origin(ann) is tuple:
+                for m in nested:
+                    walk(m, f"{prefix}{name}[].", True)
+            else:
+                optional = type(None) in typing.get_args(ann)
+                for m in nested:
+                    walk(m, f"{prefix}{name}.", loose or optional)
+            full = f"{prefix}{name}"
+            if nested or full in filled_on_load or f"`{full}`" in doc:
+                continue
+            if loose and f"`{name}`" in doc:
+                continue
+            missing.append(full)
 
     walk(Scenario, "")
-    names = [f.name for f in dataclasses.fields(FlangeBearingSeatParams)]
-    missing += [n for n in [*names, *ResidualParams.model_fields] if f"`{n}`" not in doc]
+    missing += [n for n in ResidualParams.model_fields if f"`{n}`" not in doc]
     assert not missing, f"docs/scenarios.md lacks {missing}"
+    for name, fam in PART_FAMILIES.items():
+        params = {f.name for f in dataclasses.fields(fam.params_type)}
+        assert params == set(fam.card.dimensions), name
+        assert fam.card.title, name
+
+
+# ----------------------------------------------------------------------------------------------
+# Part families: counts per split, the two forms, kinds and features checked per family
+# ----------------------------------------------------------------------------------------------
+
+
+def test_families_with_counts_give_the_zero_shot_protocol() -> None:
+    """One family only in training and another only in test: every training part is of the
+    first, every test part of the second, and the test family's own kinds are cycled over
+    its defective parts."""
+    sc = parse_scenario(
+        {
+            "name": "zero-shot",
+            "part": {
+                "families": [
+                    {"family": "flange_bearing_seat", "variation": 0.5, "train_normal": 3},
+                    {
+                        "family": "joint_housing",
+                        "test_normal": 1,
+                        "test_defective": 3,
+                        "kinds": ["missing_component", "scratch"],
+                    },
+                ]
+            },
+        },
+        "bad.yaml",
+    )
+    base, novel = sc.part.families
+    assert (base.family, base.train_normal, base.test_normal, base.test_defective) == (
+        "flange_bearing_seat",
+        3,
+        0,
+        0,
+    )
+    assert (novel.family, novel.train_normal, novel.n_parts) == ("joint_housing", 0, 4)
+    assert PART_FAMILIES[base.family].card.split == "base"
+    assert PART_FAMILIES[novel.family].card.split == "novel"
+    assert sc.split is None and sc.part.category is None
+    plans = engine.plan_parts(sc)
+    assert [p.part_id for p in plans] == [f"part{i:03d}" for i in range(7)]
+    assert [(p.split, p.family) for p in plans] == [("train", 0)] * 3 + [("test", 1)] * 4
+    assert [p.kinds for p in plans if p.kinds] == [
+        ("missing_component",),
+        ("scratch",),
+        ("missing_component",),
+    ]
+    # Each plan builds a part of its own family (the factory's seeded design and defects).
+    from sim import factory
+
+    train = factory.build_part(sc, sc.seed, plans[0])
+    assert train.category == "flange_bearing_seat" and not train.defects
+    test = factory.build_part(sc, sc.seed, plans[4])
+    assert test.category == "joint_housing" and test.components
+    assert [d.kind for d in test.defects] == ["missing_component"]
+
+
+def test_both_part_forms_is_an_error() -> None:
+    for short in ({"category": "flange_bearing_seat"}, {"params": {"hub_height_mm": 25}}):
+        part = {**short, "families": [{"family": "flange_bearing_seat", "train_normal": 1}]}
+        msg = _spec_error({"name": "x", "part": part})
+        assert "part.families, or part.category/params with split, not both" in msg, msg
+
+
+def test_split_with_families_is_an_error() -> None:
+    msg = _spec_error(
+        {
+            "name": "x",
+            "part": {"families": [{"family": "flange_bearing_seat", "train_normal": 1}]},
+            "split": {"train_normal": 2},
+        }
+    )
+    assert "split: with part.families each family gives its own counts" in msg, msg
+
+
+def test_family_needs_one_source_and_some_parts() -> None:
+    msg = _spec_error({"name": "x", "part": {"families": [{"train_normal": 1}]}})
+    assert "part.families.0" in msg and "give either family" in msg, msg
+    msg = _spec_error({"name": "x", "part": {"families": [{"family": "flange_bearing_seat"}]}})
+    assert "the run has no parts" in msg, msg
+    msg = _spec_error(
+        {"name": "x", "part": {"families": [{"family": "teapot", "train_normal": 1}]}}
+    )
+    assert "part.families.0.family: unknown 'teapot'" in msg, msg
+    assert "flange_bearing_seat" in msg, msg
+
+
+def test_structural_kind_on_a_family_without_components_is_an_error() -> None:
+    """``missing_component`` needs sub-components: on the flange it is refused at load,
+    naming ``defects.kinds`` (or the family's own ``kinds``) and the family."""
+    msg = _spec_error({"name": "x", "defects": {"kinds": ["hole", "missing_component"]}})
+    assert msg.startswith("bad.yaml: defects.kinds: missing_component needs"), msg
+    assert "flange_bearing_seat has none" in msg, msg
+    fam = {"family": "flange_bearing_seat", "test_defective": 1, "kinds": ["missing_component"]}
+    msg = _spec_error({"name": "x", "part": {"families": [fam]}})
+    assert msg.startswith("bad.yaml: part.families.0.kinds: missing_component needs"), msg
+    # Without defective parts of that family there is nothing to refuse.
+    ok = {"family": "flange_bearing_seat", "train_normal": 1}
+    sc = parse_scenario(
+        {"name": "x", "part": {"families": [ok]}, "defects": {"kinds": ["missing_component"]}}
+    )
+    assert sc.part.families[0].train_normal == 1
+
+
+def test_defects_at_an_unknown_feature_lists_the_familys_features() -> None:
+    """``defects.at`` must name a feature of the family's card; the error lists them."""
+    features = sorted(PART_FAMILIES["flange_bearing_seat"].card.features)
+    msg = _spec_error({"name": "x", "defects": {"kinds": ["chip"], "at": {"chip": "rim"}}})
+    assert msg.startswith("bad.yaml: defects.at.chip: flange_bearing_seat has no feature 'rim'")
+    for feature in features:
+        assert feature in msg, (feature, msg)
+    sc = parse_scenario({"name": "x", "defects": {"kinds": ["chip"], "at": {"chip": "seat_edge"}}})
+    assert sc.defects.at == {"chip": "seat_edge"}
+
+
+def test_only_overrides_are_kept_in_family_params() -> None:
+    """A family's params keep only what the scenario gives, checked and in declared types;
+    errors name ``part.families.<i>.params.<name>``."""
+    fams = [
+        {"family": "flange_bearing_seat", "train_normal": 1},
+        {
+            "family": "flange_bearing_seat",
+            "params": {"hub_height_mm": 28, "segments": 48},
+            "test_normal": 1,
+        },
+    ]
+    sc = parse_scenario({"name": "x", "part": {"families": fams}})
+    assert sc.part.families[0].params == {}
+    assert sc.part.families[1].params == {"hub_height_mm": 28.0, "segments": 48}
+    assert isinstance(sc.part.families[1].params["hub_height_mm"], float)
+    bad = [
+        {"family": "flange_bearing_seat", "params": {"bore_diameter_mm": 100}, "train_normal": 1}
+    ]
+    msg = _spec_error({"name": "x", "part": {"families": bad}})
+    assert "part.families.0.params.bore_diameter_mm: must be < seat_diameter_mm" in msg, msg
+    bad = [
+        fams[0],
+        {"family": "flange_bearing_seat", "params": {"hub_hight_mm": 2}, "test_normal": 1},
+    ]
+    msg = _spec_error({"name": "x", "part": {"families": bad}})
+    assert "part.families.1.params.hub_hight_mm: unknown parameter; allowed: hub_height_mm" in msg

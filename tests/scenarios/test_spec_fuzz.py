@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import scenarios.engine
 from scenarios.cli import main
-from scenarios.spec import Scenario, bundled_scenarios
+from scenarios.spec import bundled_scenarios, parse_scenario
 
 # An error line is "twincell: error: <file>: <field>: <what is allowed>"; past the file
 # name it is at most this long.
@@ -40,11 +40,18 @@ def _leaf_paths(d: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return out
     if isinstance(d, list) and d and not isinstance(d[0], dict):
         return [prefix, *((*prefix, i) for i in range(len(d)))]
+    if isinstance(d, list) and d:  # a list of mappings (part.families): into each entry
+        out = [prefix]
+        for i, v in enumerate(d):
+            out += _leaf_paths(v, (*prefix, i))
+        return out
     return [prefix]
 
 
-# Every field of the full scenario (defaults included), so mutations reach nested models.
-FULL: dict[str, Any] = {**Scenario(name="x").model_dump(mode="json"), **BASE}
+# Every field of the full scenario (defaults included), so mutations reach nested models:
+# the tiny scenario resolved, its parts in the part.families form (the short form's keys
+# stay, as nulls, so mutating them exercises the "both forms" checks).
+FULL: dict[str, Any] = parse_scenario(BASE).model_dump(mode="json")
 PATHS = _leaf_paths(FULL)
 
 SCALARS = st.one_of(

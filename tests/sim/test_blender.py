@@ -26,7 +26,7 @@ import trimesh
 
 from sim.defects import build_part_instance
 from sim.geometry import intrinsics_from_fov, look_at, pose_from_xyz_rpy
-from sim.parts import build_nominal_solid
+from sim.parts import build_model, make_params
 from sim.render import Light, Material, MeshItem, RenderFailed, RenderScene, make_renderer
 from sim.render.blender import BlenderRenderer, BlenderUnavailable, client
 from sim.render.distortion import distort_passes
@@ -47,9 +47,9 @@ TABLE = Material((0.18, 0.18, 0.2), roughness=0.9)
 
 def _flange() -> tuple[trimesh.Trimesh, np.ndarray]:
     """The project's flange bearing seat (nominal) with its upward faces labelled 1."""
-    part = build_part_instance(
-        "test-blender-flange", "flange_bearing_seat", build_nominal_solid("flange_bearing_seat"), []
-    )
+    family = "flange_bearing_seat"
+    model = build_model(family, make_params(family))
+    part = build_part_instance("test-blender-flange", family, model, [])
     mesh = part.nominal
     return mesh, (mesh.face_normals[:, 2] > 0.5).astype(np.int32)
 

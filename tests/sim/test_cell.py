@@ -18,7 +18,7 @@ from scenarios.interfaces import DefectRecord
 from scenarios.spec import Scenario, load_scenario, parse_scenario
 from sim import factory
 from sim.cell import Capture, PartPlacement, SimCell
-from sim.defects import Defect, Tool, build_part_instance
+from sim.defects import Defect, Step, build_part_instance, cylinder
 from sim.geometry import (
     invert_pose,
     look_at,
@@ -27,7 +27,7 @@ from sim.geometry import (
     project_points,
     transform_points,
 )
-from sim.parts import MM, build_nominal_solid
+from sim.parts import MM, build_model, make_params
 from sim.render.pyrender_backend import PyrenderRenderer
 from sim.robot_scene import RobotScene
 
@@ -93,11 +93,12 @@ def _through_hole_placement() -> tuple[PartPlacement, np.ndarray]:
     the hub and the edge; returns the placement and the hole's top centre (object frame)."""
     top = np.array([0.032, 0.0, 0.010])
     T_tool = make_pose(np.diag([1.0, -1.0, -1.0]), top + np.array([0.0, 0.0, 1.0 * MM]))
-    tool = Tool("cylinder", T_tool, (3.0 * MM, 3.0 * MM, 14.0 * MM))
-    hole = Defect("hole", "remove", tool, DefectRecord("hole", 6.0, {"diameter_mm": 6.0}))
-    part = build_part_instance(
-        "through-hole", "flange_bearing_seat", build_nominal_solid("flange_bearing_seat"), [hole]
-    )
+    tool = cylinder(T_tool, 3.0 * MM, 14.0 * MM)
+    record = DefectRecord("hole", 6.0, {"diameter_mm": 6.0})
+    hole = Defect("hole", (Step("remove", tool),), record)
+    family = "flange_bearing_seat"
+    model = build_model(family, make_params(family))
+    part = build_part_instance("through-hole", family, model, [hole])
     T_obj = pose_from_xyz_rpy((0.5, 0.02, 0.0), (0.0, 0.0, np.radians(30.0)))
     return PartPlacement(part, T_obj, T_obj.copy()), top
 

@@ -48,7 +48,10 @@ def _scenario(family: str, kind: str | None, seed: int, tolerance: float = 1.0) 
             "name": "taxonomy",
             "seed": seed,
             "part": {"families": [fam]},
-            "errors": {k: {"translation_mm": 0.0, "rotation_deg": 0.0} for k in ("robot", "hand_eye", "object_pose")},
+            "errors": {
+                k: {"translation_mm": 0.0, "rotation_deg": 0.0}
+                for k in ("robot", "hand_eye", "object_pose")
+            },
             "appearance": {"clutter": 0},
         }
     )
@@ -134,10 +137,17 @@ def _views(cell, n: int = 4) -> list[np.ndarray]:  # noqa: ANN001
     return [views[k] for k in keys[:: max(1, len(keys) // n)]][:n]
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
+)
 @given(st.sampled_from(FAMILIES), st.sampled_from(KINDS), SEEDS)
 def test_ground_truth_covers_every_change_and_stays_on_the_part(
-    worker, family: str, kind: str, seed: int  # noqa: ANN001
+    worker,
+    family: str,
+    kind: str,
+    seed: int,  # noqa: ANN001
 ) -> None:
     """Independent witness: render the defect-free as-built part's depth at the same pose;
     every pixel where the real part's depth or defect label differs must be ground truth
@@ -160,10 +170,24 @@ def test_ground_truth_covers_every_change_and_stays_on_the_part(
         cell.place_camera(T)
         cap = cell.capture_pair()
         T_cam = cap.real.T_base_cam
-        scene = RenderScene((MeshItem(f"built-{seed}-{family}", built, cell.placement.T_base_obj, {0: TWIN_PART}),), ())
+        scene = RenderScene(
+            (MeshItem(f"built-{seed}-{family}", built, cell.placement.T_base_obj, {0: TWIN_PART}),),
+            (),
+        )
         ref = renderer.render(scene, cam.K, cam.image_size, T_cam, depth_only=True)
         real = renderer.render(
-            RenderScene((MeshItem(f"real-{part.content_key}", part.mesh, cell.placement.T_base_obj, {0: TWIN_PART}, part.face_labels),), ()),
+            RenderScene(
+                (
+                    MeshItem(
+                        f"real-{part.content_key}",
+                        part.mesh,
+                        cell.placement.T_base_obj,
+                        {0: TWIN_PART},
+                        part.face_labels,
+                    ),
+                ),
+                (),
+            ),
             cam.K,
             cam.image_size,
             T_cam,

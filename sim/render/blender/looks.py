@@ -3,8 +3,8 @@
 Imports bpy: only the Blender worker process imports this module.
 
 ``material`` turns a ``Material`` into a procedural Cycles node tree per finish (turning
-rings, face-milling arcs, cast grain and pits, polymers, scratch grooves, bench tops and
-clutter), every random detail drawn from ``Material.seed``; ``world`` builds a procedural
+rings, face-milling arcs, cast grain and pits, polymers, texture defects: scratch grooves,
+stains, corrosion, flow marks, dust; bench tops and clutter), every random detail drawn from ``Material.seed``; ``world`` builds a procedural
 studio or workshop environment (computed in numpy, handed to Cycles as an in-memory image;
 no files). Texture coordinates are the object's own frame in metres (a part's axis is
 object z, its bottom at z = 0), so objects must be posed by their matrix, not by baking the
@@ -461,6 +461,175 @@ def _scratch(g: _Graph, p: Any, m: Material, rng: np.random.Generator) -> None:
     g.set(p.inputs["Normal"], g.tilt(normal, across, slope))
 
 
+# Texture defects on a surface (``sim.appearance.defect_material``): the material's base
+# colour, metallic and roughness are the defect at full strength; ``surf_*`` params are the
+# surface it lies on (its finish drawn underneath, so turning marks run on under a stain),
+# ``cx``/``cy``/``cz`` (m, object frame) and ``radius_mm`` the patch's centre and radius.
+
+#: Finishes of texture defects on a surface: never drawn as the surface under another.
+_DEFECT_FINISHES = ("scratch", "stain", "corrosion", "flow_marks", "dust")
+
+
+def _surface_of(m: Material) -> Material:
+    """The material of the surface a texture defect lies on (``surf_*`` params; the
+    defect's own values where they are missing)."""
+    color = (
+        m.param("surf_r", m.base_color[0]),
+        m.param("surf_g", m.base_color[1]),
+        m.param("surf_b", m.base_color[2]),
+    )
+    idx = int(m.param("surf_finish", 0.0))
+    finish = FINISHES[idx] if 0 <= idx < len(FINISHES) else "plain"
+    if finish in _DEFECT_FINISHES:
+        finish = "plain"
+    params = tuple(sorted((k[7:], v) for k, v in m.params if k.startswith("surf_p_")))
+    return Material(
+        color,
+        m.param("surf_metallic", m.metallic),
+        m.param("surf_roughness", m.roughness),
+        finish,
+        int(m.param("surf_seed", m.seed)),
+        params,
+    )
+
+
+def _under(g: _Graph, p: Any, m: Material) -> dict[str, Value]:
+    """Draw the surface under a texture defect on ``p`` (its finish, seeded as on the part
+    itself) and return what now feeds the BSDF: "Base Color", "Metallic", "Roughness",
+    "Anisotropic" and "Normal" (a socket or a constant; Normal always a socket)."""
+    s = _surface_of(m)
+    g.set(p.inputs["Base Color"], (*s.base_color, 1.0))
+    g.set(p.inputs["Metallic"], float(s.metallic))
+    g.set(p.inputs["Roughness"], float(s.roughness))
+    _BUILDERS.get(s.finish, _plain)(g, p, s, _rng(s))
+    out: dict[str, Value] = {}
+    for name in ("Base Color", "Metallic", "Roughness", "Anisotropic", "Normal"):
+        sock = p.inputs[name]
+        if sock.is_linked:
+            out[name] = sock.links[0].from_socket
+        elif name == "Base Color":
+            out[name] = tuple(float(v) for v in sock.default_value)[:3]
+        elif name == "Normal":
+            out[name] = g.geometry().outputs["Normal"]
+        else:
+            out[name] = float(sock.default_value)
+    return out
+
+
+def _patch_radius(g: _Graph, m: Material) -> Socket:
+    """Distance from the patch centre over its radius: 0 at the centre, ~1 at the outline."""
+    c = (m.param("cx", 0.0), m.param("cy", 0.0), m.param("cz", 0.0))
+    radius = max(m.param("radius_mm", 5.0), 0.3) * MM
+    return g.math("DIVIDE", g.vmath("DISTANCE", g.coords(), c), radius)
+
+
+def _stain(g: _Graph, p: Any, m: Material, rng: np.random.Generator) -> None:
+    """A stain: the surface (its finish drawn underneath) tinted towards the stain colour,
+    full in the middle, fading with a noisy edge and a darker tide line where the liquid
+    dried last; mottled."""
+    u = _under(g, p, m)
+    radius = max(m.param("radius_mm", 5.0), 0.3) * MM
+    r = _patch_radius(g, m)
+    warp = g.noise(_offset(g, rng, 1.0), 1.0 / (0.4 * radius), detail=3.0, roughness=0.6)
+    rr = g.math("MULTIPLY_ADD", warp, 0.6, g.math("SUBTRACT", r, 0.3))
+    body = g.remap(rr, 0.35, 0.95, 1.0, 0.45, smooth=True)
+    tide = g.remap(
+        g.math("ABSOLUTE", g.math("SUBTRACT", rr, rng.uniform(0.72, 0.82))), 0.0, 0.07, 1.0, 0.0
+    )
+    mottle = g.noise(_offset(g, rng, 1.0), 1.0 / (rng.uniform(0.4, 0.8) * MM), detail=2.0)
+    f = g.math("MULTIPLY", body, g.remap(mottle, 0.3, 0.7, 0.75, 1.1))
+    f = g.math("MULTIPLY_ADD", tide, 0.4, f, clamp=True)
+    color = g.mix(f, u["Base Color"], m.base_color)
+    g.set(p.inputs["Base Color"], _scale_color(g, color, g.math("MULTIPLY_ADD", tide, -0.25, 1.0)))
+    g.set(p.inputs["Metallic"], g.mix(f, u["Metallic"], float(m.metallic), kind="FLOAT"))
+    rough = g.math("ADD", u["Roughness"], float(m.roughness) - _surface_of(m).roughness)
+    g.set(p.inputs["Roughness"], g.mix(f, u["Roughness"], rough, kind="FLOAT", clamp=True))
+
+
+def _corrosion(g: _Graph, p: Any, m: Material, rng: np.random.Generator) -> None:
+    """A corrosion spot: crusty rust (dark brown to orange) or powdery white rust over the
+    surface's own finish, thinning to islands of bare metal at its ragged edge; rough, with
+    a bumpy crust."""
+    u = _under(g, p, m)
+    radius = max(m.param("radius_mm", 5.0), 0.3) * MM
+    rust = m.param("rust", 1.0) > 0.5
+    r = _patch_radius(g, m)
+    cover = g.noise(_offset(g, rng, 1.0), 1.0 / (0.3 * radius), detail=3.0, roughness=0.65)
+    # Coverage: full inside, broken up by noise towards the outline.
+    f = g.math("MULTIPLY_ADD", g.math("SUBTRACT", cover, 0.5), 1.6, g.math("SUBTRACT", 1.25, r))
+    f = g.remap(f, 0.3, 0.55, 0.0, 1.0, smooth=True)
+    grain = g.noise(_offset(g, rng, 1.0), 1.0 / (rng.uniform(0.1, 0.2) * MM), detail=2.0)
+    blot = g.noise(_offset(g, rng, 1.0), 1.0 / (rng.uniform(0.8, 1.5) * MM), detail=2.0)
+    base = np.asarray(m.base_color)
+    if rust:
+        dark, light = base * 0.45, np.minimum(base * np.array([1.8, 1.9, 1.5]), 1.0)
+    else:  # white rust: chalky, with grey flecks where it pitted
+        dark, light = base * 0.7, np.minimum(base * 1.12, 1.0)
+    crust = g.mix(g.remap(grain, 0.3, 0.7, 0.0, 1.0), dark, light)
+    crust = _scale_color(g, crust, g.remap(blot, 0.3, 0.7, 0.7, 1.15))
+    g.set(p.inputs["Base Color"], g.mix(f, u["Base Color"], crust))
+    g.set(p.inputs["Metallic"], g.mix(f, u["Metallic"], 0.0, kind="FLOAT"))
+    g.set(p.inputs["Anisotropic"], g.mix(f, u["Anisotropic"], 0.0, kind="FLOAT"))
+    rough = g.math("MULTIPLY_ADD", grain, 0.15, float(m.roughness) - 0.07)
+    g.set(p.inputs["Roughness"], g.mix(f, u["Roughness"], rough, kind="FLOAT"))
+    if not rust:  # powdery: a soft sheen
+        g.set(p.inputs["Sheen Weight"], g.math("MULTIPLY", f, 0.5))
+    height = g.math(
+        "MULTIPLY", g.math("MULTIPLY_ADD", grain, 0.6, g.math("MULTIPLY", blot, 0.4)), f
+    )
+    g.set(p.inputs["Normal"], g.bump(height, 0.6 if rust else 0.3, 0.05 * MM, u["Normal"]))
+
+
+def _flow_marks(g: _Graph, p: Any, m: Material, rng: np.random.Generator) -> None:
+    """Flow marks: wavy bands, ``spacing_mm`` apart, in arcs about the gate the melt came
+    from (``gate_x``...), alternately glossy (the surface) and hazy (the defect), with a
+    faint relief across them; fading out towards the patch's outline."""
+    u = _under(g, p, m)
+    gate = (m.param("gate_x", -0.02), m.param("gate_y", 0.0), m.param("gate_z", 0.0))
+    spacing = max(m.param("spacing_mm", 1.0), 0.1) * MM
+    contrast = _clamp01(m.param("contrast", 0.6))
+    rel = g.vmath("SUBTRACT", g.coords(), gate)
+    dist = g.vmath("LENGTH", rel)
+    # The fronts wave along their length (3-6 mm) and drift a little in spacing.
+    wob = g.noise(_offset(g, rng, 1.0), 1.0 / (rng.uniform(3.0, 6.0) * MM), detail=2.0)
+    phase = g.math("MULTIPLY_ADD", dist, 2 * math.pi / spacing, rng.uniform(0, 2 * math.pi))
+    phase = g.math("MULTIPLY_ADD", wob, rng.uniform(4.0, 7.0), phase)
+    wave = g.math("SINE", phase)
+    band = g.remap(wave, -0.3, 0.9, 0.0, 1.0, smooth=True)
+    fade = g.remap(_patch_radius(g, m), 0.55, 1.0, 1.0, 0.3, smooth=True)
+    k = g.math("MULTIPLY", g.math("MULTIPLY", band, fade), 0.4 + 0.6 * contrast)
+    s = _surface_of(m)
+    shift = tuple(float(a - b) for a, b in zip(m.base_color, s.base_color, strict=True))
+    hazy = g.mix(1.0, u["Base Color"], g.vec(*shift), blend="ADD", clamp=True)
+    g.set(p.inputs["Base Color"], g.mix(k, u["Base Color"], hazy))
+    rough = g.math("ADD", u["Roughness"], float(m.roughness) - s.roughness)
+    g.set(p.inputs["Roughness"], g.mix(k, u["Roughness"], rough, kind="FLOAT", clamp=True))
+    normal = u["Normal"]
+    across = g.across(rel, normal)
+    slope = g.math("MULTIPLY", g.math("COSINE", phase), g.math("MULTIPLY", fade, 0.04 * contrast))
+    g.set(p.inputs["Normal"], g.tilt(normal, across, slope))
+
+
+def _dust(g: _Graph, p: Any, m: Material, rng: np.random.Generator) -> None:
+    """Dust and lint: pale grey, matte and fuzzy (a strong sheen), grainy and fibrous."""
+    g.set(p.inputs["Metallic"], 0.0)
+    g.set(p.inputs["Specular IOR Level"], 0.3)
+    g.set(p.inputs["Sheen Weight"], 0.8)
+    g.set(p.inputs["Sheen Roughness"], 0.5)
+    grain = g.noise(_offset(g, rng, 1.0), 1.0 / (rng.uniform(0.04, 0.08) * MM), detail=2.0)
+    # Fibres: noise stretched 8x along a random direction.
+    a = rng.normal(size=3)
+    a /= np.linalg.norm(a)
+    stretch = np.ones(3) + 7.0 * np.abs(a)
+    fib = g.noise(
+        g.vmath("MULTIPLY", _offset(g, rng, 1.0), tuple(1.0 / stretch)), 1.0 / (0.05 * MM), 1.0
+    )
+    k = g.math("MULTIPLY", g.remap(grain, 0.3, 0.7, 0.8, 1.12), g.remap(fib, 0.3, 0.7, 0.9, 1.08))
+    g.set(p.inputs["Base Color"], _scale_color(g, m.base_color, k))
+    g.set(p.inputs["Roughness"], g.math("MULTIPLY_ADD", grain, 0.1, 0.88, clamp=True))
+    g.set(p.inputs["Normal"], g.bump(grain, 0.3, 0.02 * MM))
+
+
 def _brushed_steel(g: _Graph, p: Any, m: Material, rng: np.random.Generator) -> None:
     """Brushed steel plate: streaks along object x, anisotropic across them."""
     rough0 = float(m.roughness)
@@ -588,6 +757,10 @@ _BUILDERS: dict[str, Builder] = {
     "rubber_mat": _rubber_mat,
     "painted": _painted,
     "cable": _cable,
+    "stain": _stain,
+    "corrosion": _corrosion,
+    "flow_marks": _flow_marks,
+    "dust": _dust,
 }
 
 
