@@ -35,6 +35,7 @@ from sim.defects import (
     PartContext,
     Step,
     SurfaceSite,
+    edge_site,
     feature_site,
     frame_at,
     pos_mm,
@@ -50,6 +51,8 @@ from sim.parts import MM
 ON_EDGE_M = 0.05 * MM
 #: Step of a traced path (mm): a fin's outline is as fine as this.
 PATH_STEP_MM = 0.25
+#: Sites a short shot tries before giving up (each cut must leave the part in one piece).
+SHORT_SHOT_TRIES = 12
 #: Cross-section segments of a residual string.
 STRING_SEGMENTS = 8
 
@@ -233,10 +236,39 @@ def _short_shot(
     the length) at the middle, the frozen flow front rounding off to nothing at the ends
     (a superellipse profile with a slight waviness). The cut runs along the edge or the
     feature line, perpendicular to the site normal, ``width`` across (wide enough to take
-    the whole rim)."""
-    site = _preferred(ctx, site, "flow_end", rng)
+    the whole rim). A cut that would leave a piece of the part floating (through a thin
+    tooth or fin) is drawn again elsewhere, shallower."""
     length = float(rng.uniform(*size))
     depth = float(min(rng.uniform(0.8, 2.5), 0.35 * length))
+    solid = whole_solid(ctx.model)
+    pieces = len(solid.decompose())
+    for attempt in range(SHORT_SHOT_TRIES):
+        if attempt:
+            site = edge_site(ctx, rng) if "flow_end" not in ctx.model.features else site
+            depth *= 0.8
+        site = _preferred(ctx, site, "flow_end", rng)
+        tool, half_w = _short_shot_tool(ctx, site, rng, length, depth)
+        if len((solid - tool).decompose()) == pieces:
+            break
+    else:
+        raise GeometryError("short_shot: every cut left a piece of the part floating")
+    rec = DefectRecord(
+        "short_shot",
+        length,
+        {
+            "length_mm": round(length, 3),
+            "depth_mm": round(depth, 3),
+            "width_mm": round(2 * half_w, 3),
+            "position_mm": pos_mm(site),
+        },
+    )
+    return Defect("short_shot", (Step("remove", tool),), rec, surface_label=site.label)
+
+
+def _short_shot_tool(
+    ctx: PartContext, site: SurfaceSite, rng: np.random.Generator, length: float, depth: float
+) -> tuple[m3.Manifold, float]:
+    """The volume a short shot leaves unfilled at ``site`` (mm solid) and its half width."""
     half_w = depth + float(rng.uniform(2.5, 4.0))
     above = 2.0
     power = float(rng.uniform(2.5, 4.0))
@@ -257,18 +289,7 @@ def _short_shot(
     # Cross-section: x across the line in [-1, 1], y from the floor (0) to the top (1).
     rect = np.array([[-1.0, 0.0], [1.0, 0.0], [1.0, 1.0], [-1.0, 1.0]])
     template = m3.Manifold.extrude(m3.CrossSection([rect]), 1.0, n_divisions=K - 2)
-    tool = _bend(template, s, P, T, N, section)
-    rec = DefectRecord(
-        "short_shot",
-        length,
-        {
-            "length_mm": round(length, 3),
-            "depth_mm": round(depth, 3),
-            "width_mm": round(2 * half_w, 3),
-            "position_mm": pos_mm(site),
-        },
-    )
-    return Defect("short_shot", (Step("remove", tool),), rec, surface_label=site.label)
+    return _bend(template, s, P, T, N, section), half_w
 
 
 def _flash(
@@ -364,8 +385,11 @@ def _string_path(
         q, _ = surface_point(solid, plane[k], site.normal, reach_mm=4.0)
         hit[k] = q is not plane[k]
         base[k] = (q - site.position) @ site.normal / MM if hit[k] else -np.inf
-    # The string bridges dips narrower than 2.4 mm (a groove) instead of following them.
+    # The string bridges dips narrower than 2.4 mm (a groove) instead of following them,
+    # except where it is stuck on (its first 0.3 mm, sunk into the surface there).
+    raw = base.copy()
     base = maximum_filter1d(base, size=int(np.ceil(2.4 / (sm[1] - sm[0]))) | 1, mode="nearest")
+    base[sm < 0.3] = raw[sm < 0.3]
     base[~np.isfinite(base)] = 0.0
     jump = float(np.abs(np.diff(base)).max())
     pts = plane + ((base + lift) * MM)[:, None] * site.normal
@@ -455,7 +479,7 @@ def _dust_particle(
             r, a = spread * np.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
             p0 = site.position + (r * np.cos(a) * F[:3, 0] + r * np.sin(a) * F[:3, 1]) * MM
             p, nrm = surface_point(solid, p0, site.normal)
-            if p is p0 or nrm[2] < 0.4:
+            if p is p0 or nrm[2] < 0.4 or abs((p - p0) @ site.normal) > 1.0 * MM:
                 continue
         semi = np.array([0.5, 0.5 * rng.uniform(0.5, 0.9), 0.5 * rng.uniform(0.35, 0.7)]) * g
         dirs = rng.normal(size=(14, 3))

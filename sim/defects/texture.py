@@ -40,8 +40,8 @@ from sim.parts import MM
 
 #: How far a paint tool reaches below and above the surface at its site (mm): the band a
 #: curved surface may sag or rise within and still be painted.
-PAINT_BELOW_MM = 1.0
-PAINT_ABOVE_MM = 2.0
+PAINT_BELOW_MM = 1.013
+PAINT_ABOVE_MM = 2.017
 #: Segments about a sub-millimetre ellipsoid (a corrosion pit, a dust grain).
 GRAIN_SEGMENTS = 8
 #: Vertices of one lobe of a blob outline.
@@ -226,6 +226,10 @@ def _corrosion(
             continue
         p0 = T[:3, :3] @ np.array([uv[0], uv[1], 0.0]) * MM + site.position
         p, n = surface_point(solid, p0, site.normal)
+        # On the painted surface: a surface found, within the paint band, facing out.
+        off = (p - p0) @ site.normal / MM
+        if p is p0 or not -PAINT_BELOW_MM + 0.5 < off < PAINT_ABOVE_MM or n @ site.normal < 0.5:
+            continue
         depth = float(rng.uniform(0.5, 0.75) * r)
         pit_site = SurfaceSite(p, n, site.tangent - (site.tangent @ n) * n)
         spin = make_pose(

@@ -179,7 +179,8 @@ def moulded_ring(params: MouldedRingParams) -> PartModel:
     ).translate((0, 0, z0))
     parts = [body, ribs]
 
-    # Radial fins on the bore, from the bottom face to below the top chamfer.
+    # Radial fins on the bore, from just above the bottom chamfer (like the ribs: no face
+    # shared with the ring's) to 1 mm below the top chamfer.
     fin_top = h - ch - 1.0
     if p.fin_count > 0:
         fin_angles = np.arange(p.fin_count) * 2 * np.pi / p.fin_count + pitch / 4
@@ -187,8 +188,8 @@ def moulded_ring(params: MouldedRingParams) -> PartModel:
             _rib_section(
                 fin_angles, r_in + EMBED_MM, r_in - p.fin_length_mm, p.rib_width_mm, w_tip
             ),
-            fin_top,
-        )
+            fin_top - z0,
+        ).translate((0, 0, z0))
         parts.append(fins)
 
     # The gate vestige: a short stub on the parting line at angle 0.

@@ -3,8 +3,9 @@
 A pipe of constant wall bends through 90 degrees about a horizontal axis (a quarter torus);
 a short tapered weld-neck at each end carries a bolted flange. The elbow stands on one
 flange face (the bottom flange, centred on the origin); the other flange faces +x. The bolt
-holes straddle the centre lines, as flange standards put them. Card:
-``assets/parts/pipe_elbow.yaml``.
+holes straddle the centre lines, as flange standards put them. The elbow is made as a
+straight flanged spool (one revolved section) and bent by a warp, so the bend meets the
+necks vertex for vertex. Card: ``assets/parts/pipe_elbow.yaml``.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def pipe_elbow(params: PipeElbowParams) -> PartModel:
     """Build the pipe elbow (mm, object frame, z up; the top flange faces +x)."""
     params.validate()
     p = params
-    seg = 2 * (int(p.segments) // 2)  # even: the bend's end circles match the necks'
+    seg = int(p.segments)
     r_o = p.pipe_outer_diameter_mm / 2
     r_i = r_o - p.wall_thickness_mm
     R, tf, ln = p.bend_radius_mm, p.flange_thickness_mm, p.neck_length_mm
@@ -148,7 +149,6 @@ def pipe_elbow(params: PipeElbowParams) -> PartModel:
         for z in (-1.0, z1 + ln - 1.0):
             holes.append(hole.translate((r_bc * np.cos(a), r_bc * np.sin(a), z)))
     spool = spool - m3.Manifold.compose(holes)
-    x_top, z_top = R + ln + tf, z0 + R  # the top flange's face centre after bending
 
     def bend(v: np.ndarray) -> np.ndarray:
         x, y, z = v[:, 0], v[:, 1], v[:, 2]
