@@ -167,6 +167,8 @@ def moulded_ring(params: MouldedRingParams) -> PartModel:
     body = m3.Manifold.revolve(m3.CrossSection([np.array(profile)]), seg)
 
     # The knurl: tapered ribs between the chamfers, none in a pad around the gate.
+    # They reach into the wall past its facets (mid-facet, the polygon lies inside r_out).
+    embed = EMBED_MM + r_out * (1 - np.cos(np.pi / seg))
     pitch = 2 * np.pi / p.rib_count
     rib_angles = (np.arange(p.rib_count) + 0.5) * pitch
     pad = (p.gate_diameter_mm / 2 + p.rib_width_mm / 2 + 0.6) / r_out
@@ -175,7 +177,7 @@ def moulded_ring(params: MouldedRingParams) -> PartModel:
     w_tip = 0.6 * p.rib_width_mm
     z0, z1 = ch + 0.2, h - ch - 0.2
     ribs = m3.Manifold.extrude(
-        _rib_section(rib_angles, r_out - EMBED_MM, r_tip, p.rib_width_mm, w_tip), z1 - z0
+        _rib_section(rib_angles, r_out - embed, r_tip, p.rib_width_mm, w_tip), z1 - z0
     ).translate((0, 0, z0))
     parts = [body, ribs]
 
@@ -198,10 +200,10 @@ def moulded_ring(params: MouldedRingParams) -> PartModel:
     # Turned half a segment about its axis so that no vertex of the stub lies on the
     # parting line's crease (a degenerate sliver otherwise).
     gate = (
-        m3.Manifold.cylinder(p.gate_length_mm + EMBED_MM, gr, circular_segments=gate_seg)
+        m3.Manifold.cylinder(p.gate_length_mm + embed, gr, circular_segments=gate_seg)
         .rotate((0.0, 0.0, 180.0 / gate_seg))
         .rotate((0.0, 90.0, 0.0))
-        .translate((r_out - EMBED_MM, 0.0, zp))
+        .translate((r_out - embed, 0.0, zp))
     )
     parts.append(gate)
     body = m3.Manifold.batch_boolean(parts, m3.OpType.Add)

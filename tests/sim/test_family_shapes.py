@@ -83,8 +83,17 @@ def test_family_builds_a_valid_watertight_solid(family: str) -> None:
         assert not model.body.is_empty()
         assert mesh.is_watertight and mesh.is_winding_consistent
         assert mesh.volume > 0
+        assert len(model.body.decompose()) == 1  # one piece: no rib or boss left floating
         # No degenerate faces: every face has a normal (the defect code needs them).
         assert np.all(np.linalg.norm(mesh.face_normals, axis=1) > 0.5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("segments", [12, 13, 128])
+def test_coarse_or_fine_tessellation_builds_one_valid_solid(family: str, segments: int) -> None:
+    model, mesh = _mesh(family, P.make_params(family, {"segments": segments}))
+    assert mesh.is_watertight
+    assert len(model.body.decompose()) == 1
 
 
 @pytest.mark.parametrize("family", FAMILIES)
