@@ -176,7 +176,7 @@ def _trace(
         _, t0, ref0 = first
     F0 = _frame(t0, ref0)
     P[k0], T[k0], N[k0] = site.position, t0, site.normal
-    for direction, idx in ((1, range(k0 + 1, K)), (-1, range(k0 - 1, -1, -1))):
+    for idx in (range(k0 + 1, K), range(k0 - 1, -1, -1)):  # forwards, then backwards
         p, t, ref = site.position, t0, ref0
         prev = k0
         for k in idx:

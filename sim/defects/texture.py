@@ -39,7 +39,9 @@ from sim.geometry import make_pose, rotation_matrix
 from sim.parts import MM
 
 #: How far a paint tool reaches below and above the surface at its site (mm): the band a
-#: curved surface may sag or rise within and still be painted.
+#: curved surface may sag or rise within and still be painted. Not round numbers: a tool
+#: face coplanar with a part face (1 mm below a face, on a 1 mm deep groove's floor)
+#: would leave the split ambiguous.
 PAINT_BELOW_MM = 1.013
 PAINT_ABOVE_MM = 2.017
 #: Segments about a sub-millimetre ellipsoid (a corrosion pit, a dust grain).

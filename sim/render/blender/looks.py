@@ -3,12 +3,13 @@
 Imports bpy: only the Blender worker process imports this module.
 
 ``material`` turns a ``Material`` into a procedural Cycles node tree per finish (turning
-rings, face-milling arcs, cast grain and pits, polymers, texture defects: scratch grooves,
-stains, corrosion, flow marks, dust; bench tops and clutter), every random detail drawn from ``Material.seed``; ``world`` builds a procedural
-studio or workshop environment (computed in numpy, handed to Cycles as an in-memory image;
-no files). Texture coordinates are the object's own frame in metres (a part's axis is
-object z, its bottom at z = 0), so objects must be posed by their matrix, not by baking the
-pose into the vertices, and must not be scaled.
+rings, face-milling arcs, cast grain and pits, polymers, texture defects - scratch grooves,
+stains, corrosion, flow marks, dust - bench tops and clutter), every random detail drawn
+from ``Material.seed``; ``world`` builds a procedural studio or workshop environment
+(computed in numpy, handed to Cycles as an in-memory image; no files). Texture coordinates
+are the object's own frame in metres (a part's axis is object z, its bottom at z = 0), so
+objects must be posed by their matrix, not by baking the pose into the vertices, and must
+not be scaled.
 
 Speed (Cycles CPU renders every node at every shading point of every bounce): no Voronoi
 stacks or high-detail noise; grooved finishes (turned, milled, scratch, brushed steel) tilt
