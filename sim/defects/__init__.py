@@ -290,6 +290,11 @@ def build_part_instance(
     base, id_to_label = _labelled(as_built)
     solid = base
     removed: list[tuple[int, m3.Manifold]] = []
+    # A step that removes a whole sub-component (its own solid) may leave slivers of the
+    # component's surface where the tool coincides with it: they exist only because the
+    # component was taken out, so they are that defect's (label of the first such defect).
+    by_solid = {id(c): COMPONENT_LABEL + k for k, c in enumerate(as_built.components.values(), 1)}
+    taken: dict[int, int] = {}
     for i, d in enumerate(defects):
         for step in d.steps:
             tool = step.solid.as_original()
@@ -300,6 +305,8 @@ def build_part_instance(
                 id_to_label[tool.original_id()] = i + 1
                 solid = solid - tool
                 removed.append((i, step.solid))
+                if id(step.solid) in by_solid:
+                    taken.setdefault(by_solid[id(step.solid)], i + 1)
             else:  # paint: cut the surface along the tool and put it back, relabelled
                 # (a sliver of the cut may survive the union: it lies on the tool, so it is
                 # the defect's too)
@@ -308,9 +315,11 @@ def build_part_instance(
                 if patch.is_empty():
                     raise GeometryError(f"{d.kind} on {part_id}: the paint misses the part")
                 id_to_label[patch.original_id()] = i + 1
-                solid = (solid - tool) + patch
+                solid = _without_flat_shells((solid - tool) + patch)
         _check(solid, f"{d.kind} on {part_id}")
     mesh, labels = _mesh_labels(solid, id_to_label)
+    for component_label, defect_label in taken.items():
+        labels[labels == component_label] = defect_label
 
     nominal_solid, nominal_ids = _labelled(nominal or as_built)
     nominal_mesh, nominal_labels = _mesh_labels(nominal_solid, nominal_ids)
@@ -335,6 +344,7 @@ def build_part_instance(
         whole = rest
         for piece in pieces:
             whole = whole + piece
+        whole = _without_flat_shells(whole)
         _check(whole, f"missing-material split of {part_id}")
         missing, missing_labels = _mesh_labels(whole, split_ids)
     return PartInstance(
@@ -350,6 +360,24 @@ def build_part_instance(
         tuple(as_built.components),
         dict(materials or {}),
     )
+
+
+#: A closed shell of less volume than this (mm^3) is no material: two coincident sheets.
+FLAT_SHELL_MM3 = 1e-9
+
+
+def _without_flat_shells(solid: m3.Manifold) -> m3.Manifold:
+    """``solid`` without the zero-volume shells (two coincident sheets of faces) that a
+    union of pieces touching along a cut can leave on the cut: they hold no material, yet
+    where the cut meets the surface they would be drawn on it (and split the mesh into
+    extra bodies). Provenance is kept."""
+    parts = solid.decompose()
+    if len(parts) <= 1:
+        return solid
+    keep = [p for p in parts if abs(p.volume()) > FLAT_SHELL_MM3]
+    if not keep or len(keep) == len(parts):
+        return solid
+    return keep[0] if len(keep) == 1 else m3.Manifold.compose(keep)
 
 
 def _component_ids(id_to_label: dict[int, int]) -> dict[int, int]:

@@ -75,17 +75,24 @@ def _crack(
     seg = length / n_seg
     z = site.normal
     t = site.tangent
-    pos = site.position - 0.5 * length * MM * t
-    tool = m3.Manifold()
+    pos = np.zeros(3)
+    segments = []
     heading = 0.0
     for _ in range(n_seg):
         heading = float(np.clip(heading + rng.uniform(-0.45, 0.45), -0.45, 0.45))
         d = rotation_matrix(z * heading) @ t
-        mid = pos + 0.5 * seg * MM * d
-        T = make_pose(np.stack([d, np.cross(z, d), z], axis=1), mid)
+        segments.append((pos + 0.5 * seg * MM * d, d))
+        pos = pos + seg * MM * d
+    # The path's middle (half its length) lies at the site, as the record says: a wandering
+    # path started half a length back along the tangent could drift off the face it was
+    # placed on and sink whole into a wall beside it (a hidden void, no visible crack).
+    k = n_seg // 2
+    middle = segments[k][0] - (0.5 * seg * MM * segments[k][1] if n_seg % 2 == 0 else 0.0)
+    tool = m3.Manifold()
+    for mid, d in segments:
+        T = make_pose(np.stack([d, np.cross(z, d), z], axis=1), site.position + mid - middle)
         # Overlap the segments by one width so the slit has no gaps at the joints.
         tool = tool + box(T, ((seg + width) * MM, width * MM, 2 * depth * MM))
-        pos = pos + seg * MM * d
     rec = DefectRecord(
         "crack",
         length,

@@ -97,10 +97,12 @@ def _sharp_edges(ctx: PartContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     their faces' normals (E, 3)."""
     mesh = ctx.mesh
     ok = (mesh.face_adjacency_angles > np.radians(SHARP_EDGE_DEG)) & mesh.face_adjacency_convex
-    edges = mesh.face_adjacency_edges[ok]
-    fn = mesh.face_normals[mesh.face_adjacency[ok]]
+    fn = mesh.face_normals[mesh.face_adjacency]
     bis = fn[:, 0] + fn[:, 1]
-    bis /= np.linalg.norm(bis, axis=1, keepdims=True)
+    norm = np.linalg.norm(bis, axis=1)
+    ok &= norm > 1e-6  # a knife edge (faces back to back) has no bisector
+    edges = mesh.face_adjacency_edges[ok]
+    bis = bis[ok] / norm[ok, None]
     return mesh.vertices[edges[:, 0]], mesh.vertices[edges[:, 1]], bis
 
 
@@ -242,10 +244,12 @@ def _short_shot(
     depth = float(min(rng.uniform(0.8, 2.5), 0.35 * length))
     solid = whole_solid(ctx.model)
     pieces = len(solid.decompose())
+    explicit = _at_feature(ctx, site)  # placed with ``defects.at``: it stays there
     for attempt in range(SHORT_SHOT_TRIES):
         if attempt:
-            site = edge_site(ctx, rng) if "flow_end" not in ctx.model.features else site
             depth *= 0.8
+            if not explicit:  # another flow-end site, or another edge
+                site = edge_site(ctx, rng)
         site = _preferred(ctx, site, "flow_end", rng)
         tool, half_w = _short_shot_tool(ctx, site, rng, length, depth)
         if len((solid - tool).decompose()) == pieces:

@@ -207,7 +207,8 @@ def _corrosion(
 ) -> Defect:
     """A corrosion spot: an irregular painted patch (rust on steel and iron, white rust on
     aluminium; the real render decides from the surface's material) with 3-10 tiny pits
-    (ellipsoids of 0.1-0.4 mm in-plane semi-axes, 0.05-0.3 mm deep) eaten into it."""
+    (ellipsoids of 0.1-0.4 mm in-plane semi-axes, at most 12 % of the spot's diameter,
+    half to three quarters of that deep) eaten into it."""
     d = float(rng.uniform(*size))
     outline, lobes = _blob(rng, d)
     look = _patch_look(site, d / 2, rng)
@@ -215,12 +216,13 @@ def _corrosion(
     solid = whole_solid(ctx.model)
     T = frame_at(site)
     n_pits = int(rng.integers(3, 11))
+    r_max = min(0.4, 0.12 * d)  # a small spot has smaller pits
     radii: list[float] = []
     pits: list[m3.Manifold] = []
     for _ in range(50 * n_pits):
         if len(radii) == n_pits:
             break
-        r = float(rng.uniform(0.1, 0.4))
+        r = float(rng.uniform(min(0.1, r_max), r_max))
         uv = rng.uniform(-0.5, 0.5, 2) * d
         # The whole pit (and a margin) inside the outline: it is part of the patch.
         ring = uv + 1.3 * r * np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]])
@@ -233,15 +235,16 @@ def _corrosion(
         if p is p0 or not -PAINT_BELOW_MM + 0.5 < off < PAINT_ABOVE_MM or n @ site.normal < 0.5:
             continue
         depth = float(rng.uniform(0.5, 0.75) * r)
-        pit_site = SurfaceSite(p, n, site.tangent - (site.tangent @ n) * n)
+        tangent = site.tangent - (site.tangent @ n) * n
+        pit_site = SurfaceSite(p, n, tangent / np.linalg.norm(tangent))
         spin = make_pose(
             rotation_matrix(np.array([0.0, 0.0, rng.uniform(0, 2 * np.pi)])), np.zeros(3)
         )
         b = float(rng.uniform(0.6, 1.0) * r)
         pits.append(grain(frame_at(pit_site) @ spin, (r * MM, b * MM, depth * MM)))
         radii.append(round(r, 3))
-    # All pits in one step: one boolean instead of ten.
-    steps.append(Step("remove", m3.Manifold.batch_boolean(pits, m3.OpType.Add)))
+    if pits:  # all pits in one step: one boolean instead of ten
+        steps.append(Step("remove", m3.Manifold.batch_boolean(pits, m3.OpType.Add)))
     rec = DefectRecord(
         "corrosion",
         d,

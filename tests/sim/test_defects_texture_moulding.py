@@ -189,6 +189,9 @@ def test_size_is_in_the_requested_range(kind: str, seed: int) -> None:
         assert 1 <= d.record.params["grains"] <= 5
     if kind in ("stain", "corrosion"):
         assert d.record.params["diameter_mm"] == pytest.approx(d.record.size_mm, abs=1e-3)
+    if kind == "corrosion":  # a 2 mm spot still has its pits, smaller
+        assert d.record.params["pits"] >= 3
+        assert max(d.record.params["pit_radii_mm"]) <= 0.12 * d.record.size_mm
 
 
 def test_paint_patches_have_the_drawn_extent() -> None:
