@@ -67,15 +67,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-MaterialName = Literal[
-    "machined_aluminium",
-    "machined_steel",
-    "milled_aluminium",
-    "cast_iron",
-    "cast_aluminium",
-    "polymer_opaque",
-    "polymer_translucent",
-]
+def _material_class(v: str, card: bool = False) -> str:
+    """``v`` if it names a material class (``sim.appearance.MATERIAL_CLASSES``), or
+    ``card`` where that is allowed; ValueError listing them otherwise."""
+    from sim.appearance import MATERIAL_CLASSES
+
+    names = (["card"] if card else []) + list(MATERIAL_CLASSES)
+    if v not in names:
+        raise ValueError(f"unknown material class {excerpt(v)}; {allowed(v, names)}")
+    return v
 
 
 class SensorSpec(Strict):
@@ -178,9 +178,14 @@ class CadSpec(Strict):
 
     path: Text = Field(min_length=1, max_length=4096)
     unit: Literal["m", "mm", "cm", "in"]
-    material: MaterialName = "machined_aluminium"
+    material: Text = "machined_aluminium"
     split: Literal["base", "novel"] = "novel"
     sha256: Text = ""
+
+    @field_validator("material")
+    @classmethod
+    def _known_material(cls, v: str) -> str:
+        return _material_class(v)
 
 
 class FamilySpec(Strict):
@@ -314,7 +319,7 @@ class AppearanceSpec(Strict):
     material (``card``: each family's card material, and its components' own), the
     station's lighting, world, bench and clutter."""
 
-    material: Literal["card"] | MaterialName = "card"
+    material: Text = "card"
     finish_jitter: Num = Field(0.05, ge=0.0, le=0.5)
     environment: Literal["none", "studio", "workshop"] = "workshop"
     light_jitter_deg: Num = Field(20.0, ge=0.0, le=90.0)
@@ -323,6 +328,11 @@ class AppearanceSpec(Strict):
     table: Literal["brushed_steel", "wood", "rubber_mat"] = "brushed_steel"
     table_jitter: Num = Field(0.08, ge=0.0, le=0.5)
     clutter: Count = Field(6, ge=0, le=20)
+
+    @field_validator("material")
+    @classmethod
+    def _known_material(cls, v: str) -> str:
+        return _material_class(v, card=True)
 
     @model_validator(mode="after")
     def _ranges(self) -> AppearanceSpec:

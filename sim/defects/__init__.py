@@ -45,8 +45,7 @@ from sim.parts import (
     DEFECT_SITE_MARGIN_MM,
     MM,
     PartModel,
-    manifold_to_trimesh,
-    union_model,
+    mesh_labels,
 )
 
 StepOp = Literal["add", "remove", "paint"]
@@ -245,30 +244,6 @@ class PartInstance:
         return self.missing_labels is not None and bool(np.any(self.missing_labels))
 
 
-def _labelled(model: PartModel) -> tuple[m3.Manifold, dict[int, int]]:
-    """The union of body and components with provenance ids -> labels (0 body,
-    COMPONENT_LABEL + c for the c-th component)."""
-    body = model.body.as_original()
-    id_to_label = {body.original_id(): 0}
-    whole = body
-    for c, comp in enumerate(model.components.values(), start=1):
-        comp = comp.as_original()
-        id_to_label[comp.original_id()] = COMPONENT_LABEL + c
-        whole = whole + comp
-    return whole, id_to_label
-
-
-def _mesh_labels(
-    solid: m3.Manifold, id_to_label: dict[int, int]
-) -> tuple[trimesh.Trimesh, np.ndarray]:
-    mesh, ids = manifold_to_trimesh(solid)
-    unknown = set(np.unique(ids).tolist()) - set(id_to_label)
-    if unknown:
-        raise GeometryError(f"faces of unknown provenance {sorted(unknown)}")
-    labels = np.array([id_to_label[int(i)] for i in ids], dtype=np.int32)
-    return mesh, labels
-
-
 def _check(solid: m3.Manifold, what: str) -> None:
     if solid.is_empty() or solid.status() != m3.Error.NoError:
         raise GeometryError(f"{what}: {solid.status()}")
@@ -287,7 +262,8 @@ def build_part_instance(
     ``nominal`` is the design the twin renders (default: the as-built part itself, i.e. no
     manufacturing error); ``materials`` maps surface labels to material classes.
     """
-    base, id_to_label = _labelled(as_built)
+    base, built_ids = as_built.labelled
+    id_to_label = dict(built_ids)
     solid = base
     removed: list[tuple[int, m3.Manifold]] = []
     # A step that removes a whole sub-component (its own solid) may leave slivers of the
@@ -317,12 +293,11 @@ def build_part_instance(
                 id_to_label[patch.original_id()] = i + 1
                 solid = _without_flat_shells((solid - tool) + patch)
         _check(solid, f"{d.kind} on {part_id}")
-    mesh, labels = _mesh_labels(solid, id_to_label)
+    mesh, labels = mesh_labels(solid, id_to_label)
     for component_label, defect_label in taken.items():
         labels[labels == component_label] = defect_label
 
-    nominal_solid, nominal_ids = _labelled(nominal or as_built)
-    nominal_mesh, nominal_labels = _mesh_labels(nominal_solid, nominal_ids)
+    nominal_mesh, nominal_labels = (nominal or as_built).labelled_mesh
 
     missing = missing_labels = None
     if removed:
@@ -346,7 +321,7 @@ def build_part_instance(
             whole = whole + piece
         whole = _without_flat_shells(whole)
         _check(whole, f"missing-material split of {part_id}")
-        missing, missing_labels = _mesh_labels(whole, split_ids)
+        missing, missing_labels = mesh_labels(whole, split_ids)
     return PartInstance(
         part_id,
         category,
@@ -445,6 +420,11 @@ def edge_site(
     v = mesh.vertices
     ok = (angles > np.radians(SHARP_EDGE_DEG)) & convex
     ok &= np.minimum(v[edges[:, 0], 2], v[edges[:, 1], 2]) > margin_m
+    # A boolean can leave a zero-area sliver (no normal) or a zero-length edge: no site.
+    fa = mesh.face_adjacency
+    bisector = mesh.face_normals[fa[:, 0]] + mesh.face_normals[fa[:, 1]]
+    ok &= np.linalg.norm(bisector, axis=1) > 1e-6
+    ok &= np.linalg.norm(v[edges[:, 1]] - v[edges[:, 0]], axis=1) > 1e-9
     if not ok.any():
         raise GeometryError("the part has no sharp edge above the table for this defect")
     idx = np.flatnonzero(ok)
@@ -521,14 +501,8 @@ def make_defects(
 
 def part_context(model: PartModel) -> PartContext:
     """The context defect generators see for an as-built part model."""
-    solid, ids = _labelled(model)
-    mesh, labels = _mesh_labels(solid, ids)
+    mesh, labels = model.labelled_mesh
     return PartContext(model, mesh, labels, tuple(model.components))
-
-
-def whole_solid(model: PartModel) -> m3.Manifold:
-    """Body and components as one solid (mm)."""
-    return union_model(model)
 
 
 def _register_builtin() -> None:

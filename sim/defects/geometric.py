@@ -22,7 +22,7 @@ from sim.defects import (
     register_defect_kind,
 )
 from sim.geometry import make_pose, rotation_matrix
-from sim.parts import MM
+from sim.parts import MM, union_model
 
 
 def _ellipsoid_defect(kind: str, op: str, extent_key: str) -> Callable[..., Defect]:
@@ -148,10 +148,7 @@ def _bend(
     R_d = make_pose(np.stack([d, np.cross([0, 0, 1.0], d), [0, 0, 1.0]], axis=1), np.zeros(3))
     region = m3.Manifold.cube((big, big, big), center=True).translate((cut + big / 2, 0, 0))
     region = region.transform(R_d[:3, :].tolist())
-    piece = ctx.model.body
-    for c in ctx.model.components.values():
-        piece = piece + c
-    piece = piece ^ region
+    piece = union_model(ctx.model) ^ region
     if piece.is_empty():
         raise GeometryError("nothing to bend")
     # Hinge: the line on the table plane at the cut, along d x z; turning about it by

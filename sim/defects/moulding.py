@@ -41,11 +41,10 @@ from sim.defects import (
     pos_mm,
     register_defect_kind,
     to_mm_transform,
-    whole_solid,
 )
 from sim.defects.texture import surface_point
 from sim.geometry import make_pose, rotation_matrix
-from sim.parts import MM
+from sim.parts import MM, union_model
 
 #: A site this close to a sharp edge (m) lies on it: its path follows the edge.
 ON_EDGE_M = 0.05 * MM
@@ -143,7 +142,7 @@ def _trace(
     near = dist0 < float(np.abs(s).max()) + 1.0 * MM
     a, b, bis, dist0 = a[near], b[near], bis[near], dist0[near]
     on_edge = bool(len(dist0) and dist0.min() < ON_EDGE_M)
-    solid = whole_solid(ctx.model)
+    solid = union_model(ctx.model)
     k0 = int(np.argmin(np.abs(s)))
     K = len(s)
     P = np.zeros((K, 3))
@@ -242,7 +241,7 @@ def _short_shot(
     tooth or fin) is drawn again elsewhere, shallower."""
     length = float(rng.uniform(*size))
     depth = float(min(rng.uniform(0.8, 2.5), 0.35 * length))
-    solid = whole_solid(ctx.model)
+    solid = union_model(ctx.model)
     pieces = len(solid.decompose())
     explicit = _at_feature(ctx, site)  # placed with ``defects.at``: it stays there
     for attempt in range(SHORT_SHOT_TRIES):
@@ -437,7 +436,7 @@ def _residual_string(
     1 mm. Its faces take the surface's material."""
     length = float(rng.uniform(*size))
     diameter = float(rng.uniform(0.1, 0.3))
-    solid = whole_solid(ctx.model)
+    solid = union_model(ctx.model)
     best: tuple[np.ndarray, float, float] | None = None
     for _ in range(40):  # the flattest of up to 40 tries, the first with no step
         path = _string_path(ctx, site, rng, length, diameter / 2, solid)
@@ -467,7 +466,7 @@ def _dust_particle(
     """Dust: 1-5 irregular grains (convex hulls of jittered points on a flattened
     ellipsoid), each ``size`` across (the record's size is the largest), lying within a
     few millimetres of the site on upward surface, sunk by a quarter of their height."""
-    solid = whole_solid(ctx.model)
+    solid = union_model(ctx.model)
     n = int(rng.integers(1, 6))
     spread = float(rng.uniform(0.5, 3.0))
     grains: list[m3.Manifold] = []

@@ -33,10 +33,9 @@ from sim.defects import (
     pos_mm,
     register_defect_kind,
     to_mm_transform,
-    whole_solid,
 )
 from sim.geometry import make_pose, rotation_matrix
-from sim.parts import MM
+from sim.parts import MM, union_model
 
 #: How far a paint tool reaches below and above the surface at its site (mm): the band a
 #: curved surface may sag or rise within and still be painted. Not round numbers: a tool
@@ -213,7 +212,7 @@ def _corrosion(
     outline, lobes = _blob(rng, d)
     look = _patch_look(site, d / 2, rng)
     steps = [Step("paint", _paint_tool(site, outline))]
-    solid = whole_solid(ctx.model)
+    solid = union_model(ctx.model)
     T = frame_at(site)
     n_pits = int(rng.integers(3, 11))
     r_max = min(0.4, 0.12 * d)  # a small spot has smaller pits

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic import Field as PField
 
 from scenarios.interfaces import GeometryError, SpecError, allowed, excerpt, path_part
+from sim.appearance import MATERIAL_CLASSES
 
 MM = 1e-3  # metres per millimetre
 
@@ -57,15 +58,8 @@ COMPONENT_LABEL = 100
 #: Draws of a varied design before giving up (a family's range may hold impossible corners).
 MAX_DESIGN_DRAWS = 64
 
-MATERIAL_CLASS_NAMES = (
-    "machined_aluminium",
-    "machined_steel",
-    "milled_aluminium",
-    "cast_iron",
-    "cast_aluminium",
-    "polymer_opaque",
-    "polymer_translucent",
-)
+#: The material classes a card may name: those the appearance model draws.
+MATERIAL_CLASS_NAMES = tuple(MATERIAL_CLASSES)
 
 
 def size_mm() -> Any:
@@ -178,6 +172,38 @@ class PartModel:
     components: dict[str, m3.Manifold] = field(default_factory=dict)
     alternatives: dict[str, m3.Manifold] = field(default_factory=dict)
     features: dict[str, Feature] = field(default_factory=dict)
+
+    @functools.cached_property
+    def labelled(self) -> tuple[m3.Manifold, dict[int, int]]:
+        """The whole part (body and components as one solid, mm) and the face label of each
+        provenance id in it: 0 the body, COMPONENT_LABEL + c the c-th component. Built once
+        per model (defect generators and the instance builder share it)."""
+        body = self.body.as_original()
+        id_to_label = {body.original_id(): 0}
+        whole = body
+        for c, comp in enumerate(self.components.values(), start=1):
+            comp = comp.as_original()
+            id_to_label[comp.original_id()] = COMPONENT_LABEL + c
+            whole = whole + comp
+        return whole, id_to_label
+
+    @functools.cached_property
+    def labelled_mesh(self) -> tuple[trimesh.Trimesh, np.ndarray]:
+        """The whole part as a metre mesh and its (F,) int32 face labels (``labelled``)."""
+        return mesh_labels(*self.labelled)
+
+
+def mesh_labels(
+    solid: m3.Manifold, id_to_label: dict[int, int]
+) -> tuple[trimesh.Trimesh, np.ndarray]:
+    """A mm solid as a metre mesh with each face's label looked up by its provenance id;
+    GeometryError if a face has an id ``id_to_label`` does not know."""
+    mesh, ids = manifold_to_trimesh(solid)
+    unknown = set(np.unique(ids).tolist()) - set(id_to_label)
+    if unknown:
+        raise GeometryError(f"faces of unknown provenance {sorted(unknown)}")
+    labels = np.array([id_to_label[int(i)] for i in ids], dtype=np.int32)
+    return mesh, labels
 
 
 def component_group(name: str) -> str:
@@ -295,6 +321,9 @@ def register_part_family(
             f"part card of {name!r}: dimensions {sorted(set(card.dimensions) ^ names)} do not "
             "match the family's parameters"
         )
+    for f in fields(params_type):
+        if card.dimensions[f.name].integer != (f.metadata.get("kind") is int):
+            raise ValueError(f"part card of {name!r}: {f.name} integer must match its parameter")
     family = PartFamily(name, params_type, build, card)
     PART_FAMILIES[name] = family
     return family
@@ -401,10 +430,7 @@ def build_model(family: str, params: Any) -> PartModel:
 
 def union_model(model: PartModel) -> m3.Manifold:
     """The whole part: body and components as one solid (mm)."""
-    solid = model.body
-    for c in model.components.values():
-        solid = solid + c
-    return solid
+    return model.labelled[0]
 
 
 def build_nominal_solid(family: str, overrides: dict[str, Any] | None = None) -> m3.Manifold:

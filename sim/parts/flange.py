@@ -119,7 +119,9 @@ def flange_bearing_seat(params: FlangeBearingSeatParams) -> PartModel:
         circle_feature(r_bolt, p.flange_thickness_mm, (1.0, 0.0, 1.0), n=24) for _ in holes
     ]
     bolt_edge = Feature(
-        np.concatenate([f.positions + (x, y, 0) for f, (x, y) in zip(bolt_edges, holes, strict=True)]),
+        np.concatenate(
+            [f.positions + (x, y, 0) for f, (x, y) in zip(bolt_edges, holes, strict=True)]
+        ),
         np.concatenate([f.normals for f in bolt_edges]),
         np.concatenate([f.tangents for f in bolt_edges if f.tangents is not None]),
     )
