@@ -124,8 +124,8 @@ def _real_scene(seed: int = 0) -> tuple[RenderScene, list[np.ndarray]]:
     """The r2t-flange "real" scene of a defective part, and the part's viewpoints."""
     from scenarios.interfaces import PartPlan
     from scenarios.spec import load_scenario
-    from sim.cell import _part_items
-    from sim.factory import build_placement, cell_setup
+    from sim.cells.eye_in_hand import _part_items
+    from sim.cells.factory import build_placement, cell_setup
     from sim.geometry import transform_points
     from sim.viewpoints import plan_viewpoints
 

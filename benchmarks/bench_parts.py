@@ -5,7 +5,7 @@ Usage:
   .venv/bin/python benchmarks/bench_parts.py build [--n 20]
   .venv/bin/python benchmarks/bench_parts.py area [--n 3] [--family F] [--markdown]
 
-``build`` times ``sim.factory.build_part`` (seeded design within half the card's range,
+``build`` times ``sim.cells.factory.build_part`` (seeded design within half the card's range,
 as-built tolerance, two defect kinds drawn from those the family can carry, the booleans
 and the missing-material split): what a worker does once per part. Goal: under 200 ms, so
 building never dominates a capture.
@@ -27,8 +27,8 @@ import numpy as np
 from scenarios.engine import plan_parts
 from scenarios.interfaces import GeometryError
 from scenarios.spec import load_scenario, parse_scenario
+from sim.cells.factory import RendererPool, SimCells, build_part
 from sim.defects import DEFECT_KINDS, check_applicable
-from sim.factory import SimWorker, build_part
 from sim.parts import PART_FAMILIES
 
 
@@ -77,7 +77,7 @@ def bench_build(n: int) -> None:
 
 
 def bench_area(n: int, families: list[str], markdown: bool) -> None:
-    worker = SimWorker()
+    worker = RendererPool()
     kinds = list(DEFECT_KINDS)
     rows: dict[str, dict[str, str]] = {}
     try:
@@ -91,18 +91,21 @@ def bench_area(n: int, families: list[str], markdown: bool) -> None:
                 px: list[int] = []
                 seen = total = 0
                 for plan in plan_parts(sc):
+                    cells = SimCells(sc, sc.seed, worker)
                     try:
-                        cell = worker.cell(sc, sc.seed, plan, 0, 0.0)
+                        cell = cells.cell(plan, 0, 0.0)
                     except GeometryError:
+                        cells.close()
                         continue
                     for T in cell.plan_viewpoints().values():
-                        cell.place_camera(T)
+                        cell.place_camera(cell.placement.T_base_obj_twin @ T)
                         cap = cell.capture_pair()
                         total += 1
                         v = int(cap.defect_px[0])
                         if v > 0:
                             seen += 1
                             px.append(v)
+                    cells.close()
                 med = f"{statistics.median(px):.0f}" if px else "0"
                 rows[family][kind] = f"{med} ({seen}/{total})"
                 print(

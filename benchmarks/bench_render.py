@@ -3,16 +3,16 @@
 Usage: PYOPENGL_PLATFORM=egl .venv/bin/python benchmarks/bench_render.py
        [--sizes 256 504] [--pairs 40] [--lights area|directional]
 
-A pair is what ``sim.cell.SimCell`` renders per capture: the real render (colour + label
-pass) of the part as it stands, the twin render (colour + label pass) of the nominal CAD
+A pair is what ``sim.cells.eye_in_hand.EyeInHandCell`` renders per capture: the real render
+(colour + label pass) of the part as it stands, the twin render (colour + label pass) of the nominal CAD
 part, and, when the part has a removed-material defect, the missing-material pass (the
 depth and label pass of ``PartInstance.missing``, the as-built part split by the removed
-volumes, alone, as ``SimCell._defect_masks`` renders it). The
+volumes, alone, as ``EyeInHandCell._defect_masks`` renders it). The
 "normal" flange part has no defect, the "defective" one a blind hole and a sink. Each pair
 is seen from the next planned viewpoint (the twin camera a little off, as a hand-eye error
 would put it); meshes and materials stay (one part, one station, many views).
 
-The scenes are built here from ``sim.render`` types, mirroring ``sim.cell._part_items``
+The scenes are built here from ``sim.render`` types, mirroring ``sim.cells.eye_in_hand._part_items``
 and ``sim.appearance`` (real: a metal part and a steel bench with six clutter objects under
 a key and a fill area light; twin: the grey CAD part on a dark bench under one directional
 light), so the figures stay comparable while those modules change. ``--lights

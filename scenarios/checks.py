@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scenarios.interfaces import Cell, Observation
+from scenarios.interfaces import Cell, GroundTruth, Observation, PartInfo
 
 
 def _check_pose(T: object, what: str) -> None:
@@ -31,22 +31,30 @@ def _check_observation(obs: object, what: str) -> None:
 
 
 def check_cell(cell: Cell, max_views: int = 2) -> None:
-    """Drive ``cell`` through plan → move → capture → render_twin; AssertionError on a breach.
+    """Drive ``cell`` through part → plan → move → capture → render_twin → ground_truth;
+    AssertionError on a breach.
 
-    Checks that viewpoints are keyed by int view id with valid poses, that ``move_to``
-    answers a bool, and that for up to ``max_views`` reachable views the real and twin
-    observations are valid and pose-matched in size and intrinsics.
+    Checks that the part is described, that viewpoints are keyed by int view id with valid
+    poses, that ``move_to`` answers a bool (with a reason when False), and that for up to
+    ``max_views`` reachable views the real and twin observations are valid and pose-matched
+    in size and intrinsics, the twin carries its mask, and the ground truth (where the cell
+    has one) matches the image size and the part's defects.
     """
+    info = cell.part()
+    assert isinstance(info, PartInfo), f"part: want a PartInfo, got {type(info).__name__}"
     plan = cell.plan_viewpoints()
     assert isinstance(plan, dict) and plan, "plan_viewpoints: want a non-empty {view_id: pose}"
     for vid, T in plan.items():
         assert isinstance(vid, int), f"plan_viewpoints: view id {vid!r} is not an int"
         _check_pose(T, f"viewpoint {vid}")
     done = 0
-    for vid, T in plan.items():
-        ok = cell.move_to(T)
+    for vid in plan:
+        ok = cell.move_to(vid)
         assert isinstance(ok, bool), f"move_to: want a bool, got {type(ok).__name__}"
         if not ok:
+            assert isinstance(cell.last_failure, str) and cell.last_failure, (
+                f"move_to({vid}) failed without a last_failure reason"
+            )
             continue
         real = cell.capture()
         twin = cell.render_twin()
@@ -54,6 +62,20 @@ def check_cell(cell: Cell, max_views: int = 2) -> None:
         _check_observation(twin, f"view {vid} twin")
         assert real.rgb.shape == twin.rgb.shape, f"view {vid}: real and twin sizes differ"
         assert np.allclose(real.K, twin.K), f"view {vid}: real and twin intrinsics differ"
+        assert twin.mask is not None and twin.mask.shape == twin.rgb.shape[:2], (
+            f"view {vid} twin.mask: want (H, W) bool"
+        )
+        truth = cell.ground_truth()
+        if truth is not None:
+            assert isinstance(truth, GroundTruth), f"view {vid}: ground_truth type"
+            assert truth.gt_mask.shape == real.rgb.shape[:2], f"view {vid}: gt_mask size"
+            assert len(truth.defect_px) == len(info.defects), (
+                f"view {vid}: defect_px has {len(truth.defect_px)} entries for "
+                f"{len(info.defects)} defects"
+            )
+            if real.points is not None:
+                assert truth.point_labels is not None, f"view {vid}: points without labels"
+                assert len(truth.point_labels) == len(real.points), f"view {vid}: labels"
         done += 1
         if done >= max_views:
             break

@@ -35,6 +35,8 @@ from tqdm import tqdm
 import detectors
 from scenarios.interfaces import (
     CaptureFailed,
+    Cell,
+    CellSource,
     PartPlan,
     RunDirError,
     Sample,
@@ -108,17 +110,25 @@ def plan_parts(sc: Scenario) -> list[PartPlan]:
     return plans
 
 
-def planned_view_ids(sc: Scenario) -> list[int]:
-    """View ids of the viewpoint set (they depend only on the icosphere and elevations)."""
-    from sim.viewpoints import plan_viewpoints
+#: The module that builds the cells of each ``cell.kind``: it provides ``view_ids(sc)`` and
+#: ``open_cells(sc, seed, render_threads) -> CellSource``. A new kind of cell (hardware, a
+#: replayed run) adds a line here; the engine itself only speaks ``Cell``.
+CELL_KINDS: dict[str, str] = {
+    "eye_in_hand": "sim.cells.factory",
+    "part_in_hand": "sim.cells.factory",
+}
 
-    vp = sc.viewpoints
-    return [
-        v.view_id
-        for v in plan_viewpoints(
-            np.zeros(3), vp.radius_m, vp.subdivisions, vp.elevation_min_deg, vp.elevation_max_deg
-        )
-    ]
+
+def cell_module(sc: Scenario) -> Any:
+    """The module that builds the cells of ``sc.cell.kind`` (``CELL_KINDS``)."""
+    import importlib
+
+    return importlib.import_module(CELL_KINDS[sc.cell.kind])
+
+
+def planned_view_ids(sc: Scenario) -> list[int]:
+    """View ids of the scenario's cell (fixed by the scenario, before any capture)."""
+    return [int(v) for v in cell_module(sc).view_ids(sc)]
 
 
 def sample_table(sc: Scenario) -> list[tuple[PartPlan, int]]:
@@ -132,27 +142,29 @@ def sample_id(part: PartPlan, view_id: int) -> str:
     return f"{part.part_id}_v{view_id:03d}"
 
 
-_WORKER: Any = None
+#: This process's cell source (cached renderers, calibration, last part) and its key.
+_SOURCE: tuple[tuple[str, int], CellSource] | None = None
 #: Threads each render worker may use (0: all cores); a pool shares the cores out.
 _RENDER_THREADS = 0
 
 
-def _worker() -> Any:
-    """This process's ``sim.factory.SimWorker`` (renderers, scenes and parts cached)."""
-    global _WORKER
-    if _WORKER is None:
-        from sim.factory import SimWorker
-
-        _WORKER = SimWorker(render_threads=_RENDER_THREADS)
-    return _WORKER
+def cells_for(sc: Scenario, seed: int) -> CellSource:
+    """This process's ``CellSource`` for (scenario, seed); another scenario closes it."""
+    global _SOURCE
+    key = (sc.digest(), seed)
+    if _SOURCE is None or _SOURCE[0] != key:
+        close_worker()
+        _SOURCE = (key, cell_module(sc).open_cells(sc, seed, _RENDER_THREADS))
+    return _SOURCE[1]
 
 
 def close_worker() -> None:
-    """Close this process's cached renderers (Blender worker processes) and scenes."""
-    global _WORKER
-    if _WORKER is not None:
-        _WORKER.close()
-        _WORKER = None
+    """Close this process's cell source (render worker processes, scenes)."""
+    global _SOURCE
+    if _SOURCE is not None:
+        source = _SOURCE[1]
+        _SOURCE = None
+        source.close()
 
 
 @dataclass(frozen=True)
@@ -171,64 +183,82 @@ def _pose(T: np.ndarray) -> list[list[float]]:
 
 
 def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
-    """Simulate sample ``index`` of the scenario: a pure function of its three arguments.
+    """Capture sample ``index`` of the scenario: a pure function of its three arguments.
 
-    A viewpoint the robot cannot reach is ``dropped``; a capture whose render fails (a
-    crashed or hung render worker) is ``failed``, with the reason, and the run goes on.
+    The cell comes from the scenario's cell source and is driven only through ``Cell``. A
+    viewpoint the robot cannot reach is ``dropped``; a capture that fails (a crashed or hung
+    render worker) is ``failed``, with the reason, and the run goes on.
     """
     table = sample_table(sc)
     part_plan, view_id = table[index]
-    w = _worker()
-    cell = w.cell(sc, seed, part_plan, view_id, index / max(1, len(table) - 1))
-    placement, setup = cell.placement, cell.setup
+    cell: Cell = cells_for(sc, seed).cell(part_plan, view_id, index / max(1, len(table) - 1))
+    info = cell.part()
     T_plan = cell.plan_viewpoints()[view_id]
     base = {"id": sample_id(part_plan, view_id), "part_id": part_plan.part_id, "view_id": view_id}
-    if not cell.move_to(T_plan):
-        where = {"T_base_cam_planned": _pose(T_plan), "T_base_obj": _pose(placement.T_base_obj)}
+    if not cell.move_to(view_id):
+        where = {"T_obj_cam_planned": _pose(T_plan)}
         return SimulatedSample({**base, **where}, None, dropped=cell.last_failure)
     try:
-        cap = cell.capture_pair()
+        real = cell.capture()
+        twin = cell.render_twin()
+        truth = cell.ground_truth()
     except CaptureFailed as exc:
         return SimulatedSample({**base, "split": part_plan.split}, None, failed=str(exc))
-    part = placement.part
+    if truth is None:
+        raise CaptureFailed(f"{base['id']}: the cell gives no ground truth to score against")
     defects = []
-    for i, d in enumerate(part.defects):
-        rec = d.record.to_json()
-        rec["visible_px"] = int(cap.defect_px[i])
+    for i, d in enumerate(info.defects):
+        rec = d.to_json()
+        rec["visible_px"] = int(truth.defect_px[i]) if i < len(truth.defect_px) else 0
         defects.append(rec)
-    label = int(cap.gt_mask.any())
+    label = int(truth.gt_mask.any())
+    w, h = real.image_size
     record = {
         **base,
-        "category": part.category,
+        "category": info.category,
         "split": part_plan.split,
         "label": label,
         "defects": defects,
-        "part_defective": bool(part.defects),
+        "part_defective": bool(info.defects),
         "note": (
-            "defective part; no defect visible from this view" if part.defects and not label else ""
+            "defective part; no defect visible from this view" if info.defects and not label else ""
         ),
-        "K": _pose(setup.camera.K),
-        "dist": None if setup.camera.dist is None else [float(x) for x in setup.camera.dist],
-        "image_size": [setup.camera.width, setup.camera.height],
-        "T_base_cam": _pose(cap.real.T_base_cam),
-        "T_base_cam_twin": _pose(cap.twin.T_base_cam),
-        "T_base_cam_planned": _pose(T_plan),
-        "T_base_obj": _pose(placement.T_base_obj),
-        "T_base_obj_twin": _pose(placement.T_base_obj_twin),
+        "K": _pose(real.K),
+        "dist": None if real.dist is None else [float(x) for x in real.dist],
+        "image_size": [w, h],
+        "T_base_cam": _pose(real.T_base_cam),
+        "T_base_cam_twin": _pose(twin.T_base_cam),
+        "T_obj_cam_planned": _pose(T_plan),
+        "T_base_obj": _pose(real.meta["T_base_obj"]),
+        "T_base_obj_twin": _pose(twin.meta["T_base_obj"]),
+        "acquisition": info.meta,
     }
-    arrays = {
-        "real_rgb": cap.real.rgb,
-        "twin_rgb": cap.twin.rgb,
-        "real_mask": cap.real_mask,
-        "twin_mask": cap.twin_mask,
-        "gt_mask": cap.gt_mask,
-        "real_depth": np.asarray(cap.real.depth, dtype=np.float32),
+    fg = twin.mask if twin.mask is not None else np.zeros((h, w), dtype=bool)
+    arrays: dict[str, np.ndarray] = {
+        "real_rgb": real.rgb,
+        "twin_rgb": twin.rgb,
+        "real_mask": truth.real_mask,
+        "twin_mask": fg,
+        "gt_mask": truth.gt_mask,
+        "real_depth": np.asarray(
+            real.depth if real.depth is not None else np.zeros((h, w)), dtype=np.float32
+        ),
     }
+    if real.points is not None and twin.points is not None:
+        arrays["real_points"] = real.points
+        arrays["twin_points"] = twin.points
+        labels = truth.point_labels
+        arrays["point_labels"] = (
+            np.asarray(labels, dtype=bool)
+            if labels is not None
+            else np.zeros(len(real.points), dtype=bool)
+        )
     return SimulatedSample(record, arrays)
 
 
-def _export_mesh(out: Path, sc: Scenario, seed: int, plan: PartPlan) -> None:
-    """Write ``meshes/<part_id>.ply`` and its ``.sha256`` unless both are there and agree."""
+def _export_part(out: Path, sc: Scenario, seed: int, plan: PartPlan) -> None:
+    """Write the cell's files of part ``plan`` (``meshes/<part_id>.ply`` and its
+    ``.sha256``) unless both are there and agree."""
     path = out / "meshes" / f"{plan.part_id}.ply"
     check = path.with_name(path.name + ".sha256")
     try:
@@ -236,10 +266,10 @@ def _export_mesh(out: Path, sc: Scenario, seed: int, plan: PartPlan) -> None:
             return
     except OSError:
         pass  # missing or unreadable: (re)write it
-    placement, _ = _worker().part(sc, seed, plan)
-    data = placement.part.mesh.export(file_type="ply")
-    blob = data if isinstance(data, bytes) else str(data).encode()
-    digest = write_bytes(path, blob)
+    files = cells_for(sc, seed).part_files(plan)
+    if "mesh.ply" not in files:
+        return
+    digest = write_bytes(path, files["mesh.ply"])
     # Written second: a mesh without its checksum (killed in between) is simply redone.
     write_text(check, digest + "\n")
 
@@ -262,7 +292,7 @@ def simulate_task(
         part_plan, view_id = table[i]
         sid = sample_id(part_plan, view_id)
         if part_plan.part_id not in exported:
-            _export_mesh(out, sc, seed, part_plan)
+            _export_part(out, sc, seed, part_plan)
             exported.add(part_plan.part_id)
         done = read_sample_record(out / "samples" / sid)
         if done is not None:
@@ -286,6 +316,7 @@ def simulate_task(
             a["twin_mask"],
             a["gt_mask"],
             a["real_depth"],
+            points={k: a[k] for k in ("real_points", "twin_points", "point_labels") if k in a},
         )
         results.append(record)
     return results
@@ -439,11 +470,20 @@ def simulate(
     summaries: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
+    # What the cell's set-up measured (the hand-eye calibration), once, before any part;
+    # pool workers redo the same deterministic set-up for themselves.
+    try:
+        write_json(out / "cell.json", cells_for(sc, sc.seed).run_info())
+    except BaseException:
+        close_worker()
+        raise
+    if workers > 1:
+        close_worker()
 
     def keep(outcomes: list[dict[str, Any]], index: TextIO) -> None:
         for r in outcomes:
             if "dropped" in r:
-                keys = ("part_id", "view_id", "T_base_cam_planned", "T_base_obj")
+                keys = ("part_id", "view_id", "T_obj_cam_planned")
                 dropped.append({**{k: r[k] for k in keys}, "reason": r["dropped"]})
             elif is_failed(r):
                 # In samples.jsonl too, so the run's index says what happened to every pair;
@@ -493,7 +533,34 @@ def simulate(
             pool.join()
     if failed:
         log.warning(failed_summary(failed))
+    fuse_part_clouds(out, summaries)
     return summaries, dropped, failed
+
+
+#: Voxel size (m) of the fused per-part clouds.
+FUSE_VOXEL_M = 0.0005
+
+
+def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
+    """Write ``parts/<part_id>/real_fused.ply``: the real points of all the part's views,
+    fused on a voxel grid, with their labels (``sim.points.fuse_points``). Parts whose
+    samples have no points (no depth sensor) get none."""
+    from sim.points import fuse_points, ply_bytes, read_ply
+
+    by_part: dict[str, list[str]] = {}
+    for r in summaries:
+        by_part.setdefault(r["part_id"], []).append(r["id"])
+    for part_id, ids in by_part.items():
+        clouds, labels = [], []
+        for sid in ids:
+            d = out / "samples" / sid
+            if not (d / "real_points.ply").exists():
+                continue
+            clouds.append(read_ply(d / "real_points.ply")[0])
+            labels.append(np.load(d / "point_labels.npy"))
+        if clouds:
+            pts, lab = fuse_points(clouds, labels, FUSE_VOXEL_M)
+            write_bytes(out / "parts" / part_id / "real_fused.ply", ply_bytes(pts, lab))
 
 
 def failed_summary(failed: Sequence[dict[str, Any]]) -> str:
@@ -791,8 +858,10 @@ def _run_phases(
         for d in r["defects"]
         if d["visible_px"] > 0
     )
+    cell_info = out / "cell.json"
     manifest.update(
         {
+            "cell": json.loads(cell_info.read_text()) if cell_info.exists() else {},
             "counts": {
                 "train": counts[("train", 0)] + counts[("train", 1)],
                 "test_normal": counts[("test", 0)],

@@ -28,6 +28,11 @@ class Observation:
 
     ``K`` is (3, 3) float64; ``T_base_cam`` (4, 4) float64 maps camera coordinates into the
     robot base frame; ``dist`` holds OpenCV distortion (k1, k2, p1, p2, k3) or is None.
+    ``mask`` (H, W) bool is the part's foreground where it is known (a render; None for a
+    camera image); ``points`` (N, 3) float64 metres in the base frame are the depth
+    sensor's points of the part's region, ``point_pixels`` (N,) int64 the flat (row-major)
+    pixel each came from. ``meta`` holds what a cell adds, e.g. ``T_base_obj``: the part
+    pose the image was taken (real) or rendered (twin) at.
     """
 
     rgb: ImageU8
@@ -37,6 +42,9 @@ class Observation:
     dist: FloatArray | None = None
     timestamp: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    mask: BoolArray | None = None
+    points: FloatArray | None = None
+    point_pixels: NDArray[np.int64] | None = None
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -166,15 +174,52 @@ class CameraDriver(Protocol):
         ...
 
 
-class Cell(Protocol):
-    """One inspection cell, simulated or real: plan, move, capture, render the twin."""
+@dataclass(frozen=True)
+class PartInfo:
+    """The part a cell holds: its id and family, the defects it carries (empty when normal
+    or unknown) and what the cell's acquisition found out about it (``meta``: JSON values,
+    e.g. the object pose estimate and its error, recorded with every sample)."""
 
-    def plan_viewpoints(self) -> dict[int, FloatArray]:
-        """Planned camera poses ``T_base_cam`` around the part, keyed by view id."""
+    part_id: str
+    category: str
+    defects: tuple[DefectRecord, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What only a simulator knows about the last capture: ``real_mask`` (H, W) bool the
+    part's pixels in the real image, ``gt_mask`` (H, W) bool its defect pixels,
+    ``defect_px`` the ground-truth pixels of each of the part's defects (in ``PartInfo``
+    order), ``point_labels`` (N,) bool per real point (None without points)."""
+
+    real_mask: BoolArray
+    gt_mask: BoolArray
+    defect_px: tuple[int, ...] = ()
+    point_labels: BoolArray | None = None
+
+
+class Cell(Protocol):
+    """One inspection cell holding one part, simulated or real: plan, move, capture, render.
+
+    A viewpoint is the camera's planned pose in the part's frame, ``T_obj_cam``: the robot
+    reaches it by moving the camera around the part (eye-in-hand) or the part in front of a
+    fixed camera (part-in-hand). After a ``move_to`` that returns False, ``last_failure``
+    says why (one line: "unreachable (...)", "collision (...)").
+    """
+
+    last_failure: str
+
+    def part(self) -> PartInfo:
+        """The part in the cell."""
         ...
 
-    def move_to(self, T_base_cam: FloatArray) -> bool:
-        """Drive the camera to a planned pose; False when unreachable or colliding."""
+    def plan_viewpoints(self) -> dict[int, FloatArray]:
+        """Planned camera poses ``T_obj_cam`` relative to the part, keyed by view id."""
+        ...
+
+    def move_to(self, view_id: int) -> bool:
+        """Drive the robot to planned view ``view_id``; False when unreachable or colliding."""
         ...
 
     def capture(self) -> Observation:
@@ -182,7 +227,36 @@ class Cell(Protocol):
         ...
 
     def render_twin(self) -> Observation:
-        """Render the twin at the pose the system believes it reached."""
+        """Render the twin at the pose the system believes it reached (with its ``mask``)."""
+        ...
+
+    def ground_truth(self) -> GroundTruth | None:
+        """The exact ground truth of the last capture; None where unknown (hardware)."""
+        ...
+
+
+class CellSource(Protocol):
+    """Builds the cells of one scenario and seed (``scenarios.engine.CELL_KINDS`` names the
+    module that makes one for each ``cell.kind``). ``cell`` must be a pure function of its
+    arguments, so samples can run in any order and process; a source may cache what is
+    expensive (renderers, calibration, the last part) but nothing that changes a result."""
+
+    def cell(self, plan: PartPlan, view_id: int, progress: float) -> Cell:
+        """The cell holding part ``plan``, ready to capture view ``view_id``; ``progress``
+        (0-1) is the sample's place in the run (for slow drifts)."""
+        ...
+
+    def part_files(self, plan: PartPlan) -> dict[str, bytes]:
+        """Files that describe part ``plan`` as built (e.g. ``mesh.ply``), for the run dir."""
+        ...
+
+    def run_info(self) -> dict[str, Any]:
+        """What the cell's set-up measured for the whole run (e.g. hand-eye calibration),
+        JSON values, for the manifest."""
+        ...
+
+    def close(self) -> None:
+        """Release renderers, worker processes and scenes."""
         ...
 
 

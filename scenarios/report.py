@@ -108,7 +108,7 @@ def viewpoint_figure(out: Path, captured: np.ndarray, dropped: list[dict[str, An
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     ok = np.asarray(captured, dtype=np.float64).reshape(-1, 3)
     bad = np.asarray(
-        [_relative(d["T_base_obj"], d["T_base_cam_planned"]) for d in dropped], dtype=np.float64
+        [np.asarray(d["T_obj_cam_planned"])[:3, 3] for d in dropped], dtype=np.float64
     ).reshape(-1, 3)
     ax.scatter(ok[:, 0], ok[:, 1], s=10, c="tab:blue", label=f"captured ({len(ok)})")
     ax.scatter(bad[:, 0], bad[:, 1], s=30, c="tab:red", marker="x", label=f"dropped ({len(bad)})")

@@ -39,6 +39,9 @@ SAMPLE_FILES = (
     "gt_mask.png",
     "real_depth.npy",
 )
+#: Files a sample has when its cell has a depth sensor (``cell.depth.points``): the real
+#: and twin points of the part's region (base frame, PLY) and the real points' labels.
+POINT_FILES = ("real_points.ply", "twin_points.ply", "point_labels.npy")
 
 
 TEMP_PREFIX = ".twincell-tmp."
@@ -196,10 +199,13 @@ def write_sample_dir(
     twin_mask: np.ndarray,
     gt_mask: np.ndarray,
     real_depth: np.ndarray,
+    points: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Write one sample's images, masks, depth and record as one atomic directory.
+    """Write one sample's images, masks, depth, points and record as one atomic directory.
 
-    Returns the record as written: ``record`` plus ``sha256`` {file name: hex digest}.
+    ``points`` holds ``real_points`` and ``twin_points`` (N, 3) base-frame metres and
+    ``point_labels`` (N,) bool, or is empty. Returns the record as written: ``record`` plus
+    ``sha256`` {file name: hex digest}.
     """
     blobs = {
         "real.png": _png_bytes(real_rgb),
@@ -209,6 +215,13 @@ def write_sample_dir(
         "gt_mask.png": _png_bytes(mask_to_png(gt_mask)),
         "real_depth.npy": _npy_bytes(np.asarray(real_depth, dtype=np.float32)),
     }
+    if points:
+        from sim.points import ply_bytes
+
+        labels = np.asarray(points["point_labels"], dtype=bool)
+        blobs["real_points.ply"] = ply_bytes(points["real_points"], labels)
+        blobs["twin_points.ply"] = ply_bytes(points["twin_points"])
+        blobs["point_labels.npy"] = _npy_bytes(labels)
     record = {**record, "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in blobs.items()}}
     with atomic_dir(final) as d:
         for name, data in blobs.items():
@@ -226,7 +239,8 @@ def read_sample_record(sample_dir: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((sample_dir / "record.json").read_bytes())
         sums = data["sha256"]
-        ok = all(sha256_file(sample_dir / f) == sums[f] for f in SAMPLE_FILES)
+        files = SAMPLE_FILES + tuple(f for f in POINT_FILES if f in sums)
+        ok = all(sha256_file(sample_dir / f) == sums[f] for f in files)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return data if ok and isinstance(data, dict) else None
@@ -318,6 +332,15 @@ def load_sample(run_dir: Path, record: dict[str, Any]) -> Sample:
         )
         for r in record.get("defects", [])
     )
+    points: dict[str, Any] = {}
+    if (d / "real_points.ply").exists():
+        from sim.points import read_ply
+
+        points = {
+            "real_points": read_ply(d / "real_points.ply")[0],
+            "twin_points": read_ply(d / "twin_points.ply")[0],
+            "gt_point_labels": np.load(d / "point_labels.npy"),
+        }
     return Sample(
         id=record["id"],
         real=real,
@@ -329,6 +352,7 @@ def load_sample(run_dir: Path, record: dict[str, Any]) -> Sample:
         category=record["category"],
         view_id=int(record["view_id"]),
         defects=defects,
+        **points,
     )
 
 

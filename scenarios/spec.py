@@ -140,12 +140,64 @@ class HandEyeSpec(Strict):
     rpy_deg: tuple[Degrees, Degrees, Degrees] = (0.0, 0.0, 0.0)  # type: ignore[valid-type]
 
 
-class CellSpec(Strict):
-    """The cell: robot model, camera, hand-eye transform."""
+class BoardSpec(Strict):
+    """The calibration checkerboard: inner corners (cols x rows) and square size (mm)."""
 
+    cols: Count = Field(9, ge=3, le=30)
+    rows: Count = Field(6, ge=3, le=30)
+    square_mm: Num = Field(12.0, ge=2.0, le=100.0)
+
+
+class CalibrationSpec(Strict):
+    """Hand-eye calibration (``errors.mode: acquisition``): captures of a checkerboard from
+    ``poses`` robot poses, solved by OpenCV's ``method``."""
+
+    method: Literal["tsai", "park", "horaud", "andreff", "daniilidis"] = "park"
+    poses: Count = Field(12, ge=4, le=60)
+    board: BoardSpec = BoardSpec()
+
+
+class PoseEstimationSpec(Strict):
+    """Object pose estimation from one overview image (``errors.mode: acquisition``): the
+    overview pose (distance and elevation over the nominal placement) and the template grid
+    (icosphere level of view directions, in-plane rolls)."""
+
+    overview_distance_m: Num = Field(0.3, ge=0.12, le=1.0)
+    overview_elevation_deg: Num = Field(65.0, ge=20.0, le=90.0)
+    subdivisions: Count = Field(2, ge=0, le=3)
+    rolls: Count = Field(24, ge=4, le=72)
+
+
+class DepthSpec(Strict):
+    """The RGB-D camera's depth sensor (a RealSense D435-like model, ``sim.points``):
+    whether captures carry point clouds, and its stereo noise (disparity RMS, px)."""
+
+    points: Flag = True
+    subpixel: Num = Field(0.08, ge=0.0, le=1.0)
+
+
+class PartInHandSpec(Strict):
+    """The part-in-hand cell (PaDiM paper): the robot grasps the part and presents it to a
+    fixed camera in ``orientations`` poses, spread on a sphere and shared out between
+    ``grasps`` grasp points (the paper: 8 perspectives x 2 grasps = 16 images)."""
+
+    orientations: Count = Field(16, ge=1, le=64)
+    grasps: Count = Field(2, ge=1, le=4)
+    camera_distance_m: Num = Field(0.25, ge=0.1, le=1.0)
+
+
+class CellSpec(Strict):
+    """The cell: its kind, robot model, camera, hand-eye transform (the true mount) and how
+    the cell acquires its poses."""
+
+    kind: Literal["eye_in_hand", "part_in_hand"] = "eye_in_hand"
     robot: Literal["panda", "kuka_iiwa"] = "panda"
     camera: CameraSpec = CameraSpec()
     hand_eye: HandEyeSpec = HandEyeSpec()
+    depth: DepthSpec = DepthSpec()
+    calibration: CalibrationSpec = CalibrationSpec()
+    pose_estimation: PoseEstimationSpec = PoseEstimationSpec()
+    part_in_hand: PartInHandSpec = PartInHandSpec()
 
 
 class ViewpointSpec(Strict):
@@ -169,6 +221,11 @@ class PlacementSpec(Strict):
     position_m: tuple[Metres, Metres] = (0.5, 0.0)  # type: ignore[valid-type]
     position_jitter_mm: Num = Field(5.0, ge=0.0, le=100.0)
     yaw_jitter_deg: Num = Field(180.0, ge=0.0, le=180.0)
+    # "drop": the part falls from drop_height_mm, tilted up to drop_tilt_deg, and settles
+    # in PyBullet (sim.physics); "fixed": it stands upright exactly at the drawn x, y, yaw.
+    method: Literal["drop", "fixed"] = "drop"
+    drop_height_mm: Num = Field(30.0, ge=0.0, le=500.0)
+    drop_tilt_deg: Num = Field(15.0, ge=0.0, le=180.0)
 
 
 class CadSpec(Strict):
@@ -302,13 +359,18 @@ class PoseErrorSpec(Strict):
 
 
 class ErrorsSpec(Strict):
-    """Named pose-error sources (sim.pose_errors): robot, hand-eye, object pose.
+    """Where the twin's pose errors come from.
 
-    The defaults are what real cells have (docs/scenarios.md gives the sources): robot
-    repeatability from the arm's data sheet, hand-eye calibration error as reported for
-    OpenCV's solvers, and the error of a template-matching object pose estimate.
+    ``mode: acquisition`` (the default) runs what a real cell runs: the robot's
+    repeatability from its data sheet, a hand-eye calibration from checkerboard captures
+    and an object pose estimate from one overview image (``cell.calibration``,
+    ``cell.pose_estimation``); the errors are whatever those methods make. ``mode: model``
+    draws them instead from the named Gaussian sources below (sim.pose_errors), for studies
+    that want a controlled magnitude. Their defaults are typical real magnitudes
+    (docs/scenarios.md gives the sources).
     """
 
+    mode: Literal["acquisition", "model"] = "acquisition"
     robot: PoseErrorSpec = PoseErrorSpec(translation_mm=0.05, rotation_deg=0.01)
     hand_eye: PoseErrorSpec = PoseErrorSpec(translation_mm=1.0, rotation_deg=0.2)
     object_pose: PoseErrorSpec = PoseErrorSpec(translation_mm=2.0, rotation_deg=1.0)

@@ -45,7 +45,10 @@ def _scenario_for(base: Any, family: str, kind: str) -> Any:
 
     fam = FamilySpec(family=family, test_defective=1, kinds=(kind,))
     part = base.part.model_copy(update={"families": (fam,)})
-    return base.model_copy(update={"part": part})
+    # A gallery shows defects, not the acquisition: no calibration, no pose estimate.
+    errors = base.errors.model_copy(update={"mode": "model"})
+    cell = base.cell.model_copy(update={"kind": "eye_in_hand"})
+    return base.model_copy(update={"part": part, "errors": errors, "cell": cell})
 
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -80,10 +83,12 @@ def overlay(rgb: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def render_tile(worker: Any, sc: Any, family: str, kind: str, seed: int) -> Tile:
-    """Render the cell of (family, kind) with ``worker`` (a ``sim.factory.SimWorker``)."""
+def render_tile(renderers: Any, sc: Any, family: str, kind: str, seed: int) -> Tile:
+    """Render the cell of (family, kind) with ``renderers`` (a
+    ``sim.cells.factory.RendererPool``)."""
     from scenarios.engine import plan_parts
     from scenarios.interfaces import GeometryError, SpecError
+    from sim.cells.factory import SimCells
 
     try:
         sc_fk = _scenario_for(sc, family, kind)
@@ -92,12 +97,21 @@ def render_tile(worker: Any, sc: Any, family: str, kind: str, seed: int) -> Tile
 
         check_applicable(kind, [c.name for c in get_family(family).card.components])
         plan = plan_parts(sc_fk)[0]
-        cell = worker.cell(sc_fk, seed, plan, 0, 0.0)
+        cells = SimCells(sc_fk, seed, renderers)
+        cell = cells.cell(plan, 0, 0.0)
     except (SpecError, GeometryError) as exc:
         return Tile(family, kind, note=str(exc).split(":")[-1].strip()[:40] or "n/a")
+    try:
+        return _tile(cell, family, kind)
+    finally:
+        cells.close()
+
+
+def _tile(cell: Any, family: str, kind: str) -> Tile:
+    """The tile of one defective part's cell: the view that shows the defect best."""
     placement = cell.placement
     part = placement.part
-    views = cell.plan_viewpoints()
+    views = {v: placement.T_base_obj_twin @ T for v, T in cell.plan_viewpoints().items()}
     # The defect's direction from the part centre (object frame -> base frame).
     pos = np.asarray(part.defects[0].record.params.get("position_mm", [0, 0, 0]), float) * 1e-3
     centre = placement.center_obj
@@ -180,9 +194,9 @@ def make_gallery(
 
     ``progress`` is called with 1 after each cell.
     """
-    from sim.factory import SimWorker
+    from sim.cells.factory import RendererPool
 
-    worker = SimWorker()
+    worker = RendererPool()
     tiles = []
     try:
         for f in families:

@@ -12,7 +12,7 @@ from scenarios.engine import run_scenario
 from scenarios.report import write_report
 from scenarios.rundir import iter_jsonl, load_samples
 from scenarios.spec import load_scenario
-from sim.cell import SimCell
+from sim.cells.eye_in_hand import EyeInHandCell
 from sim.render import RenderFailed
 
 pytestmark = pytest.mark.slow
@@ -22,16 +22,16 @@ def test_a_failed_render_is_recorded_and_the_run_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sc = load_scenario("tiny")
-    real_capture = SimCell.capture_pair
+    real_capture = EyeInHandCell.capture_pair
     calls = {"n": 0}
 
-    def flaky(self: SimCell):  # type: ignore[no-untyped-def]
+    def flaky(self: EyeInHandCell):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 6:  # the sixth capture of the run
             raise RenderFailed("blender worker died (signal 9) while rendering; restarted")
         return real_capture(self)
 
-    monkeypatch.setattr(SimCell, "capture_pair", flaky)
+    monkeypatch.setattr(EyeInHandCell, "capture_pair", flaky)
     out = tmp_path / "run"
     run_scenario(sc, out, workers=1, progress=False, report=write_report)
 
@@ -52,7 +52,7 @@ def test_a_failed_render_is_recorded_and_the_run_goes_on(
     assert f"- {victim} (" in report and "signal 9" in report
 
     # A rerun into the same directory retries the failed sample and keeps the rest.
-    monkeypatch.setattr(SimCell, "capture_pair", real_capture)
+    monkeypatch.setattr(EyeInHandCell, "capture_pair", real_capture)
     run_scenario(sc, out, workers=1, progress=False, report=write_report)
     lines = list(iter_jsonl(out / "samples.jsonl"))
     assert not [r for r in lines if r.get("status") == "failed"]

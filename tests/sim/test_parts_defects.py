@@ -589,10 +589,10 @@ def test_a_removed_component_leaves_no_face_of_its_own(kind: str) -> None:
     """Taking a component out subtracts its own solid, whose surface coincides with it: any
     sliver of the component that survives the boolean is the defect's, never the
     component's (seed 248 of a varied joint housing left 3.4 mm^2 of a bolt labelled as
-    the bolt before). Built the way a run builds it (``sim.factory.build_part``)."""
+    the bolt before). Built the way a run builds it (``sim.cells.factory.build_part``)."""
     from scenarios.engine import plan_parts
     from scenarios.spec import parse_scenario
-    from sim.factory import build_part
+    from sim.cells.factory import build_part
 
     fam = {"family": "joint_housing", "variation": 0.5, "test_defective": 1, "kinds": [kind]}
     sc = parse_scenario({"name": "components", "seed": 248, "part": {"families": [fam]}})

@@ -1,6 +1,6 @@
 """Property tests of the parts library and the defect taxonomy over families x kinds x seeds.
 
-Parts are built the way a run builds them (``sim.factory.build_part`` from a scenario), and
+Parts are built the way a run builds them (``sim.cells.factory.build_part`` from a scenario), and
 the ground truth is checked against an independent witness: wherever the real part's depth
 or surface differs from the defect-free as-built part's, the ground truth must say so.
 """
@@ -17,8 +17,8 @@ from scipy.spatial import cKDTree
 from scenarios.engine import plan_parts
 from scenarios.interfaces import GeometryError
 from scenarios.spec import parse_scenario
+from sim.cells.factory import build_part
 from sim.defects import DEFECT_KINDS, check_applicable, part_context
-from sim.factory import build_part
 from sim.parts import COMPONENT_LABEL, PART_FAMILIES, as_built_params, build_model, design_params
 
 FAMILIES = sorted(PART_FAMILIES)
@@ -49,8 +49,11 @@ def _scenario(family: str, kind: str | None, seed: int, tolerance: float = 1.0) 
             "seed": seed,
             "part": {"families": [fam]},
             "errors": {
-                k: {"translation_mm": 0.0, "rotation_deg": 0.0}
-                for k in ("robot", "hand_eye", "object_pose")
+                "mode": "model",
+                **{
+                    k: {"translation_mm": 0.0, "rotation_deg": 0.0}
+                    for k in ("robot", "hand_eye", "object_pose")
+                },
             },
             "appearance": {"clutter": 0},
         }
@@ -70,7 +73,7 @@ def _instance(family: str, kind: str | None, seed: int, tolerance: float = 1.0):
 
 
 def _as_built_mesh(sc, plan, seed):  # noqa: ANN001, ANN202
-    from sim.factory import STREAM_DESIGN, STREAM_TOLERANCE, family_name, rng_for
+    from sim.cells.factory import STREAM_DESIGN, STREAM_TOLERANCE, family_name, rng_for
 
     fs = sc.part.families[plan.family]
     name = family_name(sc, plan.family)
@@ -124,17 +127,19 @@ def test_tolerance_alone_is_never_labelled(family: str, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def worker():  # noqa: ANN201
-    from sim.factory import SimWorker
+    from sim.cells.factory import RendererPool
 
-    w = SimWorker()
+    w = RendererPool()
     yield w
     w.close()
 
 
 def _views(cell, n: int = 4) -> list[np.ndarray]:  # noqa: ANN001
+    """Up to ``n`` planned camera poses, base frame."""
     views = cell.plan_viewpoints()
     keys = sorted(views)
-    return [views[k] for k in keys[:: max(1, len(keys) // n)]][:n]
+    T = cell.placement.T_base_obj_twin
+    return [T @ views[k] for k in keys[:: max(1, len(keys) // n)]][:n]
 
 
 @settings(
@@ -155,9 +160,13 @@ def test_ground_truth_covers_every_change_and_stays_on_the_part(
     assume(_applicable(family, kind))
     sc = _scenario(family, kind, seed, tolerance=1.0)
     plan = plan_parts(sc)[0]
+    from sim.cells.factory import SimCells
+
+    cells = SimCells(sc, seed, worker)
     try:
-        cell = worker.cell(sc, seed, plan, 0, 0.0)
+        cell = cells.cell(plan, 0, 0.0)
     except GeometryError:
+        cells.close()
         assume(False)
     from sim.appearance import TWIN_PART
     from sim.render import MeshItem, RenderScene
@@ -165,7 +174,7 @@ def test_ground_truth_covers_every_change_and_stays_on_the_part(
     part = cell.placement.part
     built = _as_built_mesh(sc, plan, seed)
     cam = cell.setup.camera
-    renderer = worker.renderer("pyrender", sc)
+    renderer = worker.get("pyrender", sc)
     for T in _views(cell):
         cell.place_camera(T)
         cap = cell.capture_pair()
@@ -205,3 +214,4 @@ def test_ground_truth_covers_every_change_and_stays_on_the_part(
         assert not (gt & ~(real.mask | ref.mask)).any(), "ground truth off the part"
         if label_changed.any():
             assert gt.any()
+    cells.close()

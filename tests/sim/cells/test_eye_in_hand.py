@@ -16,8 +16,8 @@ import pytest
 from scenarios import engine
 from scenarios.interfaces import DefectRecord
 from scenarios.spec import Scenario, load_scenario, parse_scenario
-from sim import factory
-from sim.cell import Capture, PartPlacement, SimCell
+from sim.cells import factory
+from sim.cells.eye_in_hand import Capture, EyeInHandCell, PartPlacement
 from sim.defects import Defect, Step, build_part_instance, cylinder
 from sim.geometry import (
     invert_pose,
@@ -39,7 +39,7 @@ ZERO = {"translation_mm": 0.0, "rotation_deg": 0.0}
 def _exact(sc: Scenario) -> Scenario:
     """``sc`` with every pose error source set to zero."""
     data = sc.model_dump(mode="json")
-    data["errors"] = {"robot": ZERO, "hand_eye": ZERO, "object_pose": ZERO}
+    data["errors"] = {"mode": "model", "robot": ZERO, "hand_eye": ZERO, "object_pose": ZERO}
     return parse_scenario(data, "test")
 
 
@@ -64,9 +64,9 @@ def _placement(
 @contextmanager
 def _cell(
     sc: Scenario, placement: PartPlacement, renderer: PyrenderRenderer, capture_seed: int = 0
-) -> Iterator[SimCell]:
+) -> Iterator[EyeInHandCell]:
     with RobotScene(sc.cell.robot, placement.T_base_obj, placement.part.nominal.bounds) as scene:
-        yield SimCell(
+        yield EyeInHandCell(
             factory.cell_setup(sc, sc.seed),
             placement,
             scene,
@@ -81,8 +81,8 @@ def _captures(
     """Captures at every reachable planned viewpoint, in view order."""
     out = {}
     with _cell(sc, placement, renderer, capture_seed) as cell:
-        for vid, T in cell.plan_viewpoints().items():
-            if cell.move_to(T):
+        for vid in cell.plan_viewpoints():
+            if cell.move_to(vid):
                 out[vid] = cell.capture_pair()
     assert len(out) >= 2, "the tiny scenario should reach most of its viewpoints"
     return out
@@ -131,7 +131,7 @@ def test_through_hole_ground_truth_includes_missing_material(
     placement, top = _through_hole_placement()
     top_base = transform_points(placement.T_base_obj, top[None])[0]
     with _cell(EXACT, placement, renderer) as cell:
-        assert cell.move_to(look_at(top_base + np.array([0.0, 0.0, 0.2]), top_base)), (
+        assert cell.move_camera(look_at(top_base + np.array([0.0, 0.0, 0.2]), top_base)), (
             cell.last_failure
         )
         cap = cell.capture_pair()
@@ -212,13 +212,15 @@ def test_unreachable_viewpoint_is_refused(renderer: PyrenderRenderer) -> None:
     """A camera pose 2 m away is refused with a reason; capturing then is an error."""
     placement = _placement(TINY, "cell-reach", ())
     with _cell(TINY, placement, renderer) as cell:
-        good = next(iter(cell.plan_viewpoints().values()))
+        good = next(iter(cell.plan_viewpoints()))
         assert cell.move_to(good), cell.last_failure
         assert cell.last_failure == ""
         center = transform_points(placement.T_base_obj, placement.center_obj[None])[0]
         far = look_at(center + np.array([2.0, 0.0, 0.3]), center)
-        assert not cell.move_to(far)
+        assert not cell.move_camera(far)
         assert "unreachable" in cell.last_failure
+        assert not cell.move_to(9999)
+        assert "no planned view" in cell.last_failure
         with pytest.raises(RuntimeError):
             cell.capture_pair()
 
@@ -245,9 +247,9 @@ def test_colliding_viewpoint_is_refused(renderer: PyrenderRenderer) -> None:
     placement = _placement(TINY, "cell-collide", ())
     with _cell(TINY, placement, renderer) as cell:
         center = transform_points(placement.T_base_obj, placement.center_obj[None])[0]
-        T_far = next(iter(cell.plan_viewpoints().values()))
+        T_far = placement.T_base_obj_twin @ next(iter(cell.plan_viewpoints().values()))
         direction = (T_far[:3, 3] - center) / np.linalg.norm(T_far[:3, 3] - center)
         close = look_at(center + 0.04 * direction, center)
-        assert not cell.move_to(close)
+        assert not cell.move_camera(close)
         assert cell.last_failure.startswith("collision (")
         assert "table" in cell.last_failure or "part" in cell.last_failure
