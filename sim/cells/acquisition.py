@@ -41,6 +41,9 @@ from sim.robot_scene import RobotScene
 #: the first the arm reaches without collision takes the overview image.
 OVERVIEW_AZIMUTHS_DEG = (0.0, 45.0, -45.0, 90.0, -90.0, 135.0, -135.0, 180.0)
 
+#: Depth points this high above the bench plane (m) count as the part's silhouette.
+SEGMENT_HEIGHT_M = 0.002
+
 #: Model points (object frame) used for the ADD-S error of an estimate.
 ADD_S_POINTS = 2000
 
@@ -172,7 +175,7 @@ def estimate_object_pose(
     assert depth is not None
     if cam.dist is not None:  # the estimator renders pinhole silhouettes: undistort first
         depth = _undistort_nearest(depth, cam.K, cam.dist)
-    mask = segment_from_depth(depth, cam.K, T_base_cam_believed)
+    mask = segment_from_depth(depth, cam.K, T_base_cam_believed, min_height_m=SEGMENT_HEIGHT_M)
     nominal = placement.part.nominal
     estimator = PoseEstimator(
         nominal,
@@ -183,7 +186,9 @@ def estimate_object_pose(
         subdivisions=pe.subdivisions,
         rolls=pe.rolls,
     )
-    est = estimator.estimate(mask, depth)
+    # The silhouettes it compares lose the same bottom SEGMENT_HEIGHT_M the segmentation
+    # cannot tell from the bench (seen from the believed camera).
+    est = estimator.estimate(mask, depth, T_base_cam_believed, SEGMENT_HEIGHT_M)
     T_base_obj_twin = T_base_cam_believed @ est.T_cam_obj
     pts = np.asarray(nominal.sample(ADD_S_POINTS, seed=0), dtype=np.float64)
     err = pose_errors(T_base_obj_twin, placement.T_base_obj, pts)
