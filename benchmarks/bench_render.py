@@ -4,8 +4,8 @@ Usage: PYOPENGL_PLATFORM=egl .venv/bin/python benchmarks/bench_render.py
        [--sizes 256 504] [--pairs 40] [--lights area|directional]
 
 A pair is what ``sim.cells.eye_in_hand.EyeInHandCell`` renders per capture: the real render
-(colour + label pass) of the part as it stands, the twin render (colour + label pass) of the nominal CAD
-part, and, when the part has a removed-material defect, the missing-material pass (the
+(colour + label pass) of the part as it stands, the twin render (colour + label pass) of the
+nominal CAD part, and, when the part has a removed-material defect, the missing-material pass (the
 depth and label pass of ``PartInstance.missing``, the as-built part split by the removed
 volumes, alone, as ``EyeInHandCell._defect_masks`` renders it). The
 "normal" flange part has no defect, the "defective" one a blind hole and a sink. Each pair

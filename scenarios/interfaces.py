@@ -267,6 +267,9 @@ EXIT_INPUT = 2  # bad input: scenario file, command-line arguments or an existin
 EXIT_UNSCORED = 3  # the run completed but cannot be scored (no test pair, one class only)
 EXIT_INTERRUPTED = 130  # Ctrl-C; finished samples are kept and a rerun resumes
 
+#: Longest one-line validation message (field path, what is wrong, what was given).
+MESSAGE_CHARS = 200
+
 #: Longest excerpt of a user-given value that an error message may quote.
 EXCERPT_CHARS = 40
 
@@ -356,7 +359,11 @@ def validation_error_line(err: Any, root: Any = None, prefix: str = "") -> str:
         if "input" in first and first["type"] != "missing" and loc:
             msg += f" (got {excerpt(first['input'])})"
     more = len(errors) - 1
-    return f"{path}: {msg}" + (f" [and {more} more error(s)]" if more else "")
+    tail = f" [and {more} more error(s)]" if more else ""
+    room = MESSAGE_CHARS - len(path) - 2 - len(tail)
+    if len(msg) > room:  # a long check message plus its quoted input: cut, keep the tail
+        msg = msg[: max(room - 3, 20)] + "..."
+    return f"{path}: {msg}{tail}"
 
 
 class TwincellError(Exception):

@@ -147,13 +147,22 @@ class BoardSpec(Strict):
     rows: Count = Field(6, ge=3, le=30)
     square_mm: Num = Field(12.0, ge=2.0, le=100.0)
 
+    @model_validator(mode="after")
+    def _asymmetric(self) -> BoardSpec:
+        if (self.cols + self.rows) % 2 == 0:
+            raise ValueError(
+                "cols + rows must be odd (one even, one odd): a symmetric board's corner "
+                "order is ambiguous"
+            )
+        return self
+
 
 class CalibrationSpec(Strict):
     """Hand-eye calibration (``errors.mode: acquisition``): captures of a checkerboard from
     ``poses`` robot poses, solved by OpenCV's ``method``."""
 
     method: Literal["tsai", "park", "horaud", "andreff", "daniilidis"] = "park"
-    poses: Count = Field(12, ge=4, le=60)
+    poses: Count = Field(16, ge=4, le=60)
     board: BoardSpec = BoardSpec()
 
 

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from sim.cells.eye_in_hand import CellSetup, EyeInHandCell, PartPlacement
-from sim.geometry import look_at, make_pose, pose_error
+from sim.geometry import look_at, pose_error
 from sim.render import Renderer, RenderScene
 from sim.robot_scene import RobotScene
 
@@ -68,10 +68,9 @@ def calibrate_hand_eye(
     cal = sc.cell.calibration
     board = Board(cal.board.cols, cal.board.rows, cal.board.square_mm * 1e-3)
     mesh, _ = board.mesh()
-    lo, hi = np.asarray(mesh.bounds)
     x, y = sc.part.placement.position_m
-    # The board's centre on the bench where the parts will stand.
-    T_base_board = make_pose(np.eye(3), np.array([x, y, 0.0]) - np.array([*(lo + hi)[:2] / 2, 0]))
+    # The board lies on the bench where the parts will stand, its pattern centred there.
+    T_base_board = board.on_table((x, y))
     center = np.array([x, y, 0.0])
     cam = setup.camera
     look = setup.station.look(TWIN_PART, center, 0.0) if setup.station else twin_look(center)
@@ -82,6 +81,8 @@ def calibrate_hand_eye(
     )
     poses = calibration_poses(T_base_board, board, cal.poses, rng)
     with RobotScene(sc.cell.robot, T_base_board, np.asarray(mesh.bounds)) as robot:
+        # Poses are planned with the mount's drawing value; the arm really carries the
+        # camera on the true mount (here the same: the calibration measures it).
 
         def capture(T_base_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
             target = RobotScene.flange_target(T_base_cam, setup.T_ee_cam_believed)
@@ -211,5 +212,5 @@ def estimate_object_pose(
 def _undistort_nearest(depth: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """A depth image resampled onto the pinhole grid (nearest neighbour: no mixed depths)."""
     h, w = depth.shape
-    m1, m2 = cv2.initUndistortRectifyMap(K, dist, None, K, (w, h), cv2.CV_32FC1)
+    m1, m2 = cv2.initUndistortRectifyMap(K, dist, np.eye(3), K, (w, h), cv2.CV_32FC1)
     return np.asarray(cv2.remap(depth, m1, m2, cv2.INTER_NEAREST), dtype=np.float32)

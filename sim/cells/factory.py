@@ -7,7 +7,7 @@ eye-in-hand (``sim.cells.eye_in_hand``) or part-in-hand (``sim.cells.part_in_han
 runs (``sim.cells.acquisition``: hand-eye calibration, object pose estimation, the robot's
 data-sheet repeatability) or the named Gaussian models (``sim.pose_errors``). Every draw
 comes from a generator keyed by (seed, stream, ids...), so a sample is a pure function of
-(scenario, seed, sample index), in any process and any order. ``SimWorker`` caches what is
+(scenario, seed, sample index), in any process and any order. ``SimCells`` caches what is
 expensive to rebuild (renderers and their worker processes, the PyBullet scene and the
 part booleans) but never state that changes a result.
 

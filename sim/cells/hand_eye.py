@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import trimesh
 
-from scenarios.interfaces import TwincellError
+from scenarios.interfaces import EXIT_INPUT, TwincellError
 from sim.appearance import Look, table_mesh, twin_look
 from sim.geometry import look_at, make_pose, pose_error, rotation_matrix
 from sim.render import Material, MeshItem, RenderScene
@@ -75,7 +75,10 @@ HAND_EYE_METHODS: dict[str, int] = {
 
 class CalibrationFailed(TwincellError):
     """Hand-eye calibration could not be solved (too few usable captures); the message says
-    how many captures were usable and why the others were not."""
+    how many captures were usable, why the others were not and what to change. It is the
+    scenario's to fix (camera, board, placement), so the command exits 2."""
+
+    exit_code = EXIT_INPUT
 
 
 @dataclass(frozen=True)
@@ -498,7 +501,10 @@ def calibrate(
     if len(ees) < min_poses:
         raise CalibrationFailed(
             f"hand-eye calibration: {len(ees)} usable captures of {len(poses)}, need "
-            f"{min_poses} ({unreachable} unreachable, board not found in {not_found})"
+            f"{min_poses} ({unreachable} unreachable, board not found in {not_found}); "
+            "the board must be in reach and large enough in the image: raise "
+            "cell.camera width/height or cell.calibration.board.square_mm, move "
+            "part.placement.position_m, or set errors.mode: model"
         )
     T_ee_cam = solve_hand_eye(ees, boards, method)
     return HandEyeResult(T_ee_cam, method, len(ees), unreachable + not_found, float(np.median(rms)))

@@ -56,6 +56,9 @@ TCP_Z_M = 0.1034
 #: How far in from the rim the fingers grip (m), and the finger pad size (m).
 GRIP_DEPTH_M = 0.008
 FINGER_PAD_M = (0.018, 0.02)  # along the approach (z) and across (x)
+#: A presentation whose view direction is within this angle of the grasp side (the
+#: direction from the part centre to the fingers) would look through the hand: dropped.
+HAND_SIDE_DEG = 45.0
 #: Fingertips close this far beyond the nominal thickness (m) so they visibly touch.
 FINGER_SQUEEZE_M = 0.0005
 
@@ -104,16 +107,30 @@ def grasp_pose(mesh: trimesh.Trimesh, angle: float) -> tuple[np.ndarray, float]:
     the hand approaches radially, from outside towards the axis.
     """
     lo, hi = np.asarray(mesh.bounds)
-    centre = (lo + hi) / 2
+    centre = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, 0.0])
     u = np.array([np.cos(angle), np.sin(angle), 0.0])
-    # The rim along u: the farthest vertex in that direction (within a narrow wedge).
-    v = np.asarray(mesh.vertices) - np.array([centre[0], centre[1], 0.0])
-    along = v @ u
-    across = np.abs(v @ np.array([-u[1], u[0], 0.0]))
-    wedge = across < max(0.004, 0.1 * float(along.max()))
-    rim = float(along[wedge].max()) if wedge.any() else float(along.max())
-    r = max(rim - GRIP_DEPTH_M, 0.5 * rim)
-    xy = np.array([centre[0], centre[1], 0.0]) + r * u
+    # Vertical rays every 0.25 mm along u, from beyond the rim inwards: the outermost run
+    # of hits is the rim's material; the fingers grip up to GRIP_DEPTH_M into it (less on
+    # a thin wall: the middle of the wall).
+    step = 2.5e-4
+    radii = np.arange(float(np.linalg.norm(hi[:2] - lo[:2])), 0.0, -step)
+    origins = centre + radii[:, None] * u
+    origins[:, 2] = hi[2] + 0.01
+    hits, ray_idx, _ = mesh.ray.intersects_location(
+        origins, np.tile([0.0, 0.0, -1.0], (len(origins), 1))
+    )
+    hit = np.zeros(len(radii), dtype=bool)
+    hit[ray_idx] = True
+    if not hit.any():
+        raise ValueError("grasp ray misses the part")
+    first = int(np.argmax(hit))
+    last = first
+    while (
+        last + 1 < len(radii) and hit[last + 1] and radii[first] - radii[last + 1] <= GRIP_DEPTH_M
+    ):
+        last += 1
+    r = float((radii[first] + radii[last]) / 2)
+    xy = centre + r * u
     z_top, z_bot = _thickness(mesh, xy[:2], lo[2] - 0.01, hi[2] + 0.01)
     tcp = np.array([xy[0], xy[1], (z_top + z_bot) / 2])
     # Flange frame: z = approach (towards the axis, -u), y = closing axis (object z).
@@ -151,6 +168,7 @@ def gripper_mesh(opening_m: float) -> tuple[trimesh.Trimesh, np.ndarray]:
         parts.append(finger)
         labels.append(np.ones(len(finger.faces), dtype=np.int32))
     mesh = trimesh.util.concatenate(parts)
+    assert isinstance(mesh, trimesh.Trimesh)
     return mesh, np.concatenate(labels)
 
 
@@ -249,6 +267,18 @@ class PartInHandCell(EyeInHandCell):
             self._T_base_ee = None
             return False
         g, _ = view_grasp(view_id, self.orientations, self.grasps)
+        T_obj_cam = self.plan_viewpoints()[view_id]
+        d = T_obj_cam[:3, 3] - self.placement.center_obj
+        d /= np.linalg.norm(d)
+        ang = 2 * np.pi * g / self.grasps
+        hand = np.array([np.cos(ang), np.sin(ang), 0.0])
+        if float(d @ hand) > np.cos(np.radians(HAND_SIDE_DEG)):
+            self.last_failure = (
+                f"occluded (view within {HAND_SIDE_DEG:.0f} deg of the grasp side: "
+                "the hand hides the part)"
+            )
+            self._T_base_ee = None
+            return False
         target = self._flange_target(view_id)
         # The held part is checked as a body between the fingers (the "camera body" of
         # RobotScene, posed at the tool centre point).

@@ -26,6 +26,7 @@ TINY_BASE = """\
 cell:
   camera: {width: 64, height: 64, hfov_deg: 32}
 errors:
+  mode: model
   robot: {translation_mm: 0.2, rotation_deg: 0.05}
 detectors: [rgb_residual]
 """

@@ -561,7 +561,7 @@ def test_families_with_counts_give_the_zero_shot_protocol() -> None:
         ("missing_component",),
     ]
     # Each plan builds a part of its own family (the factory's seeded design and defects).
-    from sim import factory
+    from sim.cells import factory
 
     train = factory.build_part(sc, sc.seed, plans[0])
     assert train.category == "flange_bearing_seat" and not train.defects

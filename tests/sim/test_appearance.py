@@ -7,7 +7,6 @@ import pytest
 
 from scenarios.interfaces import PartPlan
 from scenarios.spec import load_scenario
-from sim import factory
 from sim.appearance import (
     MATERIAL_CLASSES,
     AppearanceGap,
@@ -16,6 +15,7 @@ from sim.appearance import (
     part_finish,
     scratch_finish,
 )
+from sim.cells import factory
 
 SC = load_scenario("tiny")
 

@@ -47,7 +47,8 @@ def _scenario(family: str, kind: str | None, seed: int, tolerance: float = 1.0) 
         {
             "name": "taxonomy",
             "seed": seed,
-            "part": {"families": [fam]},
+            # Upright on the bench: the witness below is about defects, not placement.
+            "part": {"families": [fam], "placement": {"method": "fixed"}},
             "errors": {
                 "mode": "model",
                 **{
