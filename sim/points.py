@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+from scipy.special import ndtr
 import numpy as np
 from numpy.typing import NDArray
 
@@ -99,13 +100,18 @@ class DepthSensorModel:
     * ``dark_level = 0.06``: not a datasheet value; a tuning choice. Dark, low-reflectivity
       surfaces (the white paper's "black objects") return a weak pattern; below 6 % linear
       luminance (sRGB ~70/255) returns start to drop out, all at black.
-    * ``specular_dropout = 0.6``: not a datasheet value; a tuning choice. Mirror-like surfaces
-      reflect the projected pattern away (white paper: shiny objects give holes); a fully
-      specular pixel drops out with probability 0.6.
+    * ``specular_dropout = 0.6``: not a datasheet value; a tuning choice. Shiny surfaces
+      give holes (white paper): in the highlight, within about ``SPECULAR_LOBE_DEG`` of
+      normal incidence (the emitter sits between the imagers), a pixel of specularity s
+      drops with probability 0.6 s; off it, only near-mirrors lose the pattern (0.6 s^4). A
+      fully specular pixel drops with probability 0.6 at any angle.
     * ``flying_pixels = True``: mixed depths at discontinuities, a known stereo artefact that
       the RealSense post-processing filters exist to remove.
     * ``noise_corr_px = 1.0``: Gaussian sigma (px) of the spatial correlation of the axial
       noise, standing in for the matching window; 0 gives white noise.
+    * ``dropout_corr_px = 2.0``: Gaussian sigma (px) of the spatial correlation of the
+      dropouts (a tuning choice): holes come in blobs a few pixels wide, as the matching
+      window fails together; 0 drops pixels independently.
     * ``enabled = False``: ideal depth (no noise, no dropouts), for twins.
     """
 
@@ -119,6 +125,7 @@ class DepthSensorModel:
     flying_pixels: bool = True
     enabled: bool = True
     noise_corr_px: float = 1.0
+    dropout_corr_px: float = 2.0
 
     def __post_init__(self) -> None:
         if self.baseline_m <= 0.0:
@@ -135,6 +142,8 @@ class DepthSensorModel:
             raise ValueError(f"specular_dropout must be in [0, 1], got {self.specular_dropout}")
         if self.noise_corr_px < 0.0:
             raise ValueError(f"noise_corr_px must be >= 0, got {self.noise_corr_px}")
+        if self.dropout_corr_px < 0.0:
+            raise ValueError(f"dropout_corr_px must be >= 0, got {self.dropout_corr_px}")
 
     def depth_rms_m(self, depth_m: np.ndarray, fx_px: float) -> FloatArray:
         """Axial RMS error (m) at ``depth_m`` (any shape, m) for focal length ``fx_px``."""
@@ -234,6 +243,11 @@ def _flying(z: FloatArray, fx: float, weights: FloatArray) -> FloatArray:
     return out
 
 
+#: Half-width (deg, 1/e) of the highlight around normal incidence where shiny surfaces
+#: lose the projected pattern.
+SPECULAR_LOBE_DEG = 20.0
+
+
 def _correlated_normal(
     shape: tuple[int, int], sigma_px: float, rng: np.random.Generator
 ) -> FloatArray:
@@ -287,7 +301,10 @@ def simulate_depth(
     # Fixed draw order and sizes, whatever the inputs: same generator state, same bytes.
     mix = rng.random((H, W))
     noise = _correlated_normal((H, W), model.noise_corr_px, rng)
-    u_drop = rng.random((H, W))
+    # Dropouts come in blobs (stereo matching fails over its window, not per pixel): the
+    # uniform draw is a smoothed Gaussian field through its CDF (a Gaussian copula), so
+    # each pixel still drops with exactly its probability, but neighbours drop together.
+    u_drop = ndtr(_correlated_normal((H, W), model.dropout_corr_px, rng))
 
     # 1. Flying pixels (from the ideal depth).
     z = _flying(z0, fx, mix) if model.flying_pixels else z0.copy()
@@ -313,7 +330,12 @@ def simulate_depth(
         spec = np.asarray(specular, dtype=np.float64)
         if spec.shape != (H, W):
             raise ValueError(f"specular must be ({H}, {W}), got {spec.shape}")
-        keep *= 1.0 - model.specular_dropout * np.clip(spec, 0.0, 1.0)
+        spec = np.clip(spec, 0.0, 1.0)
+        # Shiny surfaces lose the pattern in the highlight, where they face the camera and
+        # its co-located emitter (a lobe of SPECULAR_LOBE_DEG around normal incidence);
+        # off the highlight only a near-mirror (spec -> 1) reflects the pattern away.
+        lobe = np.exp(-((np.nan_to_num(angle, nan=90.0) / SPECULAR_LOBE_DEG) ** 2))
+        keep *= 1.0 - model.specular_dropout * (spec * lobe + spec**4 * (1.0 - lobe))
     drop = u_drop >= keep
     drop |= (z < model.min_depth_m) | (z > model.max_depth_m)
     z[drop | ~valid] = 0.0

@@ -340,9 +340,9 @@ class EyeInHandCell:
             noisy = simulate_depth(
                 real_out.depth, cam.K, rgb, specular, setup.depth_sensor, self._rng
             )
-            real_pts = self._points(noisy, T_base_cam, T_base_obj_twin)
+            real_pts = self._points(noisy, T_base_cam, poses)
             point_labels = gt.ravel()[real_pts[1]]
-            twin_pts = self._points(twin_out.depth, T_base_cam_twin, T_base_obj_twin)
+            twin_pts = self._points(twin_out.depth, T_base_cam_twin, poses)
         real = Observation(
             rgb,
             cam.K.copy(),
@@ -367,13 +367,13 @@ class EyeInHandCell:
         return Capture(real, twin, twin_out.mask, real_out.mask, gt, px, point_labels)
 
     def _points(
-        self, depth: np.ndarray, T_base_cam: np.ndarray, T_base_obj_twin: np.ndarray
+        self, depth: np.ndarray, T_base_cam: np.ndarray, poses: CapturePoses
     ) -> tuple[np.ndarray, np.ndarray]:
         """Points of the part's region: back-projected, cropped to the believed part's box
         (plus a margin) and lifted off the bench plane, as a real pipeline crops them."""
         pl, cam = self.placement, self.setup.camera
         pts, pix = depth_to_points(depth, cam.K, T_base_cam, cam.dist)
-        keep = crop_points(pts, T_base_obj_twin, pl.part.nominal.bounds, POINT_MARGIN_M)
+        keep = crop_points(pts, poses.T_base_obj_twin, pl.part.nominal.bounds, POINT_MARGIN_M)
         return pts[keep], pix[keep]
 
     def _specularity(self, out: RenderOutput, look: Look) -> np.ndarray:
@@ -382,7 +382,9 @@ class EyeInHandCell:
         pl = self.placement
 
         def spec(m: Material) -> float:
-            return float(m.metallic * (1.0 - m.roughness))
+            # Mirror-like = metallic and smooth; a brushed or turned metal (roughness 0.2-0.3)
+            # keeps about half of it, a cast one (0.6) a sixth.
+            return float(m.metallic * (1.0 - m.roughness) ** 2)
 
         table = spec(look.table)
         out_map = np.full(out.mask.shape, table, dtype=np.float32)

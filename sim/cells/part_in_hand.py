@@ -40,7 +40,7 @@ import trimesh
 from scenarios.interfaces import PartInfo
 from sim.appearance import Look, twin_look
 from sim.cells.eye_in_hand import CapturePoses, CellSetup, EyeInHandCell, PartPlacement
-from sim.geometry import invert_pose, look_at, make_pose
+from sim.geometry import invert_pose, look_at, make_pose, transform_points
 from sim.pose_errors import PoseErrorModel
 from sim.render import Light, Material, MeshItem, Renderer
 from sim.robot_scene import RobotScene
@@ -59,6 +59,8 @@ FINGER_PAD_M = (0.018, 0.02)  # along the approach (z) and across (x)
 #: A presentation whose view direction is within this angle of the grasp side (the
 #: direction from the part centre to the fingers) would look through the hand: dropped.
 HAND_SIDE_DEG = 45.0
+#: Points within this distance of the believed hand are the hand's own (self-filter).
+SELF_FILTER_MARGIN_M = 0.002
 #: Fingertips close this far beyond the nominal thickness (m) so they visibly touch.
 FINGER_SQUEEZE_M = 0.0005
 
@@ -153,23 +155,43 @@ def _thickness(mesh: trimesh.Trimesh, xy: np.ndarray, z0: float, z1: float) -> t
     return float(z.max()), float(z.min())
 
 
-@lru_cache(maxsize=8)
-def gripper_mesh(opening_m: float) -> tuple[trimesh.Trimesh, np.ndarray]:
-    """The hand in the flange frame with the fingertips ``opening_m`` apart: palm (label
-    0) and two fingers (label 1), as one mesh with per-face labels."""
-    palm = trimesh.creation.box((0.06, 0.2, 0.058))
-    palm.apply_translation((0.0, 0.0, 0.029))
-    parts, labels = [palm], [np.zeros(len(palm.faces), dtype=np.int32)]
+def gripper_boxes(opening_m: float) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """The hand's boxes in the flange frame with the fingertips ``opening_m`` apart:
+    (centre (3,), size (3,), label) for the palm (label 0) and the two fingers (label 1)."""
+    boxes = [(np.array([0.0, 0.0, 0.029]), np.array([0.06, 0.2, 0.058]), 0)]
     length = TCP_Z_M + FINGER_PAD_M[0] / 2 - 0.058
     gap = max(opening_m - FINGER_SQUEEZE_M, 0.0)
     for side in (-1.0, 1.0):
-        finger = trimesh.creation.box((FINGER_PAD_M[1], 0.012, length))
-        finger.apply_translation((0.0, side * (gap / 2 + 0.006), 0.058 + length / 2))
-        parts.append(finger)
-        labels.append(np.ones(len(finger.faces), dtype=np.int32))
+        centre = np.array([0.0, side * (gap / 2 + 0.006), 0.058 + length / 2])
+        boxes.append((centre, np.array([FINGER_PAD_M[1], 0.012, length]), 1))
+    return boxes
+
+
+@lru_cache(maxsize=8)
+def gripper_mesh(opening_m: float) -> tuple[trimesh.Trimesh, np.ndarray]:
+    """The hand (``gripper_boxes``) as one mesh in the flange frame, per-face labels."""
+    parts, labels = [], []
+    for centre, size, label in gripper_boxes(opening_m):
+        box = trimesh.creation.box(size)
+        box.apply_translation(centre)
+        parts.append(box)
+        labels.append(np.full(len(box.faces), label, dtype=np.int32))
     mesh = trimesh.util.concatenate(parts)
     assert isinstance(mesh, trimesh.Trimesh)
     return mesh, np.concatenate(labels)
+
+
+def in_gripper(
+    points: np.ndarray, T_base_ee: np.ndarray, opening_m: float, margin_m: float
+) -> np.ndarray:
+    """(N,) bool: which base-frame points lie in the hand posed at ``T_base_ee`` (its boxes
+    grown by ``margin_m``): a robot self-filter, as a real pipeline runs with the hand's CAD
+    at the reported flange pose."""
+    local = transform_points(invert_pose(T_base_ee), np.asarray(points, dtype=np.float64))
+    inside = np.zeros(len(local), dtype=bool)
+    for centre, size, _ in gripper_boxes(opening_m):
+        inside |= np.all(np.abs(local - centre) <= size / 2 + margin_m, axis=1)
+    return inside
 
 
 def backdrop_item() -> MeshItem:
@@ -314,6 +336,17 @@ class PartInHandCell(EyeInHandCell):
         mats = {0: TWIN_GRIPPER, 1: TWIN_GRIPPER} if twin else {0: PALM, 1: FINGER}
         key = f"pih-gripper/{opening:.5f}"
         return (MeshItem(key, mesh, T_base_ee, mats, labels, is_part=False), backdrop_item())
+
+    def _points(
+        self, depth: np.ndarray, T_base_cam: np.ndarray, poses: CapturePoses
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The part's region (``EyeInHandCell._points``) without the hand's own points:
+        the believed hand (reported flange pose) grown by ``SELF_FILTER_MARGIN_M``."""
+        pts, pix = super()._points(depth, T_base_cam, poses)
+        assert self._view is not None
+        g, _ = view_grasp(self._view, self.orientations, self.grasps)
+        mine = in_gripper(pts, poses.T_base_ee_twin, self._grasps[g][2], SELF_FILTER_MARGIN_M)
+        return pts[~mine], pix[~mine]
 
     def _real_look(self, center: np.ndarray) -> Look:
         look = super()._real_look(center)

@@ -56,7 +56,10 @@ A render covers only a window about the observed mask's box (``WINDOW_MARGIN`` o
 each side, clipped to the image), by shifting K's principal point: the same pixels, fewer
 of them. With ``supersample`` k > 1 the refinement scores a soft IoU of k x k coverage
 (smoother, k^2 the pixels; off by default: on the test parts it was slower and no more
-accurate); the reported IoU is always the plain one at image resolution.
+accurate); the reported IoU is always the plain one at image resolution. When a depth map
+is given, refined candidates whose IoU is within ``IOU_TIE`` of the best are told apart by
+the median difference between their rendered depth and the observed one: a silhouette
+cannot tell a flange from its mirror image or a housing from its half turn, depth can.
 
 Like with like. A depth segmentation drops the part's lowest ``min_height_m`` (the pixels it
 cannot tell from the table). Given the same ``T_base_cam`` and ``min_height_m``,
@@ -79,6 +82,7 @@ import time
 from dataclasses import dataclass
 
 import cv2
+from scipy import ndimage
 import numpy as np
 import trimesh
 from numpy.typing import NDArray
@@ -124,6 +128,9 @@ REFINE_DEPTH_STEP = 0.02
 POLISH_SIMPLEX = 0.25
 XATOL = 0.02
 FATOL = 1e-4
+#: Refined candidates whose silhouette IoU is within this of the best are told apart by
+#: depth (``_SilhouetteObjective.depth_residual``) when a depth map is given.
+IOU_TIE = 0.02
 #: Render window margin about the observed mask's box, as a fraction of its size per side.
 WINDOW_MARGIN = 0.3
 #: Foreground cleaning: structuring element side (px); a hole is filled when at least this
@@ -163,9 +170,12 @@ def segment_from_depth(
     fg = np.zeros((H, W), dtype=np.uint8)
     fg[v, u] = height > min_height_m
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (MORPH_PX, MORPH_PX))
-    # A closing may only add pixels without a return: it must not bridge onto seen table.
-    closed = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, kernel)
-    opened = cv2.morphologyEx(np.where(valid, fg, closed).astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    # A pixel without a return takes the class of its nearest measured pixel: dropouts come
+    # in blobs wider than any small closing, and this never bridges onto seen table.
+    if (~valid).any() and valid.any():
+        iy, ix = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+        fg = fg[iy, ix]
+    opened = cv2.morphologyEx(fg, cv2.MORPH_OPEN, kernel)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
     if n <= 1:
         return np.zeros((H, W), dtype=bool)
@@ -436,6 +446,12 @@ class PoseEstimator:
             T0 = self._coarse_pose(i, box, obs, depth)
             results.append(objective.minimise(T0, 1.0, self.refine_evals))
         T_best, iou = max(results, key=lambda r: r[1])
+        if depth is not None and len(results) > 1:
+            # Silhouettes that explain the mask about equally well (a flange upside down,
+            # a housing turned half-way) differ in depth: among them, depth decides.
+            tied = [r for r in results if r[1] >= iou - IOU_TIE]
+            if len(tied) > 1:
+                T_best, iou = min(tied, key=lambda r: objective.depth_residual(r[0], depth))
         # Polish: restart Nelder-Mead from the best pose while it still gains (a simplex on
         # a rasterised objective collapses on flat steps; a fresh one steps over them).
         budget = objective.evaluations + self.polish_evals
@@ -489,6 +505,7 @@ class _SilhouetteObjective:
         supersample: int = 1,
     ) -> None:
         u0, v0, u1, v1 = window
+        self.window = window
         self.est = est
         self.obs = mask[v0:v1, u0:u1]
         self.obs_area = int(self.obs.sum())
@@ -530,6 +547,21 @@ class _SilhouetteObjective:
         inter = float(cover[self.obs].sum())
         union = self.obs_area + float(cover[~self.obs].sum())
         return inter / union if union else 0.0
+
+    def depth_residual(self, T_cam_obj: FloatArray, depth: np.ndarray) -> float:
+        """Median |rendered - observed| z-depth (m) where both see the part in the window
+        (inf where they share no pixel): how well a pose explains the observed depth."""
+        u0, v0 = self.window[:2]
+        h, w = self.shape
+        obs_d = np.asarray(depth, dtype=np.float64)[v0 : v0 + h, u0 : u0 + w]
+        out = self.est._render(T_cam_obj, self.K, self.size)
+        d = out.depth
+        if self.k > 1:
+            d = d[:: self.k, :: self.k]
+        both = self.obs & (d > 0) & (obs_d > 0)
+        if not both.any():
+            return float("inf")
+        return float(np.median(np.abs(d[both] - obs_d[both])))
 
     def minimise(self, T0: FloatArray, simplex: float, max_evals: int) -> tuple[FloatArray, float]:
         """Nelder-Mead from ``T0`` (simplex edge ``simplex`` units); returns (pose, IoU)."""

@@ -51,7 +51,8 @@ def _tilted_normal(tilt_deg: float) -> np.ndarray:
 
 
 # A sensor with only one effect at a time switched on.
-_QUIET = DepthSensorModel(subpixel=0.0, flying_pixels=False)
+# Rates are measured with independent dropouts (a blobby field has few independent samples).
+_QUIET = DepthSensorModel(subpixel=0.0, flying_pixels=False, dropout_corr_px=0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,6 +198,40 @@ def test_specular_map_increases_dropouts() -> None:
     assert abs(np.mean(out[:, :100] == 0) - 0.6) < 0.03
     assert np.all(out[:, 100:] > 0)
     assert np.all(simulate_depth(depth, K, None, None, _QUIET, rng) > 0)
+
+
+def test_dropouts_come_in_blobs_at_the_same_rate() -> None:
+    """Correlated dropouts keep each pixel's probability but drop neighbours together."""
+    H, W = 200, 200
+    K = _K(4000.0, 4000.0, 100.0, 100.0)  # narrow: every ray within 2 deg of the normal
+    depth = np.full((H, W), 0.5, np.float32)
+    spec = np.full((H, W), 0.5)  # fronto-parallel: in the highlight, p ~ 0.6 * 0.5
+    rates, together = [], []
+    for corr in (0.0, 2.0):
+        model = DepthSensorModel(subpixel=0.0, flying_pixels=False, dropout_corr_px=corr)
+        drop = simulate_depth(depth, K, None, spec, model, np.random.default_rng(3)) == 0
+        rates.append(drop.mean())
+        together.append((drop[:, 1:] & drop[:, :-1]).mean() / drop.mean())
+    assert abs(rates[0] - 0.3) < 0.02 and abs(rates[1] - 0.3) < 0.06
+    # P(right neighbour drops | this drops): the rate when independent, far more in blobs.
+    assert abs(together[0] - 0.3) < 0.03 and together[1] > 0.6
+
+
+def test_specular_dropouts_concentrate_in_the_highlight() -> None:
+    """A shiny (not mirror) surface loses returns where it faces the camera, few elsewhere."""
+    H, W = 100, 100
+    f = 4000.0  # narrow: rays within 1 deg of the axis
+    K = _K(f, f, 50.0, 50.0)
+    spec = np.full((H, W), 0.6)
+    facing = np.full((H, W), 0.5, np.float32)
+    u = np.arange(W)[None, :] - 50.0
+    tilted = (0.5 / (1.0 - np.tan(np.radians(50.0)) * u / f)).astype(np.float32)  # 50 deg
+    tilted = np.broadcast_to(tilted, (H, W)).copy()
+    rng = np.random.default_rng(4)
+    face = np.mean(simulate_depth(facing, K, None, spec, _QUIET, rng) == 0)
+    slant = np.mean(simulate_depth(tilted, K, None, spec, _QUIET, rng)[:, 10:-10] == 0)
+    assert abs(face - 0.36) < 0.03
+    assert slant < 0.15
 
 
 def test_out_of_range_depths_drop_out() -> None:

@@ -22,6 +22,7 @@ from sim.cells.factory import SimCells, open_cells
 from sim.cells.part_in_hand import (
     TCP_Z_M,
     backdrop_item,
+    in_gripper,
     fibonacci_directions,
     grasp_pose,
     view_grasp,
@@ -424,4 +425,26 @@ def test_points_lie_on_the_part_surface(presented: dict[str, Presentations]) -> 
         )
         # Measured: at most 0.17 mm (the renderer's depth precision).
         assert dt.max() < 5e-4, vid
+        # The hand's own points are filtered out: the twin's points are all on the part.
+        assert t_on.all(), vid
+        assert on_part.mean() > 0.9, vid
     assert checked >= ORIENTATIONS // 2
+
+
+def test_the_self_filter_knows_the_hand() -> None:
+    """Points between the fingertips (where the part is held) are kept; on the fingers and
+    the palm, or within the margin of them, they are the hand's."""
+    opening = 0.006
+    T = np.eye(4)
+    T[:3, 3] = (0.4, 0.1, 0.3)
+    local = np.array(
+        [
+            [0.0, 0.0, TCP_Z_M],  # the grasp point, between the pads
+            [0.0, 0.0, 0.03],  # in the palm
+            [0.0, opening / 2 + 0.006, TCP_Z_M],  # in a finger pad
+            [0.0, opening / 2 + 0.0125, TCP_Z_M],  # 0.5 mm outside a finger: in the margin
+            [0.05, 0.0, TCP_Z_M],  # beside the fingers
+        ]
+    )
+    inside = in_gripper(transform_points(T, local), T, opening, 0.002)
+    assert inside.tolist() == [False, True, True, True, False]

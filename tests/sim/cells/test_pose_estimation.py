@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy import ndimage
 import pytest
 import trimesh
 
@@ -90,7 +91,10 @@ def test_segment_robust_to_missing_depth(
     holed[np.random.default_rng(0).random(depth.shape) < 0.1] = 0.0  # 10 % without a return
     mask = segment_from_depth(holed, K, T_base_cam)
     assert _iou(mask, clean) > 0.98
-    assert not (mask & ~part).any()
+    # A pixel without a return takes its nearest measured neighbour's class: at the outline
+    # that may add a pixel, never more.
+    near = ndimage.binary_dilation(part, iterations=1)
+    assert not (mask & ~near).any()
 
 
 def test_segment_empty_scene(renderer: PyrenderRenderer) -> None:
