@@ -54,9 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-from scipy.special import ndtr
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import ndtr
 
 from sim.geometry import transform_points
 from sim.render.camera_model import srgb_to_linear

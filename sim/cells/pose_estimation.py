@@ -82,10 +82,10 @@ import time
 from dataclasses import dataclass
 
 import cv2
-from scipy import ndimage
 import numpy as np
 import trimesh
 from numpy.typing import NDArray
+from scipy import ndimage
 from scipy.optimize import minimize
 from scipy.spatial import cKDTree
 

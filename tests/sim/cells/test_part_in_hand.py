@@ -22,9 +22,9 @@ from sim.cells.factory import SimCells, open_cells
 from sim.cells.part_in_hand import (
     TCP_Z_M,
     backdrop_item,
-    in_gripper,
     fibonacci_directions,
     grasp_pose,
+    in_gripper,
     view_grasp,
     views_per_grasp,
 )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import ndimage
 import pytest
 import trimesh
+from scipy import ndimage
 
 from sim.appearance import table_mesh, twin_look
 from sim.cells.pose_estimation import PoseEstimator, pose_errors, segment_from_depth
