@@ -127,21 +127,68 @@ def _relative(T_base_obj: Any, T_base_cam: Any) -> np.ndarray:
     return np.asarray((np.linalg.inv(np.asarray(T_base_obj)) @ np.asarray(T_base_cam))[:3, 3])
 
 
-def _read_index(out: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """Sample summaries and (N, 3) camera positions in the object frame, read line by line
-    from samples.jsonl so a large run's records never sit in memory together."""
+def _read_index(
+    out: Path,
+) -> tuple[list[dict[str, Any]], np.ndarray, dict[str, dict[str, Any]]]:
+    """Sample summaries, (N, 3) camera positions in the object frame and each part's
+    acquisition record, read line by line from samples.jsonl so a large run's records
+    never sit in memory together."""
     summaries, positions = [], []
+    parts: dict[str, dict[str, Any]] = {}
     for r in sample_records(out / "samples.jsonl"):
         summaries.append(summary(r))
         positions.append(_relative(r["T_base_obj"], r["T_base_cam"]))
-    return summaries, np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+        parts.setdefault(r["part_id"], {**r.get("acquisition", {}), "category": r["category"]})
+    return summaries, np.asarray(positions, dtype=np.float64).reshape(-1, 3), parts
+
+
+def _spread(values: list[float], unit: str, nd: int = 2) -> str:
+    """``median m unit (p95 q, max x)`` of ``values`` (errors: large is bad)."""
+    a = np.asarray(values, dtype=np.float64)
+    q = np.percentile(a, [50, 95])
+    return f"median {q[0]:.{nd}f} {unit} (p95 {q[1]:.{nd}f}, max {a.max():.{nd}f})"
+
+
+def acquisition_lines(
+    cell: dict[str, Any], parts: dict[str, dict[str, Any]]
+) -> list[tuple[str, str]]:
+    """What the cell's acquisition measured, as (label, text) lines: the hand-eye
+    calibration's error and, per part family, the object pose estimates' errors."""
+    lines = []
+    he = cell.get("hand_eye")
+    if he:
+        lines.append(
+            (
+                "hand-eye calibration",
+                f"{he['method']}, {he['poses']} poses ({he['rejected']} rejected), "
+                f"reprojection {he['reprojection_px']:.2f} px: error "
+                f"{he['translation_error_mm']:.3f} mm, {he['rotation_error_deg']:.3f} deg",
+            )
+        )
+    by_family: dict[str, list[dict[str, Any]]] = {}
+    for p in parts.values():
+        if "pose_estimate" in p:
+            by_family.setdefault(p["category"], []).append(p["pose_estimate"])
+    for family, ests in sorted(by_family.items()):
+        lines.append(
+            (
+                f"pose estimate, {family} ({len(ests)} parts)",
+                f"ADD-S {_spread([e['add_s_mm'] for e in ests], 'mm')}; translation "
+                f"{_spread([e['translation_mm'] for e in ests], 'mm')}; rotation "
+                f"{_spread([e['rotation_deg'] for e in ests], 'deg', 1)}; silhouette IoU "
+                f"median {np.median([e['iou'] for e in ests]):.3f} "
+                f"(min {min(e['iou'] for e in ests):.3f})",
+            )
+        )
+    return lines
 
 
 def write_report(out: Path) -> None:
     """Write ``report.md`` and ``report.html`` (with figures) for a finished run."""
     manifest = json.loads((out / "manifest.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())["detectors"]
-    records, positions = _read_index(out)
+    records, positions, parts = _read_index(out)
+    acquisition = acquisition_lines(manifest.get("cell", {}), parts)
     dets = list(metrics)
     dropped = manifest.get("dropped_viewpoints", {}).get("items", [])
     failed = manifest.get("failed_samples", {}).get("items", [])
@@ -207,6 +254,15 @@ def write_report(out: Path) -> None:
         f"![viewpoints]({views.relative_to(out).as_posix()})",
         "",
     ]
+    if acquisition:
+        md += ["## Acquisition", ""]
+        md += [
+            "Errors of what the cell measured against the simulator's truth (rotation "
+            "counts a symmetric part's equivalent turns; ADD-S does not).",
+            "",
+        ]
+        md += [f"- **{k}**: {v}" for k, v in acquisition]
+        md.append("")
     if dropped:
         md += ["Dropped viewpoints:", ""]
         md += [f"- {d['part_id']} view {d['view_id']}: {d['reason']}" for d in dropped]
@@ -248,6 +304,14 @@ def write_report(out: Path) -> None:
         else "<p>No test pair was captured: there is nothing to show.</p>"
     )
     why_html = f'<p class="warn"><b>Not scored.</b> {html.escape(why)}</p>' if why else ""
+    acquisition_html = (
+        "<h2>Acquisition</h2><p>Errors of what the cell measured against the simulator's "
+        "truth (rotation counts a symmetric part's equivalent turns; ADD-S does not).</p><ul>"
+        + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in acquisition)
+        + "</ul>"
+        if acquisition
+        else ""
+    )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>twincell run: {html.escape(sc["name"])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
@@ -260,6 +324,7 @@ td:first-child{{text-align:left}}img{{max-width:100%}}
 <h2>Samples</h2>{gallery_html}
 <h2>Viewpoints</h2><img src="{views.relative_to(out).as_posix()}" alt="viewpoints">
 <ul>{dropped_html}</ul>
+{acquisition_html}
 {failed_html}
 </body></html>
 """

@@ -60,6 +60,9 @@ accurate); the reported IoU is always the plain one at image resolution. When a 
 is given, refined candidates whose IoU is within ``IOU_TIE`` of the best are told apart by
 the median difference between their rendered depth and the observed one: a silhouette
 cannot tell a flange from its mirror image or a housing from its half turn, depth can.
+Last, the part is moved along its viewing ray by the median difference between observed
+and rendered depth (``DEPTH_ALIGN_STEPS`` times): a silhouette fixes the range only weakly,
+since its size goes as 1 / range, while depth measures it directly.
 
 Like with like. A depth segmentation drops the part's lowest ``min_height_m`` (the pixels it
 cannot tell from the table). Given the same ``T_base_cam`` and ``min_height_m``,
@@ -131,6 +134,8 @@ FATOL = 1e-4
 #: Refined candidates whose silhouette IoU is within this of the best are told apart by
 #: depth (``_SilhouetteObjective.depth_residual``) when a depth map is given.
 IOU_TIE = 0.02
+#: Range corrections from the median depth offset after refinement (with a depth map).
+DEPTH_ALIGN_STEPS = 2
 #: Render window margin about the observed mask's box, as a fraction of its size per side.
 WINDOW_MARGIN = 0.3
 #: Foreground cleaning: structuring element side (px); a hole is filled when at least this
@@ -464,6 +469,15 @@ class PoseEstimator:
                 T_best, iou = T_new, iou_new
             if gain < FATOL:
                 break
+        if depth is not None:
+            # A silhouette fixes the range only weakly (it scales by 1 / range): move the part
+            # along its viewing ray by the median depth offset, which fixes it directly.
+            for _ in range(DEPTH_ALIGN_STEPS):
+                r = objective.depth_offset(T_best, depth)
+                anchor = transform_points(T_best, self.anchor_obj[None])[0]
+                T_best = T_best.copy()
+                T_best[:3, 3] += (r / anchor[2]) * anchor
+            iou = objective.iou(T_best)
         if self.supersample > 1:
             iou = _SilhouetteObjective(self, obs, window, table).iou(T_best)
         seconds = time.perf_counter() - start
@@ -551,6 +565,16 @@ class _SilhouetteObjective:
     def depth_residual(self, T_cam_obj: FloatArray, depth: np.ndarray) -> float:
         """Median |rendered - observed| z-depth (m) where both see the part in the window
         (inf where they share no pixel): how well a pose explains the observed depth."""
+        diff = self._depth_diff(T_cam_obj, depth)
+        return float(np.median(np.abs(diff))) if len(diff) else float("inf")
+
+    def depth_offset(self, T_cam_obj: FloatArray, depth: np.ndarray) -> float:
+        """Median observed - rendered z-depth (m) where both see the part (0 if none)."""
+        diff = self._depth_diff(T_cam_obj, depth)
+        return float(np.median(diff)) if len(diff) else 0.0
+
+    def _depth_diff(self, T_cam_obj: FloatArray, depth: np.ndarray) -> FloatArray:
+        """Observed - rendered z-depth (m) at the window pixels where both see the part."""
         u0, v0 = self.window[:2]
         h, w = self.shape
         obs_d = np.asarray(depth, dtype=np.float64)[v0 : v0 + h, u0 : u0 + w]
@@ -559,9 +583,7 @@ class _SilhouetteObjective:
         if self.k > 1:
             d = d[:: self.k, :: self.k]
         both = self.obs & (d > 0) & (obs_d > 0)
-        if not both.any():
-            return float("inf")
-        return float(np.median(np.abs(d[both] - obs_d[both])))
+        return np.asarray(obs_d[both] - d[both], dtype=np.float64)
 
     def minimise(self, T0: FloatArray, simplex: float, max_evals: int) -> tuple[FloatArray, float]:
         """Nelder-Mead from ``T0`` (simplex edge ``simplex`` units); returns (pose, IoU)."""
