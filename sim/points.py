@@ -58,6 +58,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import ndtr
 
+from sim import geometry
 from sim.geometry import transform_points
 from sim.render.camera_model import srgb_to_linear
 
@@ -353,32 +354,23 @@ def depth_to_points(
     ``depth`` : (H, W) z-depth (m, along the optical axis, not ray length), 0 = no return.
     ``K`` : (3, 3). ``T_base_cam`` : (4, 4). ``dist`` : (k1, k2, p1, p2[, k3]) or None; when
     given and non-zero the depth image lives on the distorted pixel grid and pixel centres
-    are undistorted with ``cv2.undistortPointsIter`` (``cv2.undistortPoints`` run to
-    convergence rather than its default 5 iterations). Returns ``(points, pixel_idx)``:
+    are undistorted by ``sim.geometry.undistort_normalized`` (OpenCV's fixed-point
+    inversion, run to convergence). Returns ``(points, pixel_idx)``:
     (N, 3) float64 metres in the base frame and (N,) int64 flat row-major indices
     ``v * W + u`` into the (H, W) image, in increasing order.
     """
     D = np.asarray(depth, dtype=np.float64)
     if D.ndim != 2:
         raise ValueError(f"depth must be (H, W), got shape {D.shape}")
-    K = np.asarray(K, dtype=np.float64)
-    if K.shape != (3, 3):
-        raise ValueError(f"K must be (3, 3), got {K.shape}")
-    flat = D.reshape(-1)
-    idx = np.flatnonzero(np.isfinite(flat) & (flat > 0.0)).astype(np.int64)
-    z = flat[idx]
-    v, u = np.divmod(idx, D.shape[1])
-    uv = np.column_stack([u, v]).astype(np.float64)
     d = None if dist is None else np.asarray(dist, dtype=np.float64).reshape(-1)
     if d is not None and d.size not in (4, 5):
         raise ValueError(f"dist must have 4 or 5 coefficients, got {d.size}")
-    if d is not None and np.any(d) and idx.size:
-        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
-        xy = cv2.undistortPointsIter(uv.reshape(-1, 1, 2), K, d, np.eye(3), np.eye(3), criteria)
-        xy = xy.reshape(-1, 2).astype(np.float64)
-    else:
-        xy = np.column_stack([(uv[:, 0] - K[0, 2]) / K[0, 0], (uv[:, 1] - K[1, 2]) / K[1, 1]])
-    P_cam = np.column_stack([xy[:, 0] * z, xy[:, 1] * z, z])
+    if d is not None and d.size == 4:
+        d = np.append(d, 0.0)
+    # One back-projection for the whole code base: sim.geometry's (camera frame, the
+    # OpenCV distortion inverted to convergence), here moved into the base frame.
+    P_cam, mask = geometry.depth_to_points(D, K, d)
+    idx = np.flatnonzero(mask.reshape(-1)).astype(np.int64)
     return transform_points(T_base_cam, P_cam), idx
 
 
