@@ -113,10 +113,17 @@ def plan_parts(sc: Scenario) -> list[PartPlan]:
 #: The module that builds the cells of each ``cell.kind``: it provides ``view_ids(sc)`` and
 #: ``open_cells(sc, seed, render_threads) -> CellSource``. A new kind of cell (hardware, a
 #: replayed run) adds a line here; the engine itself only speaks ``Cell``.
-CELL_KINDS: dict[str, str] = {
-    "eye_in_hand": "sim.cells.factory",
-    "part_in_hand": "sim.cells.factory",
-}
+CELL_KINDS: dict[str, str] = {}
+
+
+def register_cell_kind(kind: str, module: str) -> None:
+    """Name ``module`` (a dotted path, imported when a scenario needs it) as the builder of
+    the cells of ``cell.kind`` ``kind``."""
+    CELL_KINDS[kind] = module
+
+
+register_cell_kind("eye_in_hand", "sim.cells.factory")
+register_cell_kind("part_in_hand", "sim.cells.factory")
 
 
 def cell_module(sc: Scenario) -> Any:
@@ -182,6 +189,10 @@ def _pose(T: np.ndarray) -> list[list[float]]:
     return np.asarray(T, dtype=np.float64).tolist()
 
 
+def _pose_or_none(T: np.ndarray | None) -> list[list[float]] | None:
+    return None if T is None else _pose(T)
+
+
 def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
     """Capture sample ``index`` of the scenario: a pure function of its three arguments.
 
@@ -191,25 +202,34 @@ def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
     """
     table = sample_table(sc)
     part_plan, view_id = table[index]
-    cell: Cell = cells_for(sc, seed).cell(part_plan, view_id, index / max(1, len(table) - 1))
-    info = cell.part()
-    T_plan = cell.plan_viewpoints()[view_id]
     base = {"id": sample_id(part_plan, view_id), "part_id": part_plan.part_id, "view_id": view_id}
-    if not cell.move_to(view_id):
-        where = {"T_obj_cam_planned": _pose(T_plan)}
-        return SimulatedSample({**base, **where}, None, dropped=cell.last_failure)
     try:
+        # Building the cell may run the part's acquisition (placement, pose estimate):
+        # when that fails, the part's samples fail with the reason, not the run.
+        source = cells_for(sc, seed)
+        cell: Cell = source.cell(part_plan, view_id, index / max(1, len(table) - 1))
+        info = cell.part()
+        T_plan = cell.plan_viewpoints()[view_id]
+        if not cell.move_to(view_id):
+            where = {"T_obj_cam_planned": _pose(T_plan)}
+            return SimulatedSample({**base, **where}, None, dropped=cell.last_failure)
         real = cell.capture()
         twin = cell.render_twin()
         truth = cell.ground_truth()
     except CaptureFailed as exc:
         return SimulatedSample({**base, "split": part_plan.split}, None, failed=str(exc))
     if truth is None:
+        # Scoring needs ground truth; recorded (hardware) runs come in through replay.
         raise CaptureFailed(f"{base['id']}: the cell gives no ground truth to score against")
+    if len(truth.defect_px) != len(info.defects):
+        raise RuntimeError(
+            f"{base['id']}: ground truth counts {len(truth.defect_px)} defects, the part "
+            f"{len(info.defects)}"
+        )
     defects = []
     for i, d in enumerate(info.defects):
         rec = d.to_json()
-        rec["visible_px"] = int(truth.defect_px[i]) if i < len(truth.defect_px) else 0
+        rec["visible_px"] = int(truth.defect_px[i])
         defects.append(rec)
     label = int(truth.gt_mask.any())
     w, h = real.image_size
@@ -229,8 +249,9 @@ def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
         "T_base_cam": _pose(real.T_base_cam),
         "T_base_cam_twin": _pose(twin.T_base_cam),
         "T_obj_cam_planned": _pose(T_plan),
-        "T_base_obj": _pose(real.meta["T_base_obj"]),
-        "T_base_obj_twin": _pose(twin.meta["T_base_obj"]),
+        # The part's pose where the cell knows it (a simulator; None on hardware).
+        "T_base_obj": _pose_or_none(real.meta.get("T_base_obj")),
+        "T_base_obj_twin": _pose_or_none(twin.meta.get("T_base_obj")),
         "acquisition": info.meta,
     }
     fg = twin.mask if twin.mask is not None else np.zeros((h, w), dtype=bool)
@@ -247,12 +268,9 @@ def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
     if real.points is not None and twin.points is not None:
         arrays["real_points"] = real.points
         arrays["twin_points"] = twin.points
-        labels = truth.point_labels
-        arrays["point_labels"] = (
-            np.asarray(labels, dtype=bool)
-            if labels is not None
-            else np.zeros(len(real.points), dtype=bool)
-        )
+        if truth.point_labels is None or len(truth.point_labels) != len(real.points):
+            raise RuntimeError(f"{base['id']}: the cell's points have no matching labels")
+        arrays["point_labels"] = np.asarray(truth.point_labels, dtype=bool)
     return SimulatedSample(record, arrays)
 
 

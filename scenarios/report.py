@@ -137,7 +137,8 @@ def _read_index(
     parts: dict[str, dict[str, Any]] = {}
     for r in sample_records(out / "samples.jsonl"):
         summaries.append(summary(r))
-        positions.append(_relative(r["T_base_obj"], r["T_base_cam"]))
+        if r.get("T_base_obj") is not None:  # unknown where a cell cannot know it
+            positions.append(_relative(r["T_base_obj"], r["T_base_cam"]))
         parts.setdefault(r["part_id"], {**r.get("acquisition", {}), "category": r["category"]})
     return summaries, np.asarray(positions, dtype=np.float64).reshape(-1, 3), parts
 

@@ -78,11 +78,14 @@ def remove_temporaries(out: Path) -> int:
     """Delete what interrupted writers left under the run directory ``out``; returns the count.
 
     Looks in ``out`` and in the folders the run writes into (samples, meshes, figures,
-    predictions and each detector's folder); only names starting with ``TEMP_PREFIX``.
+    predictions and each detector's folder, parts and each part's folder); only names
+    starting with ``TEMP_PREFIX``.
     """
     folders = [out, out / "samples", out / "meshes", out / "figures", out / "predictions"]
-    if (out / "predictions").is_dir():
-        folders += [p for p in (out / "predictions").iterdir() if p.is_dir()]
+    folders.append(out / "parts")
+    for sub in ("predictions", "parts"):
+        if (out / sub).is_dir():
+            folders += [p for p in (out / sub).iterdir() if p.is_dir()]
     n = 0
     for folder in folders:
         if not folder.is_dir():

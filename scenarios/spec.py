@@ -380,9 +380,29 @@ class ErrorsSpec(Strict):
     """
 
     mode: Literal["acquisition", "model"] = "acquisition"
-    robot: PoseErrorSpec = PoseErrorSpec(translation_mm=0.05, rotation_deg=0.01)
-    hand_eye: PoseErrorSpec = PoseErrorSpec(translation_mm=1.0, rotation_deg=0.2)
-    object_pose: PoseErrorSpec = PoseErrorSpec(translation_mm=2.0, rotation_deg=1.0)
+    # None: the default below where the mode uses the source (resolved at load), nothing
+    # where it does not (a source given there is an error: the cell measures it).
+    robot: PoseErrorSpec | None = None
+    hand_eye: PoseErrorSpec | None = None
+    object_pose: PoseErrorSpec | None = None
+
+
+#: The Gaussian sources' defaults, typical real magnitudes (docs/scenarios.md).
+ERROR_DEFAULTS = {
+    "robot": PoseErrorSpec(translation_mm=0.05, rotation_deg=0.01),
+    "hand_eye": PoseErrorSpec(translation_mm=1.0, rotation_deg=0.2),
+    "object_pose": PoseErrorSpec(translation_mm=2.0, rotation_deg=1.0),
+}
+
+
+def modelled_sources(mode: str, cell_kind: str) -> tuple[str, ...]:
+    """The error sources drawn from their Gaussian model for this mode and cell: all in
+    ``model`` mode; in ``acquisition`` mode none on the eye-in-hand cell (it calibrates,
+    estimates and has a data-sheet robot), the grasp (``object_pose``) and the fixed
+    camera's extrinsics (``hand_eye``) on the part-in-hand cell."""
+    if mode == "model":
+        return ("robot", "hand_eye", "object_pose")
+    return ("hand_eye", "object_pose") if cell_kind == "part_in_hand" else ()
 
 
 class AppearanceSpec(Strict):
@@ -594,6 +614,27 @@ class Scenario(Strict):
         new_part = PartSpec(families=resolved, placement=part.placement)
         object.__setattr__(self, "part", new_part)
         object.__setattr__(self, "split", None)
+        return self
+
+    @model_validator(mode="after")
+    def _errors_by_mode(self) -> Scenario:
+        # A Gaussian source the mode does not use is refused (it would be silently
+        # ignored); one it uses and that was not given takes its default, so a resolved
+        # scenario says exactly which errors are drawn and how large.
+        used = modelled_sources(self.errors.mode, self.cell.kind)
+        update = {}
+        for name in ERROR_DEFAULTS:
+            value = getattr(self.errors, name)
+            if value is not None and name not in used:
+                raise SpecError(
+                    f"errors.{name}: not used with errors.mode: {self.errors.mode} on the "
+                    f"{self.cell.kind} cell (the cell measures it); remove it or set "
+                    "errors.mode: model"
+                )
+            if value is None and name in used:
+                update[name] = ERROR_DEFAULTS[name]
+        if update:
+            object.__setattr__(self, "errors", self.errors.model_copy(update=update))
         return self
 
     @model_validator(mode="after")

@@ -32,10 +32,17 @@ from typing import Any
 import cv2
 import numpy as np
 
+from scenarios.interfaces import CaptureFailed
 from sim.cells.eye_in_hand import CellSetup, EyeInHandCell, PartPlacement
 from sim.geometry import look_at, pose_error
 from sim.render import Renderer, RenderScene
 from sim.robot_scene import RobotScene
+
+
+class AcquisitionFailed(CaptureFailed):
+    """A part's acquisition (its pose estimate) failed: its samples are recorded as failed
+    with this one-line reason and the run goes on."""
+
 
 #: Overview azimuths tried in turn (degrees from the direction towards the robot base):
 #: the first the arm reaches without collision takes the overview image.
@@ -150,9 +157,9 @@ def estimate_object_pose(
     capture, and the estimate's figures in ``placement.info["pose_estimate"]``.
 
     The overview is taken like any capture (real look, camera model, the D435-like depth
-    sensor); ``mask_renderer`` draws the CAD silhouettes. If no overview pose is reachable
-    the placement is returned with the believed pose left at the nominal placement's
-    upright pose and the reason recorded.
+    sensor); ``mask_renderer`` draws the CAD silhouettes. Raises ``AcquisitionFailed``
+    (a ``CaptureFailed``: the part's samples fail with the reason, the run goes on) when
+    no overview pose is reachable or nothing stands on the bench in the overview.
     """
     from sim.cells.factory import depth_sensor
     from sim.cells.pose_estimation import PoseEstimator, pose_errors, segment_from_depth
@@ -166,8 +173,9 @@ def estimate_object_pose(
             reached = T
             break
     if reached is None:
-        raise RuntimeError(
-            f"{placement.part.part_id}: no overview pose reachable ({cell.last_failure})"
+        raise AcquisitionFailed(
+            f"{placement.part.part_id}: pose estimation: no overview pose reachable "
+            f"({cell.last_failure}); change cell.pose_estimation or part.placement"
         )
     cap = cell.capture_pair()
     cam = setup.camera
@@ -189,6 +197,11 @@ def estimate_object_pose(
     )
     # The silhouettes it compares lose the same bottom SEGMENT_HEIGHT_M the segmentation
     # cannot tell from the bench (seen from the believed camera).
+    if not mask.any():
+        raise AcquisitionFailed(
+            f"{placement.part.part_id}: pose estimation: nothing stands on the bench in "
+            "the overview image"
+        )
     est = estimator.estimate(mask, depth, T_base_cam_believed, SEGMENT_HEIGHT_M)
     T_base_obj_twin = T_base_cam_believed @ est.T_cam_obj
     pts = np.asarray(nominal.sample(ADD_S_POINTS, seed=0), dtype=np.float64)

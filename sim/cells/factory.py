@@ -336,6 +336,7 @@ class SimCells:
         self._own_renderers = own_renderers
         self._setup: Any = None
         self._parts: dict[int, tuple[Any, Any]] = {}
+        self._failed: dict[int, Exception] = {}
 
     def renderer(self, backend: str) -> Any:
         """The renderer of ``backend`` with the scenario's render options."""
@@ -372,7 +373,12 @@ class SimCells:
 
     def part(self, plan: PartPlan) -> Any:
         """(placement, PyBullet scene) of part ``plan`` (the last part is kept); in
-        acquisition mode the placement's believed pose is the object pose estimate."""
+        acquisition mode the placement's believed pose is the object pose estimate. A part
+        whose acquisition failed raises the same ``CaptureFailed`` for each of its samples
+        (remembered, not redone)."""
+        failed = self._failed.get(plan.index)
+        if failed is not None:
+            raise failed
         if plan.index not in self._parts:
             from sim.robot_scene import RobotScene
 
@@ -388,17 +394,23 @@ class SimCells:
                 part_hull_obj=hull,
             )
             if sc.errors.mode == "acquisition" and sc.cell.kind == "eye_in_hand":
+                from scenarios.interfaces import CaptureFailed
                 from sim.cells.acquisition import estimate_object_pose
 
-                placement = estimate_object_pose(
-                    sc,
-                    self.setup(),
-                    placement,
-                    scene,
-                    self.renderer(sc.render.real),
-                    self.renderer("pyrender"),
-                    rng_for(self.seed, STREAM_OVERVIEW, plan.index),
-                )
+                try:
+                    placement = estimate_object_pose(
+                        sc,
+                        self.setup(),
+                        placement,
+                        scene,
+                        self.renderer(sc.render.real),
+                        self.renderer("pyrender"),
+                        rng_for(self.seed, STREAM_OVERVIEW, plan.index),
+                    )
+                except CaptureFailed as exc:
+                    scene.close()
+                    self._failed = {plan.index: exc}
+                    raise
             self._parts[plan.index] = (placement, scene)
         return self._parts[plan.index]
 

@@ -84,10 +84,10 @@ def test_defaults_fill_in() -> None:
     assert set(sc.defects.kinds) == {"bulge", "hole", "scratch", "sink"}
     assert (fam.train_normal, fam.test_normal, fam.test_defective) == (2, 1, 4)
     assert sc.appearance.material == "card"
-    # Realistic pose errors by default (docs/scenarios.md gives the sources).
-    assert sc.errors.robot.translation_mm == 0.05
-    assert sc.errors.hand_eye.translation_mm == 1.0
-    assert (sc.errors.object_pose.translation_mm, sc.errors.object_pose.rotation_deg) == (2, 1)
+    # By default the cell measures its errors (calibration, pose estimate, data sheet):
+    # no Gaussian source is drawn.
+    assert sc.errors.mode == "acquisition"
+    assert (sc.errors.robot, sc.errors.hand_eye, sc.errors.object_pose) == (None, None, None)
     assert (sc.render.real, sc.render.twin) == ("pyrender", "pyrender")
     assert [d.name for d in sc.detectors] == ["rgb_residual", "gradient_residual", "ssim_residual"]
 
@@ -654,3 +654,22 @@ def test_only_overrides_are_kept_in_family_params() -> None:
     ]
     msg = _spec_error({"name": "x", "part": {"families": bad}})
     assert "part.families.1.params.hub_hight_mm: unknown parameter; allowed: hub_height_mm" in msg
+
+
+def test_gaussian_error_sources_follow_the_mode() -> None:
+    """Model mode fills the realistic defaults; acquisition refuses a source the cell
+    measures (it would be silently ignored) but keeps the part-in-hand grasp and camera."""
+    sc = parse_scenario({"name": "m", "errors": {"mode": "model"}})
+    assert sc.errors.robot is not None and sc.errors.robot.translation_mm == 0.05
+    assert sc.errors.hand_eye is not None and sc.errors.hand_eye.translation_mm == 1.0
+    assert sc.errors.object_pose is not None and sc.errors.object_pose.rotation_deg == 1.0
+    with pytest.raises(SpecError, match=r"errors.robot: not used with errors.mode: acquisition on the eye_in_hand"):
+        parse_scenario({"name": "a", "errors": {"robot": {"translation_mm": 0.1}}})
+    pih = parse_scenario({"name": "p", "cell": {"kind": "part_in_hand"}})
+    assert pih.errors.robot is None
+    assert pih.errors.object_pose is not None and pih.errors.object_pose.translation_mm == 2.0
+    # A resolved scenario parses to itself (the manifest's copy reruns).
+    for s in (sc, pih):
+        again = parse_scenario(s.model_dump(mode="json"))
+        assert again.digest() == s.digest()
+
