@@ -284,7 +284,10 @@ def _export_part(out: Path, sc: Scenario, seed: int, plan: PartPlan) -> None:
             return
     except OSError:
         pass  # missing or unreadable: (re)write it
-    files = cells_for(sc, seed).part_files(plan)
+    try:
+        files = cells_for(sc, seed).part_files(plan)
+    except CaptureFailed:
+        return  # the part's samples record why it could not be acquired
     if "mesh.ply" not in files:
         return
     digest = write_bytes(path, files["mesh.ply"])

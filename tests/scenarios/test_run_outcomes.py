@@ -84,6 +84,34 @@ def test_unscorable_run_exits_3_and_its_report_says_why(
         assert "Not scored" in text and reason in text
 
 
+def test_a_failed_acquisition_fails_its_part_not_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An overview pose out of the arm's reach: the calibration runs, every part's pose
+    estimate fails, its samples are recorded as failed with the reason, and the run ends
+    unscored with one line, no traceback."""
+    path = tmp_path / "acq.yaml"
+    path.write_text(
+        "name: acq-fail\n"
+        "cell:\n"
+        "  camera: {width: 160, height: 160, hfov_deg: 40}\n"
+        "  calibration: {poses: 8}\n"
+        "  pose_estimation: {overview_distance_m: 1.0, overview_elevation_deg: 90}\n"
+        "viewpoints: {subdivisions: 0}\n"
+        "split: {train_normal: 1, test_normal: 1, test_defective: 0}\n"
+        "detectors: [rgb_residual]\n"
+    )
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "-q"]) == EXIT_UNSCORED
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["cell"]["hand_eye"]["poses"] >= 4  # the calibration itself worked
+    failed = m["failed_samples"]["items"]
+    assert failed and all("no overview pose reachable" in f["reason"] for f in failed)
+    assert "no overview pose reachable" in (out / "report.md").read_text()
+
+
 def _wait_for_samples(out: Path, n: int, proc: subprocess.Popen[bytes], limit_s: float) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit_s:

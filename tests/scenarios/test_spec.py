@@ -663,7 +663,9 @@ def test_gaussian_error_sources_follow_the_mode() -> None:
     assert sc.errors.robot is not None and sc.errors.robot.translation_mm == 0.05
     assert sc.errors.hand_eye is not None and sc.errors.hand_eye.translation_mm == 1.0
     assert sc.errors.object_pose is not None and sc.errors.object_pose.rotation_deg == 1.0
-    with pytest.raises(SpecError, match=r"errors.robot: not used with errors.mode: acquisition on the eye_in_hand"):
+    with pytest.raises(
+        SpecError, match=r"errors.robot: not used with errors.mode: acquisition on the eye_in_hand"
+    ):
         parse_scenario({"name": "a", "errors": {"robot": {"translation_mm": 0.1}}})
     pih = parse_scenario({"name": "p", "cell": {"kind": "part_in_hand"}})
     assert pih.errors.robot is None
@@ -672,4 +674,3 @@ def test_gaussian_error_sources_follow_the_mode() -> None:
     for s in (sc, pih):
         again = parse_scenario(s.model_dump(mode="json"))
         assert again.digest() == s.digest()
-
