@@ -111,7 +111,8 @@ def plan_parts(sc: Scenario) -> list[PartPlan]:
 
 
 #: The module that builds the cells of each ``cell.kind``: it provides ``view_ids(sc)`` and
-#: ``open_cells(sc, seed, render_threads) -> CellSource``. A new kind of cell (hardware, a
+#: ``open_cells(sc, seed, render_threads, prior) -> CellSource`` (``prior``: an earlier
+#: ``run_info()`` of the same run, or None). A new kind of cell (hardware, a
 #: replayed run) adds a line here; the engine itself only speaks ``Cell``.
 CELL_KINDS: dict[str, str] = {}
 
@@ -155,13 +156,22 @@ _SOURCE: tuple[tuple[str, int], CellSource] | None = None
 _RENDER_THREADS = 0
 
 
-def cells_for(sc: Scenario, seed: int) -> CellSource:
-    """This process's ``CellSource`` for (scenario, seed); another scenario closes it."""
+def cells_for(sc: Scenario, seed: int, out: Path | None = None) -> CellSource:
+    """This process's ``CellSource`` for (scenario, seed); another scenario closes it.
+
+    With the run directory ``out``, a set-up already measured for this run (``cell.json``,
+    written before the first part) is handed to the source, so pool workers and a resumed
+    run use the very calibration the manifest reports instead of measuring it again.
+    """
     global _SOURCE
     key = (sc.digest(), seed)
     if _SOURCE is None or _SOURCE[0] != key:
         close_worker()
-        _SOURCE = (key, cell_module(sc).open_cells(sc, seed, _RENDER_THREADS))
+        prior = None
+        if out is not None and (out / "cell.json").is_file():
+            prior = json.loads((out / "cell.json").read_text())
+        source = cell_module(sc).open_cells(sc, seed, _RENDER_THREADS, prior)
+        _SOURCE = (key, source)
     return _SOURCE[1]
 
 
@@ -193,7 +203,7 @@ def _pose_or_none(T: np.ndarray | None) -> list[list[float]] | None:
     return None if T is None else _pose(T)
 
 
-def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
+def run_sample(sc: Scenario, seed: int, index: int, out: Path | None = None) -> SimulatedSample:
     """Capture sample ``index`` of the scenario: a pure function of its three arguments.
 
     The cell comes from the scenario's cell source and is driven only through ``Cell``. A
@@ -206,7 +216,7 @@ def run_sample(sc: Scenario, seed: int, index: int) -> SimulatedSample:
     try:
         # Building the cell may run the part's acquisition (placement, pose estimate):
         # when that fails, the part's samples fail with the reason, not the run.
-        source = cells_for(sc, seed)
+        source = cells_for(sc, seed, out)
         cell: Cell = source.cell(part_plan, view_id, index / max(1, len(table) - 1))
         info = cell.part()
         T_plan = cell.plan_viewpoints()[view_id]
@@ -285,7 +295,7 @@ def _export_part(out: Path, sc: Scenario, seed: int, plan: PartPlan) -> None:
     except OSError:
         pass  # missing or unreadable: (re)write it
     try:
-        files = cells_for(sc, seed).part_files(plan)
+        files = cells_for(sc, seed, out).part_files(plan)
     except CaptureFailed:
         return  # the part's samples record why it could not be acquired
     if "mesh.ply" not in files:
@@ -319,7 +329,7 @@ def simulate_task(
         if done is not None:
             results.append(done)
             continue
-        s = run_sample(sc, seed, i)
+        s = run_sample(sc, seed, i, out)
         if s.dropped:
             results.append({**s.record, "dropped": s.dropped})
             continue
@@ -491,10 +501,10 @@ def simulate(
     summaries: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    # What the cell's set-up measured (the hand-eye calibration), once, before any part;
-    # pool workers redo the same deterministic set-up for themselves.
+    # What the cell's set-up measured (the hand-eye calibration), once, before any part
+    # (a resumed run keeps its cell.json); pool workers take it from there.
     try:
-        write_json(out / "cell.json", cells_for(sc, sc.seed).run_info())
+        write_json(out / "cell.json", cells_for(sc, sc.seed, out).run_info())
     except BaseException:
         close_worker()
         raise

@@ -316,9 +316,12 @@ def view_ids(sc: Any) -> list[int]:
     ]
 
 
-def open_cells(sc: Any, seed: int, render_threads: int = 0) -> SimCells:
-    """The ``CellSource`` of a simulated scenario (``scenarios.engine.CELL_KINDS``)."""
-    return SimCells(sc, seed, RendererPool(render_threads), own_renderers=True)
+def open_cells(
+    sc: Any, seed: int, render_threads: int = 0, prior: dict[str, Any] | None = None
+) -> SimCells:
+    """The ``CellSource`` of a simulated scenario (``scenarios.engine.CELL_KINDS``);
+    ``prior`` is what ``run_info()`` returned earlier in the same run (or None)."""
+    return SimCells(sc, seed, RendererPool(render_threads), own_renderers=True, prior=prior)
 
 
 class SimCells:
@@ -328,9 +331,15 @@ class SimCells:
     result."""
 
     def __init__(
-        self, sc: Any, seed: int, renderers: RendererPool, own_renderers: bool = False
+        self,
+        sc: Any,
+        seed: int,
+        renderers: RendererPool,
+        own_renderers: bool = False,
+        prior: dict[str, Any] | None = None,
     ) -> None:
         self.sc = sc
+        self._prior = prior or {}
         self.seed = seed
         self.renderers = renderers
         self._own_renderers = own_renderers
@@ -359,6 +368,12 @@ class SimCells:
                     PoseErrorModel("hand_eye", he.translation_mm, he.rotation_deg),
                     rng_for(self.seed, STREAM_HAND_EYE),
                 )
+            elif sc.errors.mode == "acquisition" and "hand_eye" in self._prior:
+                # Measured earlier in this run (cell.json): the same calibration, not redone.
+                import dataclasses
+
+                T = np.asarray(self._prior["hand_eye"]["T_ee_cam"], dtype=np.float64)
+                setup = dataclasses.replace(setup, T_ee_cam_believed=T, info=dict(self._prior))
             elif sc.errors.mode == "acquisition":
                 from sim.cells.acquisition import calibrate_hand_eye
 

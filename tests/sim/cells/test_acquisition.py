@@ -271,3 +271,24 @@ def test_the_table_does_not_hide_a_believed_pose_below_it(
     # The check can fail: a bench left at z = 0 hides a visible band of the part.
     hidden = _mask(renderer, sc, pl, T_low, T_base_cam, 0.0)
     assert _iou(hidden, bare) < 0.97  # measured: 0.862
+
+
+def test_a_measured_set_up_is_reused_not_measured_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pool workers and resumed runs get the run's cell.json: its calibration is used as
+    it stands, and no calibration runs."""
+    import sim.cells.acquisition as acquisition
+
+    def no(*args: object, **kwargs: object) -> None:
+        raise AssertionError("calibrated again")
+
+    monkeypatch.setattr(acquisition, "calibrate_hand_eye", no)
+    T = np.eye(4)
+    T[:3, 3] = (0.051, -0.001, 0.0305)
+    prior = {"hand_eye": {"T_ee_cam": T.tolist(), "translation_error_mm": 1.2}}
+    source = open_cells(_scenario("acquisition"), 0, prior=prior)
+    try:
+        setup = source.setup()
+        np.testing.assert_array_equal(setup.T_ee_cam_believed, T)
+        assert source.run_info() == prior
+    finally:
+        source.close()
