@@ -31,18 +31,21 @@ camera such as the Intel RealSense D435 would report, in this order:
    * dark surfaces: the luminance of ``rgb`` in linear light (Rec. 709 weights on the
      decoded sRGB) below ``dark_level`` ramps linearly to certain dropout at black. The D435
      matches in near infrared; the visible albedo stands in for the IR reflectance;
-   * specular surfaces: ``specular_dropout * specular`` for a caller-supplied per-pixel
-     specularity map in [0, 1] (mirror-like surfaces reflect the projector pattern away);
+   * specular surfaces: for a caller-supplied per-pixel specularity s in [0, 1],
+     ``specular_dropout * s`` in the highlight (near normal incidence, the emitter sits
+     between the imagers) and ``specular_dropout * s^4`` off it (only near-mirrors reflect
+     the pattern away everywhere);
    * out of range: measured depth outside ``[min_depth_m, max_depth_m]``.
 
-   Dropouts are drawn per pixel (not in blobs).
+   Dropouts come in blobs (``dropout_corr_px``): the uniform draw is a smoothed Gaussian
+   field through its CDF, so each pixel keeps its probability and neighbours drop together.
 
 With ``enabled=False`` the depth is returned unchanged (the twin's ideal sensor). All
 randomness comes from the ``np.random.Generator`` passed in, and the same number of draws is
 made whatever the inputs, so the same generator state gives the same bytes.
 
 The rest of the module turns depth into labelled base-frame point clouds
-(``depth_to_points``, ``labels_from_mask``, ``crop_points``), fuses several views on a voxel
+(``depth_to_base_points``, ``labels_from_mask``, ``crop_points``), fuses several views on a voxel
 grid (``fuse_points``) and writes / reads binary PLY files (``ply_bytes``, ``read_ply``).
 """
 
@@ -69,7 +72,7 @@ IntArray = NDArray[np.int64]
 __all__ = [
     "DepthSensorModel",
     "crop_points",
-    "depth_to_points",
+    "depth_to_base_points",
     "fuse_points",
     "label_colors",
     "labels_from_mask",
@@ -343,7 +346,7 @@ def simulate_depth(
     return z.astype(np.float32)
 
 
-def depth_to_points(
+def depth_to_base_points(
     depth: np.ndarray,
     K: np.ndarray,
     T_base_cam: np.ndarray,
@@ -375,7 +378,8 @@ def depth_to_points(
 
 
 def labels_from_mask(mask: np.ndarray, pixel_idx: np.ndarray) -> np.ndarray:
-    """Per-point bool labels (N,) from an (H, W) pixel mask and ``depth_to_points``' indices."""
+    """Per-point bool labels (N,) from an (H, W) pixel mask and the flat pixel indices
+    of ``depth_to_base_points``."""
     return np.asarray(mask, dtype=bool).reshape(-1)[np.asarray(pixel_idx, dtype=np.int64)]
 
 

@@ -27,7 +27,13 @@ from sim.appearance import TWIN_PART, Look, Station, defect_material, table_mesh
 from sim.defects import PartInstance
 from sim.geometry import invert_pose, transform_points
 from sim.parts import COMPONENT_LABEL
-from sim.points import DepthSensorModel, crop_points, depth_to_points, simulate_depth
+from sim.points import (
+    DepthSensorModel,
+    crop_points,
+    depth_to_base_points,
+    labels_from_mask,
+    simulate_depth,
+)
 from sim.pose_errors import PoseErrorModel
 from sim.render import Material, MeshItem, Renderer, RenderScene
 from sim.render.camera_model import SensorModel, apply_camera, draw_capture
@@ -341,7 +347,7 @@ class EyeInHandCell:
                 real_out.depth, cam.K, rgb, specular, setup.depth_sensor, self._rng
             )
             real_pts = self._points(noisy, T_base_cam, poses)
-            point_labels = gt.ravel()[real_pts[1]]
+            point_labels = labels_from_mask(gt, real_pts[1])
             twin_pts = self._points(twin_out.depth, T_base_cam_twin, poses)
         real = Observation(
             rgb,
@@ -372,7 +378,7 @@ class EyeInHandCell:
         """Points of the part's region: back-projected, cropped to the believed part's box
         (plus a margin) and lifted off the bench plane, as a real pipeline crops them."""
         pl, cam = self.placement, self.setup.camera
-        pts, pix = depth_to_points(depth, cam.K, T_base_cam, cam.dist)
+        pts, pix = depth_to_base_points(depth, cam.K, T_base_cam, cam.dist)
         keep = crop_points(pts, poses.T_base_obj_twin, pl.part.nominal.bounds, POINT_MARGIN_M)
         return pts[keep], pix[keep]
 

@@ -48,6 +48,9 @@ ISO9283_RMS_PER_RP = float(np.sqrt(3.0) / 3.615)
 #: (the flange's distance from the wrist centre, about 0.1 m on both arms) gives one.
 WRIST_LEVER_M = 0.1
 
+#: Where the part-in-hand cell parks the bench part collider (far from any arm pose).
+PARKED_COLLIDER_M = (10.0, 10.0, -10.0)
+
 #: The clutter keeps this much bench free around the part's outer radius (plus the
 #: placement jitter), so it never stands where the part is.
 CLUTTER_CLEARANCE_M = 0.03
@@ -222,6 +225,9 @@ def true_pose(sc: Any, seed: int, plan: PartPlan, part: Any) -> tuple[np.ndarray
 
     pl = sc.part.placement
     xy, yaw = drawn_pose(sc, seed, plan)
+    if sc.cell.kind == "part_in_hand":
+        # The part is in the hand, not on the bench: the cell poses it per presentation.
+        return pose_from_xyz_rpy((xy[0], xy[1], 0.0), (0.0, 0.0, yaw)), {"method": "in_hand"}
     if pl.method == "fixed":
         return pose_from_xyz_rpy((xy[0], xy[1], 0.0), (0.0, 0.0, yaw)), {"method": "fixed"}
     from sim.physics import DropSpec, drop_part
@@ -402,9 +408,15 @@ class SimCells:
             sc = self.sc
             placement = build_placement(sc, self.seed, plan)
             hull = np.asarray(placement.part.mesh.convex_hull.vertices)
+            T_collider = placement.T_base_obj
+            if sc.cell.kind == "part_in_hand":
+                # The part travels in the hand (checked as the held body between the
+                # fingers): no part stands on the bench for the arm to hit.
+                T_collider = np.eye(4)
+                T_collider[:3, 3] = PARKED_COLLIDER_M
             scene = RobotScene(
                 sc.cell.robot,
-                placement.T_base_obj,
+                T_collider,
                 placement.part.nominal.bounds,
                 part_hull_obj=hull,
             )

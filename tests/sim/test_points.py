@@ -16,7 +16,7 @@ from sim.points import (
     NORMAL_COLOR,
     DepthSensorModel,
     crop_points,
-    depth_to_points,
+    depth_to_base_points,
     fuse_points,
     label_colors,
     labels_from_mask,
@@ -56,7 +56,7 @@ _QUIET = DepthSensorModel(subpixel=0.0, flying_pixels=False, dropout_corr_px=0.0
 
 
 # --------------------------------------------------------------------------------------------
-# depth_to_points
+# depth_to_base_points
 # --------------------------------------------------------------------------------------------
 
 
@@ -68,7 +68,7 @@ def test_depth_to_points_plane_in_base_frame() -> None:
     depth[10, 20] = 0.0
     T_base_cam = make_pose(rotation_matrix([0.3, -1.1, 0.7]), [0.25, -0.1, 0.6])
 
-    points, idx = depth_to_points(depth, K, T_base_cam)
+    points, idx = depth_to_base_points(depth, K, T_base_cam)
 
     assert points.dtype == np.float64 and idx.dtype == np.int64
     np.testing.assert_array_equal(idx, np.flatnonzero(depth.reshape(-1) > 0))
@@ -91,7 +91,7 @@ def test_depth_to_points_distortion_reprojects_to_pixel_centres() -> None:
     depth = np.linspace(0.3, 0.9, H * W, dtype=np.float32).reshape(H, W)
     T_base_cam = make_pose(rotation_matrix([0.2, 0.4, -0.3]), [0.1, 0.2, 0.5])
 
-    points, idx = depth_to_points(depth, K, T_base_cam, dist)
+    points, idx = depth_to_base_points(depth, K, T_base_cam, dist)
 
     P_cam = transform_points(invert_pose(T_base_cam), points)
     np.testing.assert_allclose(P_cam[:, 2], depth.reshape(-1)[idx], rtol=1e-6)
@@ -101,7 +101,7 @@ def test_depth_to_points_distortion_reprojects_to_pixel_centres() -> None:
     assert err.max() < 0.01
     # Ignoring the distortion would be visibly wrong at the corners.
     uv0, _ = cv2.projectPoints(P_cam, np.zeros(3), np.zeros(3), K, np.zeros(5))
-    points_nodist, _ = depth_to_points(depth, K, T_base_cam)
+    points_nodist, _ = depth_to_base_points(depth, K, T_base_cam)
     assert np.abs(points_nodist - points).max() > 1e-3
     assert np.linalg.norm(uv0.reshape(-1, 2) - np.column_stack([u, v]), axis=1).max() > 1.0
 
@@ -111,7 +111,7 @@ def test_labels_from_mask_follow_pixel_indices() -> None:
     depth[1:, 2:] = 0.5
     mask = np.zeros((4, 5), bool)
     mask[2, 3] = True
-    _, idx = depth_to_points(depth, _K(10, 10, 2, 2), np.eye(4))
+    _, idx = depth_to_base_points(depth, _K(10, 10, 2, 2), np.eye(4))
     labels = labels_from_mask(mask, idx)
     assert labels.sum() == 1 and idx[labels][0] == 2 * 5 + 3
 
