@@ -14,19 +14,32 @@ Geometry (base frame, z up; the robot stands at the origin):
   spread evenly around the rim (the paper: two, so that the second set of images shows
   what the fingers hid in the first).
 - Views: ``orientations`` presentations shared out between the grasps (16 = 8 x 2 as in
-  the paper). Each grasp uses the same set of view directions, spread on the sphere
-  around the part by a Fibonacci lattice; view ``k`` presents the part so that the camera
-  sees it from direction ``d_k`` (object frame). The robot reaches the flange pose
-  ``T_base_cam @ inv(T_obj_cam_k) @ inv(T_ee_obj)`` by IK; presentations it cannot reach,
-  or in which the arm collides with the table or itself, are dropped and listed.
+  the paper). Each grasp's views are planned on the part of the sphere its hand leaves
+  free: an equal-area Fibonacci lattice on the spherical cap of angular radius
+  ``180 - HAND_SIDE_DEG`` around the direction opposite the grasp side, so no planned view
+  looks through the hand. View ``k`` presents the part so that the camera sees it from
+  direction ``d_k`` (object frame). The lattice turns with the grasp about the part's z
+  axis, so the two grasps see the part from different object-frame directions: what
+  stays the same is the perspective relative to the hand, as in the paper, where the
+  same 8 robot perspectives are used with a second grasp point.
+- Reaching a view: the robot drives the flange to
+  ``T_base_cam @ inv(T_obj_cam_k @ R_roll) @ inv(T_ee_obj)`` by IK. The image roll
+  ``R_roll`` (about the camera's optical axis) is free for inspection: the first of
+  ``ROLLS_DEG`` the arm reaches without colliding with the table or itself is used
+  (``PartInHandCell.roll_deg``, and ``roll_deg`` in the observations' meta); the captured
+  poses come from the flange pose actually reached. A view no roll reaches is dropped
+  with the first roll's reason. On the bundled ``padim-16-views`` scenario every view
+  of every part is reached (each with 5 to 8 of the 8 rolls).
 
 Errors: the real part sits in the hand at ``T_ee_obj @ E_grasp`` (``errors.object_pose``:
 where a real gripper leaves the part differs from the nominal grasp), the real flange at
 the reported pose times a fresh repeatability error per capture, and the camera's
 believed extrinsics differ from the true ones by ``errors.hand_eye`` (a fixed camera's
-calibration). The twin shows the nominal part in the nominal grasp at the reported flange
-pose, seen from the believed camera, with the gripper. The gripper hides part of the part
-in both images and is no defect: the ground truth's label passes draw it as an occluder.
+calibration). Both are recorded: each grasp's error in ``part().meta["grasp_error"]``,
+the camera's in ``setup.info["fixed_camera"]`` (``camera_error``). The twin shows the
+nominal part in the nominal grasp at the reported flange pose, seen from the believed
+camera, with the gripper. The gripper hides part of the part in both images and is no
+defect: the ground truth's label passes draw it as an occluder.
 """
 
 from __future__ import annotations
@@ -39,8 +52,14 @@ import trimesh
 
 from scenarios.interfaces import PartInfo
 from sim.appearance import Look, twin_look
-from sim.cells.eye_in_hand import CapturePoses, CellSetup, EyeInHandCell, PartPlacement
-from sim.geometry import invert_pose, look_at, make_pose, transform_points
+from sim.cells.eye_in_hand import (
+    Capture,
+    CapturePoses,
+    CellSetup,
+    EyeInHandCell,
+    PartPlacement,
+)
+from sim.geometry import invert_pose, look_at, make_pose, pose_error, transform_points
 from sim.pose_errors import PoseErrorModel
 from sim.render import Light, Material, MeshItem, Renderer
 from sim.robot_scene import RobotScene
@@ -49,16 +68,21 @@ from sim.robot_scene import RobotScene
 PRESENT_AT = np.array([0.45, 0.0, 0.40])
 #: The fixed camera looks along +y at the presentation point.
 CAMERA_AXIS = np.array([0.0, 1.0, 0.0])
-#: The backdrop: a matte black panel this far behind the presentation point (m).
-BACKDROP_BEHIND_M = 0.25
+#: The backdrop: a matte black panel this far behind the presentation point (m). It is no
+#: collider, so it stands beyond the arm: views that hold the part from behind put the
+#: wrist ~0.3 m and, in some postures, the elbow ~0.45 m behind the presentation point.
+BACKDROP_BEHIND_M = 0.5
 #: The tool centre point between the fingertips, on the flange's z axis (Franka Hand: 10.34 cm).
 TCP_Z_M = 0.1034
 #: How far in from the rim the fingers grip (m), and the finger pad size (m).
 GRIP_DEPTH_M = 0.008
 FINGER_PAD_M = (0.018, 0.02)  # along the approach (z) and across (x)
-#: A presentation whose view direction is within this angle of the grasp side (the
-#: direction from the part centre to the fingers) would look through the hand: dropped.
+#: A view direction within this angle of the grasp side (the direction from the part
+#: centre to the fingers) would look through the hand: no view is planned there.
 HAND_SIDE_DEG = 45.0
+#: Image rolls (deg, about the camera's optical axis) tried in turn when the planned
+#: presentation is out of reach: the first the arm reaches without collision is used.
+ROLLS_DEG = (0.0, 90.0, -90.0, 180.0, 45.0, -45.0, 135.0, -135.0)
 #: Points within this distance of the believed hand are the hand's own (self-filter).
 SELF_FILTER_MARGIN_M = 0.002
 #: Fingertips close this far beyond the nominal thickness (m) so they visibly touch.
@@ -70,13 +94,37 @@ FINGER = Material((0.7, 0.7, 0.72), metallic=1.0, roughness=0.25, finish="machin
 TWIN_GRIPPER = Material((0.6, 0.6, 0.62), metallic=0.0, roughness=0.6)
 
 
-def fibonacci_directions(n: int) -> np.ndarray:
-    """(n, 3) unit vectors spread evenly on the sphere (a Fibonacci lattice), deterministic."""
+def cap_directions(n: int, axis: np.ndarray, half_angle_deg: float) -> np.ndarray:
+    """(n, 3) unit vectors spread evenly over the spherical cap of angular radius
+    ``half_angle_deg`` around ``axis`` (3,): an equal-area Fibonacci lattice, deterministic.
+
+    The cosine of the angle from ``axis`` is uniform over the cap (equal area per point,
+    each at the centre of its band); the azimuth turns by the golden angle, measured from
+    the part's z axis (its x axis if ``axis`` is along z). Rotating ``axis`` about the
+    part's z axis rotates the lattice with it.
+    """
+    axis = np.asarray(axis, dtype=np.float64)
+    axis = axis / np.linalg.norm(axis)
+    ref = np.array([0.0, 0.0, 1.0]) if abs(axis[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    e1 = ref - (ref @ axis) * axis
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(axis, e1)
     i = np.arange(n, dtype=np.float64) + 0.5
-    z = 1.0 - 2.0 * i / n
+    z = 1.0 - (1.0 - np.cos(np.radians(half_angle_deg))) * i / n
     r = np.sqrt(np.clip(1.0 - z * z, 0.0, None))
     phi = np.pi * (3.0 - np.sqrt(5.0)) * i
-    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+    return (
+        r[:, None] * np.cos(phi)[:, None] * e1
+        + r[:, None] * np.sin(phi)[:, None] * e2
+        + z[:, None] * axis
+    )
+
+
+def grasp_side(grasp: int, grasps: int) -> np.ndarray:
+    """(3,) unit vector, object frame: from the part's axis towards grasp ``grasp``'s
+    fingers (grasps spread evenly around the rim, the first along +x)."""
+    ang = 2 * np.pi * grasp / grasps
+    return np.array([np.cos(ang), np.sin(ang), 0.0])
 
 
 def views_per_grasp(orientations: int, grasps: int) -> list[int]:
@@ -206,14 +254,41 @@ def ring_light(T_base_cam: np.ndarray, intensity: float) -> Light:
     return Light("spot", np.asarray(T_base_cam), intensity=intensity, spot_deg=35.0)
 
 
+def _round(x: float, nd: int = 4) -> float:
+    return float(round(float(x), nd))
+
+
+def error_figures(E: np.ndarray) -> dict[str, float]:
+    """The size of a pose error ``E`` (4, 4): {"translation_mm", "rotation_deg"}, rounded
+    (JSON)."""
+    dt, dr = pose_error(np.eye(4), E)
+    return {"translation_mm": _round(dt * 1e3), "rotation_deg": _round(np.degrees(dr))}
+
+
 def cell_setup(
     setup: CellSetup, distance_m: float, hand_eye: PoseErrorModel, rng: np.random.Generator
 ) -> CellSetup:
     """The part-in-hand set-up: the fixed camera's true pose stands in ``T_ee_cam`` (it is
     mounted on the world, not on the flange) and its believed pose carries the calibration
-    error ``hand_eye``; both are base-frame poses here."""
+    error ``hand_eye``; both are base-frame poses here. The error drawn is recorded in
+    ``setup.info["fixed_camera"]`` (``camera_error``), so ``run_info`` reports it."""
     T = fixed_camera_pose(distance_m)
-    return dataclasses.replace(setup, T_ee_cam=T, T_ee_cam_believed=T @ hand_eye.sample(rng))
+    E = hand_eye.sample(rng)
+    info = {**setup.info, "fixed_camera": error_figures(E)}
+    return dataclasses.replace(setup, T_ee_cam=T, T_ee_cam_believed=T @ E, info=info)
+
+
+def camera_error(setup: CellSetup) -> dict[str, float]:
+    """The fixed camera's extrinsic (calibration) error of a part-in-hand ``setup``: how far
+    its believed pose is from its true one, {"translation_mm", "rotation_deg"} (JSON)."""
+    return error_figures(invert_pose(setup.T_ee_cam) @ setup.T_ee_cam_believed)
+
+
+def _roll(roll_deg: float) -> np.ndarray:
+    """(4, 4) rotation by ``roll_deg`` about the camera's optical (z) axis."""
+    a = np.radians(roll_deg)
+    c, s = np.cos(a), np.sin(a)
+    return make_pose(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), np.zeros(3))
 
 
 class PartInHandCell(EyeInHandCell):
@@ -245,71 +320,111 @@ class PartInHandCell(EyeInHandCell):
         err = grasp_error or PoseErrorModel("object_pose")
         nominal = placement.part.nominal
         self._grasps = []
+        self._grasp_errors: list[dict[str, float]] = []
         for g in range(grasps):
             T_obj_ee, opening = grasp_pose(nominal, 2 * np.pi * g / grasps)
             T_ee_obj = invert_pose(T_obj_ee)
-            self._grasps.append((T_ee_obj, T_ee_obj @ err.sample(grng), opening))
+            E_grasp = err.sample(grng)
+            self._grasps.append((T_ee_obj, T_ee_obj @ E_grasp, opening))
+            self._grasp_errors.append(error_figures(E_grasp))
         self._view: int | None = None
+        #: The image roll (deg about the optical axis) ``move_to`` presented the view with
+        #: (``ROLLS_DEG``); None until a ``move_to`` succeeds.
+        self.roll_deg: float | None = None
 
     def part(self) -> PartInfo:
+        """The part (``EyeInHandCell.part``) with the grasp layout and each grasp's drawn
+        error (``grasp_error``: [{"translation_mm", "rotation_deg"}] per grasp)."""
         info = super().part()
-        return dataclasses.replace(
-            info, meta={**info.meta, "grasps": self.grasps, "orientations": self.orientations}
-        )
+        meta = {
+            **info.meta,
+            "grasps": self.grasps,
+            "orientations": self.orientations,
+            "grasp_error": [dict(e) for e in self._grasp_errors],
+        }
+        return dataclasses.replace(info, meta=meta)
 
     def plan_viewpoints(self) -> dict[int, np.ndarray]:
-        """Planned camera poses ``T_obj_cam``: each grasp's share of view directions on a
-        Fibonacci sphere around the part centre, at the fixed camera's distance."""
+        """Planned camera poses ``T_obj_cam`` at the fixed camera's distance from the part
+        centre: each grasp's share of view directions on the cap of the sphere its hand
+        leaves free (``cap_directions`` around the side opposite the grasp, of angular
+        radius 180 - ``HAND_SIDE_DEG``), with the part's z axis up in the image where it
+        can be. Grasp g's views are grasp 0's turned with the grasp about the part's z axis
+        (the same perspectives relative to the hand). Deterministic and free of IK:
+        ``move_to`` may roll a view about the optical axis (``ROLLS_DEG``) to reach it,
+        which keeps the view direction."""
         counts = views_per_grasp(self.orientations, self.grasps)
         c = self.placement.center_obj
         dist = float(np.linalg.norm(self.setup.T_ee_cam[:3, 3] - PRESENT_AT))
         out: dict[int, np.ndarray] = {}
         vid = 0
-        for n in counts:
-            for d in fibonacci_directions(n):
-                # "up" in the image: the part's z axis where possible, else its x axis.
-                up = (0.0, 0.0, 1.0) if abs(d[2]) < 0.95 else (1.0, 0.0, 0.0)
+        for g, n in enumerate(counts):
+            away = -grasp_side(g, self.grasps)
+            for d in cap_directions(n, away, 180.0 - HAND_SIDE_DEG):
+                # "up" in the image: the part's z axis where possible, else the side away
+                # from the hand (both turn with the grasp, as the lattice does).
+                up = (0.0, 0.0, 1.0) if abs(d[2]) < 0.95 else away
                 out[vid] = look_at(c + dist * d, c, up)
                 vid += 1
         return out
 
-    def _flange_target(self, view_id: int) -> np.ndarray:
-        """Flange pose that presents the part (nominal grasp) as view ``view_id`` plans."""
+    def _flange_target(self, view_id: int, roll_deg: float = 0.0) -> np.ndarray:
+        """Flange pose that presents the part (nominal grasp) as view ``view_id`` plans,
+        rolled by ``roll_deg`` about the camera's optical axis."""
         g, _ = view_grasp(view_id, self.orientations, self.grasps)
-        T_obj_cam = self.plan_viewpoints()[view_id]
+        T_obj_cam = self.plan_viewpoints()[view_id] @ _roll(roll_deg)
         # The part's centre goes to the presentation point: offset the planned camera pose.
         T_base_obj = self.setup.T_ee_cam_believed @ invert_pose(T_obj_cam)
         T_ee_obj = self._grasps[g][0]
         return T_base_obj @ invert_pose(T_ee_obj)
 
     def move_to(self, view_id: int) -> bool:
-        """Present the part as planned view ``view_id``; False if the arm cannot."""
+        """Present the part as planned view ``view_id``; False if the arm cannot.
+
+        The image roll is free for inspection: the rolls of ``ROLLS_DEG`` are tried in
+        turn and the first the arm reaches without collision is used (``roll_deg``); if
+        none is, ``last_failure`` is the first roll's reason.
+        """
+        self._T_base_ee = None
+        self._view = None
+        self.roll_deg = None
         if not 0 <= view_id < self.orientations:
             self.last_failure = f"no planned view {view_id}"
-            self._T_base_ee = None
             return False
         g, _ = view_grasp(view_id, self.orientations, self.grasps)
         T_obj_cam = self.plan_viewpoints()[view_id]
         d = T_obj_cam[:3, 3] - self.placement.center_obj
         d /= np.linalg.norm(d)
-        ang = 2 * np.pi * g / self.grasps
-        hand = np.array([np.cos(ang), np.sin(ang), 0.0])
-        if float(d @ hand) > np.cos(np.radians(HAND_SIDE_DEG)):
+        # A guard: the planner keeps every view off the hand's side, so this never fires.
+        if float(d @ grasp_side(g, self.grasps)) > np.cos(np.radians(HAND_SIDE_DEG)):
             self.last_failure = (
                 f"occluded (view within {HAND_SIDE_DEG:.0f} deg of the grasp side: "
                 "the hand hides the part)"
             )
-            self._T_base_ee = None
             return False
-        target = self._flange_target(view_id)
         # The held part is checked as a body between the fingers (the "camera body" of
         # RobotScene, posed at the tool centre point).
         T_ee_tcp = make_pose(np.eye(3), np.array([0.0, 0.0, TCP_Z_M]))
-        res = self._robot.reach(target, T_ee_tcp)
-        self.last_failure = res.reason
-        self._T_base_ee = res.T_base_ee if res.ok else None
-        self._view = view_id if res.ok else None
-        return res.ok
+        first = ""
+        for roll in ROLLS_DEG:
+            res = self._robot.reach(self._flange_target(view_id, roll), T_ee_tcp)
+            if res.ok:
+                self.last_failure = ""
+                self._T_base_ee = res.T_base_ee
+                self._view = view_id
+                self.roll_deg = float(roll)
+                return True
+            first = first or res.reason
+        self.last_failure = first
+        return False
+
+    def capture_pair(self) -> Capture:
+        """``EyeInHandCell.capture_pair`` with the image roll used (``roll_deg``) in both
+        observations' meta."""
+        cap = super().capture_pair()
+        real = dataclasses.replace(cap.real, meta={**cap.real.meta, "roll_deg": self.roll_deg})
+        twin = dataclasses.replace(cap.twin, meta={**cap.twin.meta, "roll_deg": self.roll_deg})
+        return dataclasses.replace(cap, real=real, twin=twin)
 
     def _capture_poses(self) -> CapturePoses:
         T_base_ee = self._require_pose()
