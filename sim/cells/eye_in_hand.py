@@ -43,6 +43,8 @@ from sim.viewpoints import plan_viewpoints
 #: Points are kept within the believed part's box grown by this margin (metres): what a
 #: real pipeline crops around the object pose estimate before 3D inspection.
 POINT_MARGIN_M = 0.005
+#: Points this high above the bench plane (m) and higher are the part's (plane removal).
+BENCH_CUT_M = 0.001
 
 
 @dataclass(frozen=True)
@@ -348,7 +350,9 @@ class EyeInHandCell:
             )
             real_pts = self._points(noisy, T_base_cam, poses)
             point_labels = labels_from_mask(gt, real_pts[1])
-            twin_pts = self._points(twin_out.depth, T_base_cam_twin, poses)
+            # The twin's bench stands under the believed part (``bench_z``): crop there.
+            twin_floor = bench_z(pl, T_base_obj_twin)
+            twin_pts = self._points(twin_out.depth, T_base_cam_twin, poses, twin_floor)
         real = Observation(
             rgb,
             cam.K.copy(),
@@ -373,13 +377,24 @@ class EyeInHandCell:
         return Capture(real, twin, twin_out.mask, real_out.mask, gt, px, point_labels)
 
     def _points(
-        self, depth: np.ndarray, T_base_cam: np.ndarray, poses: CapturePoses
+        self,
+        depth: np.ndarray,
+        T_base_cam: np.ndarray,
+        poses: CapturePoses,
+        floor_m: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Points of the part's region: back-projected, cropped to the believed part's box
-        (plus a margin) and lifted off the bench plane, as a real pipeline crops them."""
+        (plus a margin) and lifted off the bench plane at height ``floor_m``, as a real
+        pipeline crops them."""
         pl, cam = self.placement, self.setup.camera
         pts, pix = depth_to_base_points(depth, cam.K, T_base_cam, cam.dist)
-        keep = crop_points(pts, poses.T_base_obj_twin, pl.part.nominal.bounds, POINT_MARGIN_M)
+        keep = crop_points(
+            pts,
+            poses.T_base_obj_twin,
+            pl.part.nominal.bounds,
+            POINT_MARGIN_M,
+            min_height_m=floor_m + BENCH_CUT_M,
+        )
         return pts[keep], pix[keep]
 
     def _specularity(self, out: RenderOutput, look: Look) -> np.ndarray:

@@ -453,11 +453,15 @@ class PartInHandCell(EyeInHandCell):
         return (MeshItem(key, mesh, T_base_ee, mats, labels, is_part=False), backdrop_item())
 
     def _points(
-        self, depth: np.ndarray, T_base_cam: np.ndarray, poses: CapturePoses
+        self,
+        depth: np.ndarray,
+        T_base_cam: np.ndarray,
+        poses: CapturePoses,
+        floor_m: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The part's region (``EyeInHandCell._points``) without the hand's own points:
         the believed hand (reported flange pose) grown by ``SELF_FILTER_MARGIN_M``."""
-        pts, pix = super()._points(depth, T_base_cam, poses)
+        pts, pix = super()._points(depth, T_base_cam, poses, floor_m)
         assert self._view is not None
         g, _ = view_grasp(self._view, self.orientations, self.grasps)
         mine = in_gripper(pts, poses.T_base_ee_twin, self._grasps[g][2], SELF_FILTER_MARGIN_M)

@@ -271,6 +271,10 @@ def test_the_table_does_not_hide_a_believed_pose_below_it(
     # The check can fail: a bench left at z = 0 hides a visible band of the part.
     hidden = _mask(renderer, sc, pl, T_low, T_base_cam, 0.0)
     assert _iou(hidden, bare) < 0.97  # measured: 0.862
+    # The twin's points are cropped at its own bench: the believed foot below z = 0 stays.
+    assert cap.twin.points is not None
+    z = cap.twin.points[:, 2]
+    assert z.min() < -0.002 and z.min() > bench_z(pl, T_low)
 
 
 def test_a_measured_set_up_is_reused_not_measured_again(monkeypatch: pytest.MonkeyPatch) -> None:
