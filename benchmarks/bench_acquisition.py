@@ -39,7 +39,9 @@ def main() -> None:
     if sc.errors.mode != "acquisition" or sc.cell.kind != "eye_in_hand":
         raise SystemExit(f"{args.scenario}: needs an eye-in-hand cell in errors.mode acquisition")
     cal_t, cal_r, cal_s = [], [], []
-    est: dict[str, list[float]] = {k: [] for k in ("translation_mm", "rotation_deg", "add_s_mm")}
+    est: dict[str, list[float]] = {
+        k: [] for k in ("translation_mm", "rotation_deg", "add_s_mm", "add_mm")
+    }
     ious, est_s, place_s, families = [], [], [], []
     for seed in args.seeds:
         source: SimCells = open_cells(sc, seed)
@@ -70,7 +72,8 @@ def main() -> None:
                 print(
                     f"  {plan.part_id} {placement.part.category:<22} "
                     f"t {pe['translation_mm']:7.2f} mm  r {pe['rotation_deg']:7.2f} deg  "
-                    f"ADD-S {pe['add_s_mm']:6.2f} mm  IoU {pe['iou']:.3f}  "
+                    f"ADD-S {pe['add_s_mm']:6.2f} mm  ADD {pe['add_mm']:6.2f} mm  "
+                    f"IoU {pe['iou']:.3f}  "
                     f"{est_s[-1]:.2f} s",
                     flush=True,
                 )

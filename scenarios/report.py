@@ -174,7 +174,8 @@ def acquisition_lines(
         lines.append(
             (
                 f"pose estimate, {family} ({len(ests)} parts)",
-                f"ADD-S {_spread([e['add_s_mm'] for e in ests], 'mm')}; translation "
+                f"ADD-S {_spread([e['add_s_mm'] for e in ests], 'mm')}; "
+                f"ADD {_spread([e.get('add_mm', float('nan')) for e in ests], 'mm')}; translation "
                 f"{_spread([e['translation_mm'] for e in ests], 'mm')}; rotation "
                 f"{_spread([e['rotation_deg'] for e in ests], 'deg', 1)}; silhouette IoU "
                 f"median {np.median([e['iou'] for e in ests]):.3f} "
@@ -258,8 +259,11 @@ def write_report(out: Path) -> None:
     if acquisition:
         md += ["## Acquisition", ""]
         md += [
-            "Errors of what the cell measured against the simulator's truth (rotation "
-            "counts a symmetric part's equivalent turns; ADD-S does not).",
+            "Errors of what the cell measured against the simulator's truth. ADD is the mean "
+            "distance between the model's points under the true and the estimated pose; "
+            "ADD-S, to the nearest model point, counts a symmetric part's equivalent turns "
+            "as right (read it for symmetric parts, ADD for the others); rotation counts "
+            "them as wrong.",
             "",
         ]
         md += [f"- **{k}**: {v}" for k, v in acquisition]
@@ -307,7 +311,9 @@ def write_report(out: Path) -> None:
     why_html = f'<p class="warn"><b>Not scored.</b> {html.escape(why)}</p>' if why else ""
     acquisition_html = (
         "<h2>Acquisition</h2><p>Errors of what the cell measured against the simulator's "
-        "truth (rotation counts a symmetric part's equivalent turns; ADD-S does not).</p><ul>"
+        "truth. ADD: mean distance between the model's points under the true and the "
+        "estimated pose; ADD-S: to the nearest model point (a symmetric part's equivalent "
+        "turns count as right: read it for symmetric parts, ADD for the others).</p><ul>"
         + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in acquisition)
         + "</ul>"
         if acquisition

@@ -34,7 +34,7 @@ import numpy as np
 
 from scenarios.interfaces import CaptureFailed
 from sim.cells.eye_in_hand import CellSetup, EyeInHandCell, PartPlacement
-from sim.geometry import look_at, pose_error
+from sim.geometry import invert_pose, look_at, pose_error, transform_points
 from sim.render import Renderer, RenderScene
 from sim.robot_scene import RobotScene
 
@@ -184,7 +184,18 @@ def estimate_object_pose(
     assert depth is not None
     if cam.dist is not None:  # the estimator renders pinhole silhouettes: undistort first
         depth = _undistort_nearest(depth, cam.K, cam.dist)
-    mask = segment_from_depth(depth, cam.K, T_base_cam_believed, min_height_m=SEGMENT_HEIGHT_M)
+    # The part is looked for where it was put down (the nominal placement's image point),
+    # so clutter at the edge of the overview is not taken for it.
+    x, y = sc.part.placement.position_m
+    p_cam = transform_points(invert_pose(T_base_cam_believed), np.array([[x, y, 0.0]]))[0]
+    expected = (cam.K @ (p_cam / p_cam[2]))[:2]
+    mask = segment_from_depth(
+        depth,
+        cam.K,
+        T_base_cam_believed,
+        min_height_m=SEGMENT_HEIGHT_M,
+        expected_px=(float(expected[0]), float(expected[1])),
+    )
     nominal = placement.part.nominal
     estimator = PoseEstimator(
         nominal,
@@ -213,6 +224,7 @@ def estimate_object_pose(
             "translation_mm": _round(err["translation_mm"]),
             "rotation_deg": _round(err["rotation_deg"]),
             "add_s_mm": _round(err["add_s_mm"]),
+            "add_mm": _round(err["add_mm"]),
             "iou": _round(est.iou),
             "coarse_iou": _round(est.coarse_iou),
             "overview_camera_error_mm": _round(dt * 1e3),

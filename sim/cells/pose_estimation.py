@@ -11,8 +11,10 @@ Segmentation (``segment_from_depth``). An RGB-D cell sees the part as what stand
 table: depth is back-projected to the base frame with the believed camera pose and pixels
 more than ``min_height_m`` above the plane z = 0 are foreground. Pixels without a return
 (depth 0: holes and speckle of a structured-light sensor) are unknown, not background: a
-closing fills the unknown pixels it reaches, an opening removes specks, the largest
-connected component is kept, and the holes enclosed by it are filled when most of their
+closing fills the unknown pixels it reaches, an opening removes specks, one connected
+component is kept (the one at ``expected_px``, the image point where the part is expected,
+or nearest to it, so clutter on the bench is not taken for the part; without that point
+the largest), and the holes enclosed by it are filled when most of their
 pixels are unknown. A hole in which the sensor sees the table (a through bore) stays open,
 as it does in a render of the CAD model.
 
@@ -47,19 +49,36 @@ are a rotation vector applied in the camera frame and the anchor's position in t
 frame (so turning the part does not move it), scaled so that one unit is
 ``REFINE_ROT_STEP_RAD`` of rotation, ``REFINE_LATERAL_STEP_PX`` pixels across the image and
 ``REFINE_DEPTH_STEP`` of the range along the axis; the initial simplex is one unit along each
-axis. Every candidate gets ``refine_evals`` (90) renders; the best is then polished by
-Nelder-Mead restarts with a simplex of ``POLISH_SIMPLEX`` units (a simplex collapses on the
-flat steps of a rasterised objective; a fresh one steps over them) until a restart gains
-less than ``FATOL`` or ``polish_evals`` (150) renders are spent. Each run stops early once
-its simplex spans less than ``XATOL`` units and its values less than ``FATOL`` in 1 - IoU.
+axis. Every candidate gets ``refine_evals`` (90) renders. Refined candidates whose IoU is
+within ``IOU_TIE`` of the best, less near-copies (rotations within ``SAME_POSE_DEG``), are
+each polished by Nelder-Mead restarts with a simplex of ``POLISH_SIMPLEX`` units (a simplex
+collapses on the flat steps of a rasterised objective; a fresh one steps over them) until a
+restart gains less than ``FATOL`` or ``polish_evals`` (150) renders are spent; a lone best
+is polished alone. Each run stops early once its simplex spans less than ``XATOL`` units and
+its values less than ``FATOL`` in 1 - IoU. Polishing every tied candidate, not only the
+one chosen, matters: a correct candidate left a few degrees off fits silhouette and depth
+worse than a wrong one refined to its optimum (scenario r2t-flange-j6, seed 0, part004: a
+joint housing chosen turned by 179.8 degrees over the correct candidate 3.4 degrees off).
 A render covers only a window about the observed mask's box (``WINDOW_MARGIN`` of its size
 each side, clipped to the image), by shifting K's principal point: the same pixels, fewer
 of them. With ``supersample`` k > 1 the refinement scores a soft IoU of k x k coverage
 (smoother, k^2 the pixels; off by default: on the test parts it was slower and no more
 accurate); the reported IoU is always the plain one at image resolution. When a depth map
-is given, refined candidates whose IoU is within ``IOU_TIE`` of the best are told apart by
-the median difference between their rendered depth and the observed one: a silhouette
-cannot tell a flange from its mirror image or a housing from its half turn, depth can.
+is given, polished candidates still within ``IOU_TIE`` of the best are told apart by the
+median difference between their rendered depth and the observed one: a silhouette cannot
+tell a flange from its mirror image or a housing from its half turn, depth can.
+
+Turns about the table normal (``table_turns_deg``, off by default). A part resting on the
+bench is most often mistaken for itself turned about the vertical. With ``T_base_cam``
+given, the best refined candidate turned by each of these angles about the base z axis
+through its anchor (so it stays on the table) joins the candidates and is refined like
+them, 90 renders each. Measured on r2t-flange-j6 seeds 0 and 1 (26 parts): the coarse
+stage already offered the half-turn interpretation for every part, so (180,) fixed no
+estimate, turned one correct but poorly refined housing estimate (7 degrees off) into its
+half turn, and cost 90 renders per turn plus the polish of the extra tied candidate
+(421-721 renders per estimate became 511-961; (90, 180, 270): 691-1291). Worth turning on
+where the templates are coarse (``subdivisions`` 1, few ``rolls``), so the coarse stage
+may miss the turned interpretation.
 Last, the part is moved along its viewing ray by the median difference between observed
 and rendered depth (``DEPTH_ALIGN_STEPS`` times): a silhouette fixes the range only weakly,
 since its size goes as 1 / range, while depth measures it directly.
@@ -134,6 +153,12 @@ FATOL = 1e-4
 #: Refined candidates whose silhouette IoU is within this of the best are told apart by
 #: depth (``_SilhouetteObjective.depth_residual``) when a depth map is given.
 IOU_TIE = 0.02
+#: Turns (degrees) about the table normal through the anchor that add candidates, when the
+#: camera pose is known (e.g. (180.0,)): a part resting on the bench is most often mistaken
+#: for itself turned about the vertical. Off by default (see the module docstring).
+TABLE_TURNS_DEG: tuple[float, ...] = ()
+#: Refined candidates whose rotations differ by less than this (degrees) are one pose.
+SAME_POSE_DEG = 10.0
 #: Range corrections from the median depth offset after refinement (with a depth map).
 DEPTH_ALIGN_STEPS = 2
 #: Render window margin about the observed mask's box, as a fraction of its size per side.
@@ -153,6 +178,7 @@ def segment_from_depth(
     T_base_cam: np.ndarray,
     dist: np.ndarray | None = None,
     min_height_m: float = 0.002,
+    expected_px: tuple[float, float] | None = None,
 ) -> BoolArray:
     """The part's foreground mask S(I0) (H, W) bool from a z-depth map, as an RGB-D cell gets it.
 
@@ -160,8 +186,12 @@ def segment_from_depth(
     (3, 3) and ``dist`` (k1, k2, p1, p2[, k3]) the depth camera's intrinsics; ``T_base_cam``
     (4, 4) the believed camera pose, whose base frame has the table top at z = 0. Foreground
     is what stands more than ``min_height_m`` above the table, cleaned as described in the
-    module docstring (unknown pixels filled, specks removed, the largest component kept).
-    An empty array comes back when nothing stands on the table.
+    module docstring (unknown pixels filled, specks removed, one component kept).
+    ``expected_px`` (u, v) px, the image point where the part is expected (e.g. the
+    projection of its nominal placement), picks the component: the one containing that
+    pixel, else the one with a pixel nearest to it; without it the largest is kept (on a
+    bench with clutter in view, the largest may be the clutter). An empty array comes back
+    when nothing stands on the table.
     """
     D = np.asarray(depth, dtype=np.float64)
     H, W = D.shape
@@ -181,11 +211,11 @@ def segment_from_depth(
         iy, ix = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
         fg = fg[iy, ix]
     opened = cv2.morphologyEx(fg, cv2.MORPH_OPEN, kernel)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    n, cc_labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
     if n <= 1:
         return np.zeros((H, W), dtype=bool)
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    part = labels == largest
+    labels: NDArray[np.int32] = np.asarray(cc_labels, dtype=np.int32)
+    part = np.asarray(labels == _pick_component(labels, n, np.asarray(stats), expected_px))
     # Holes: background components (4-connected, the dual of 8-connected foreground) that do
     # not touch the image border.
     n_bg, bg_labels = cv2.connectedComponents((~part).astype(np.uint8), connectivity=4)
@@ -198,6 +228,29 @@ def segment_from_depth(
     fill[border] = False  # the outer background
     fill[0] = False  # label 0: the part's own pixels
     return np.asarray(part | (fill[bg_labels] & ~part), dtype=bool)
+
+
+def _pick_component(
+    labels: NDArray[np.integer],
+    n: int,
+    stats: NDArray[np.generic],
+    expected_px: tuple[float, float] | None,
+) -> int:
+    """The label (1 .. n - 1) of the component to keep: the one containing ``expected_px``
+    (u, v), else the one with a pixel nearest to it, else (no point given) the largest."""
+    if expected_px is None:
+        return 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    u, v = float(expected_px[0]), float(expected_px[1])
+    H, W = labels.shape
+    # Pixel (u, v) covers [u - 1/2, u + 1/2) x [v - 1/2, v + 1/2) (OpenCV: centres at integers).
+    iu, iv = int(np.floor(u + 0.5)), int(np.floor(v + 0.5))
+    if 0 <= iu < W and 0 <= iv < H and labels[iv, iu] > 0:
+        return int(labels[iv, iu])
+    vv, uu = np.nonzero(labels)
+    d2 = (uu - u) ** 2 + (vv - v) ** 2
+    nearest = np.full(n, np.inf)
+    np.minimum.at(nearest, labels[vv, uu], d2)
+    return int(np.argmin(nearest))  # label 0 (background) stays at inf
 
 
 @dataclass(frozen=True)
@@ -261,6 +314,27 @@ def _ray_rotation(ray: FloatArray) -> FloatArray:
     return rotation_matrix(axis / s * np.arctan2(s, float(ray @ z)))
 
 
+def _distinct(results: list[tuple[FloatArray, float]]) -> list[tuple[FloatArray, float]]:
+    """``results`` (pose, IoU) less those within ``SAME_POSE_DEG`` of a better one's rotation
+    (two candidates refined into one pose need one polish, not two)."""
+    max_trace = 1.0 + 2.0 * np.cos(np.radians(SAME_POSE_DEG))
+    kept: list[tuple[FloatArray, float]] = []
+    for r in sorted(results, key=lambda r: -r[1]):
+        if all(np.sum(r[0][:3, :3] * k[0][:3, :3]) < max_trace for k in kept):
+            kept.append(r)
+    return kept
+
+
+def _turned(
+    T_cam_obj: FloatArray, anchor_obj: FloatArray, axis: FloatArray, angle: float
+) -> FloatArray:
+    """``T_cam_obj`` (4, 4) turned by ``angle`` rad about unit ``axis`` (camera frame)
+    through the object's anchor point (so the anchor does not move)."""
+    a = transform_points(T_cam_obj, anchor_obj[None])[0]
+    R = rotation_matrix(np.asarray(axis, dtype=np.float64) * angle)
+    return make_pose(R @ T_cam_obj[:3, :3], a + R @ (T_cam_obj[:3, 3] - a))
+
+
 class PoseEstimator:
     """Estimates ``T_cam_obj`` of one CAD part from its foreground mask (and optional depth).
 
@@ -269,7 +343,9 @@ class PoseEstimator:
     camera the masks come from; ``renderer`` draws the silhouettes (depth only). Templates
     are rendered in the constructor over ``subdivisions`` icosphere directions x ``rolls``
     in-plane rolls at ``template_px`` square. ``candidates`` coarse candidates are refined
-    with ``refine_evals`` renders each, the best polished with up to ``polish_evals`` more.
+    with ``refine_evals`` renders each, those tied with the best polished with up to
+    ``polish_evals`` more each. ``table_turns_deg`` (degrees) add the best refined
+    candidate turned about the table normal when ``estimate`` gets ``T_base_cam``.
     ``template_seconds`` is the constructor's wall time.
     """
 
@@ -287,6 +363,7 @@ class PoseEstimator:
         refine_evals: int = 90,
         polish_evals: int = 150,
         supersample: int = 1,
+        table_turns_deg: tuple[float, ...] = TABLE_TURNS_DEG,
     ) -> None:
         start = time.perf_counter()
         self.mesh = mesh
@@ -299,6 +376,7 @@ class PoseEstimator:
         self.refine_evals = int(refine_evals)
         self.polish_evals = int(polish_evals)
         self.supersample = int(supersample)
+        self.table_turns_deg = tuple(float(a) for a in table_turns_deg)
         self._material = {0: twin_look(np.zeros(3)).part}
         bounds = np.asarray(mesh.bounds, dtype=np.float64)
         self.anchor_obj = 0.5 * (bounds[0] + bounds[1])
@@ -450,25 +528,29 @@ class PoseEstimator:
         for i in picks:
             T0 = self._coarse_pose(i, box, obs, depth)
             results.append(objective.minimise(T0, 1.0, self.refine_evals))
+        if table is not None and self.table_turns_deg:
+            # The part rests on the bench: its likeliest confusions are turns about the
+            # table normal. Turn the best refined pose about the vertical through its anchor
+            # (the part stays on the table) and refine each turn like a coarse candidate.
+            up_cam = table[0][2, :3]  # base z in the camera frame: row 2 of R_base_cam
+            T_ref = max(results, key=lambda r: r[1])[0]
+            for a in self.table_turns_deg:
+                T0 = _turned(T_ref, self.anchor_obj, up_cam, np.radians(a))
+                results.append(objective.minimise(T0, 1.0, self.refine_evals))
         T_best, iou = max(results, key=lambda r: r[1])
-        if depth is not None and len(results) > 1:
-            # Silhouettes that explain the mask about equally well (a flange upside down,
-            # a housing turned half-way) differ in depth: among them, depth decides.
-            tied = [r for r in results if r[1] >= iou - IOU_TIE]
-            if len(tied) > 1:
+        tied = _distinct([r for r in results if r[1] >= iou - IOU_TIE])
+        if len(tied) > 1:
+            # Silhouettes that explain the mask about equally well (a flange upside down, a
+            # housing turned half-way) are all polished before one is chosen: a pose a few
+            # degrees off fits both silhouette and depth worse than a wrong one polished.
+            tied = [self._polish(objective, T, i, self.polish_evals) for T, i in tied]
+            T_best, iou = max(tied, key=lambda r: r[1])
+            tied = [r for r in tied if r[1] >= iou - IOU_TIE]
+            if depth is not None and len(tied) > 1:
+                # Still tied: they differ in depth, which decides.
                 T_best, iou = min(tied, key=lambda r: objective.depth_residual(r[0], depth))
-        # Polish: restart Nelder-Mead from the best pose while it still gains (a simplex on
-        # a rasterised objective collapses on flat steps; a fresh one steps over them).
-        budget = objective.evaluations + self.polish_evals
-        while objective.evaluations < budget:
-            T_new, iou_new = objective.minimise(
-                T_best, POLISH_SIMPLEX, budget - objective.evaluations
-            )
-            gain = iou_new - iou
-            if gain > 0:
-                T_best, iou = T_new, iou_new
-            if gain < FATOL:
-                break
+        else:
+            T_best, iou = self._polish(objective, T_best, iou, self.polish_evals)
         if depth is not None:
             # A silhouette fixes the range only weakly (it scales by 1 / range): move the part
             # along its viewing ray by the median depth offset, which fixes it directly.
@@ -489,6 +571,22 @@ class PoseEstimator:
             seconds,
         )
         return PoseEstimate(T_best, float(ious[picks[0]]), iou, objective.evaluations, seconds)
+
+    @staticmethod
+    def _polish(
+        objective: _SilhouetteObjective, T: FloatArray, iou: float, evals: int
+    ) -> tuple[FloatArray, float]:
+        """Restart Nelder-Mead from ``T`` while it still gains (a simplex on a rasterised
+        objective collapses on flat steps; a fresh one steps over them), within ``evals``."""
+        budget = objective.evaluations + evals
+        while objective.evaluations < budget:
+            T_new, iou_new = objective.minimise(T, POLISH_SIMPLEX, budget - objective.evaluations)
+            gain = iou_new - iou
+            if gain > 0:
+                T, iou = T_new, iou_new
+            if gain < FATOL:
+                break
+        return T, iou
 
     def _window(self, box: _Box) -> tuple[int, int, int, int]:
         """The render window (u0, v0, u1, v1), exclusive ends, about the mask's box."""
@@ -619,14 +717,20 @@ class _SilhouetteObjective:
 
 
 def pose_errors(T_est: np.ndarray, T_true: np.ndarray, points_obj: np.ndarray) -> dict[str, float]:
-    """Translation (mm), rotation (degrees) and ADD-S (mm) of an estimated pose.
+    """Translation (mm), rotation (degrees), ADD and ADD-S (mm) of an estimated pose.
 
     ``T_est``, ``T_true`` (4, 4) map the object frame into the same frame; ``points_obj``
     (N, 3) float64 metres, model points in the object frame. ``translation_mm`` is the
     distance between the two object origins, ``rotation_deg`` the angle of the relative
-    rotation, ``add_s_mm`` the mean distance from each model point under the estimate to the
-    closest model point under the true pose (the metric for symmetric parts, whose
-    symmetric rotations a silhouette cannot tell apart).
+    rotation. ``add_mm`` (ADD) is the mean distance between each model point under the
+    estimate and the same point under the true pose; ``add_s_mm`` (ADD-S) the mean distance
+    from each model point under the estimate to the closest model point under the true pose.
+
+    Which to read: ADD for a part without symmetry (a joint housing: its half turn is wrong,
+    and ADD says so by tens of mm, while ADD-S sees two nearly coincident point sets and
+    reports a few mm). ADD-S for a part with symmetries (a flange's bolt pattern): it counts
+    a symmetric equivalent of the true pose as correct, which ADD does not. Translation and
+    rotation are raw; a symmetric part's rotation can be large for a correct estimate.
     """
     P = np.asarray(points_obj, dtype=np.float64)
     _, r_rad = pose_error(T_true, T_est)
@@ -636,5 +740,6 @@ def pose_errors(T_est: np.ndarray, T_true: np.ndarray, points_obj: np.ndarray) -
     return {
         "translation_mm": float(np.linalg.norm(T_est[:3, 3] - T_true[:3, 3]) * 1e3),
         "rotation_deg": float(np.degrees(r_rad)),
+        "add_mm": float(np.mean(np.linalg.norm(est_pts - true_pts, axis=1)) * 1e3),
         "add_s_mm": float(np.mean(d) * 1e3),
     }

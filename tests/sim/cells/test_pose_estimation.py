@@ -10,7 +10,7 @@ import trimesh
 from scipy import ndimage
 
 from sim.appearance import table_mesh, twin_look
-from sim.cells.pose_estimation import PoseEstimator, pose_errors, segment_from_depth
+from sim.cells.pose_estimation import PoseEstimator, _turned, pose_errors, segment_from_depth
 from sim.geometry import intrinsics_from_fov, invert_pose, look_at, make_pose, rotation_matrix
 from sim.parts import build_nominal_solid, manifold_to_trimesh
 from sim.render import MeshItem, RenderScene
@@ -97,6 +97,65 @@ def test_segment_robust_to_missing_depth(
     assert not (mask & ~near).any()
 
 
+def _cluttered_shot(
+    renderer: PyrenderRenderer, flange: trimesh.Trimesh
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
+    """The flange of ``_shot`` seed 0 seen from 0.5 m, a box larger than it beside it.
+
+    Returns (depth (H, W) m, the flange's mask (H, W), T_base_cam, the flange's origin
+    projected (u, v) px)."""
+    _, _, T_base_cam, T_cam_obj = _shot(renderer, "flange_bearing_seat", flange, seed=0)
+    T_base_obj = T_base_cam @ T_cam_obj
+    T_base_cam = T_base_cam.copy()
+    T_base_cam[:3, 3] -= 0.2 * T_base_cam[:3, 2]  # back along the optical axis: more in view
+    # A 100 x 100 x 30 mm box 130 mm from the flange along the camera's image x axis.
+    side = T_base_cam[:3, 0] * np.array([1.0, 1.0, 0.0])
+    side /= np.linalg.norm(side)
+    box = trimesh.creation.box((0.1, 0.1, 0.03))
+    T_base_box = make_pose(np.eye(3), T_base_obj[:3, 3] + 0.13 * side + [0.0, 0.0, 0.015])
+    table = MeshItem("table", table_mesh(), np.eye(4), {0: LOOK.table}, is_part=False)
+    part = MeshItem(_key("flange_bearing_seat"), flange, T_base_obj, {0: LOOK.part})
+    clutter = MeshItem("test_pose_estimation:box", box, T_base_box, {0: LOOK.part}, is_part=False)
+    scene = RenderScene((table, part, clutter), LOOK.lights)
+    out = renderer.render(scene, K, (W, H), T_base_cam)
+    p = K @ (invert_pose(T_base_cam) @ T_base_obj)[:3, 3]
+    return out.depth, out.mask, T_base_cam, (float(p[0] / p[2]), float(p[1] / p[2]))
+
+
+def test_segment_keeps_the_component_at_the_expected_point(
+    flange: trimesh.Trimesh, renderer: PyrenderRenderer
+) -> None:
+    depth, part, T_base_cam, uv = _cluttered_shot(renderer, flange)
+    largest = segment_from_depth(depth, K, T_base_cam, min_height_m=MIN_HEIGHT_M)
+    assert largest.sum() > 1.5 * part.sum()  # without a hint: the box, the larger component
+    assert not (largest & part).any()
+    picked = segment_from_depth(depth, K, T_base_cam, min_height_m=MIN_HEIGHT_M, expected_px=uv)
+    assert picked[int(round(uv[1])), int(round(uv[0]))]  # the flange's origin is on the part
+    assert not (picked & ~part).any()
+    assert _iou(picked, part) > 0.95
+
+
+def test_segment_keeps_the_component_nearest_the_expected_point(
+    flange: trimesh.Trimesh, renderer: PyrenderRenderer
+) -> None:
+    # A point in neither component (the flange's bore or the table beside it) picks the
+    # component with the nearest pixel: the flange, not the larger box.
+    depth, part, T_base_cam, uv = _cluttered_shot(renderer, flange)
+    box = segment_from_depth(depth, K, T_base_cam, min_height_m=MIN_HEIGHT_M)  # the largest
+    v, u = np.nonzero(part)
+    far_side = float(u.min() - 6) if np.mean(np.nonzero(box)[1]) > u.mean() else float(u.max() + 6)
+    point = (far_side, float(np.median(v)))  # 6 px off the flange, away from the box
+    assert not part[int(point[1]), int(point[0])] and not box[int(point[1]), int(point[0])]
+    picked = segment_from_depth(depth, K, T_base_cam, min_height_m=MIN_HEIGHT_M, expected_px=point)
+    assert _iou(picked, part) > 0.95
+    # A point outside the image, far out on the flange's side: still the flange.
+    outside = -300.0 if far_side < u.mean() else W + 300.0
+    picked = segment_from_depth(
+        depth, K, T_base_cam, min_height_m=MIN_HEIGHT_M, expected_px=(outside, float(np.median(v)))
+    )
+    assert _iou(picked, part) > 0.95
+
+
 def test_segment_empty_scene(renderer: PyrenderRenderer) -> None:
     T_base_cam = look_at([0.2, 0.0, 0.2], [0.0, 0.0, 0.0])
     depth = np.zeros((H, W), np.float32)
@@ -116,6 +175,40 @@ def test_pose_errors_add_s_ignores_symmetry() -> None:
     shifted = pose_errors(T_true @ make_pose(np.eye(3), [0.0, 0.0, 0.001]), T_true, pts)
     assert shifted["translation_mm"] == pytest.approx(1.0)
     assert shifted["add_s_mm"] == pytest.approx(1.0)
+    assert shifted["add_mm"] == pytest.approx(1.0)
+
+
+def test_pose_errors_add_counts_symmetric_turns() -> None:
+    # ADD pairs each point with itself: a quarter turn of the circle moves every point by
+    # the chord r sqrt(2), symmetric or not.
+    a = np.linspace(0.0, 2.0 * np.pi, 64, endpoint=False)
+    pts = 0.04 * np.column_stack([np.cos(a), np.sin(a), np.zeros_like(a)])
+    T_true = make_pose(np.eye(3), [0.0, 0.0, 0.3])
+    T_est = T_true @ make_pose(rotation_matrix([0.0, 0.0, np.pi / 2]), np.zeros(3))
+    err = pose_errors(T_est, T_true, pts)
+    assert err["add_mm"] == pytest.approx(40.0 * np.sqrt(2.0))
+    assert err["add_s_mm"] == pytest.approx(0.0, abs=1e-9)
+    assert pose_errors(T_true, T_true, pts)["add_mm"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_table_turn_keeps_the_part_on_the_table() -> None:
+    # A half turn about the table normal through the anchor: every point keeps its height
+    # above the table, the anchor stays put, and the part is turned by 180 degrees.
+    rng = np.random.default_rng(0)
+    T_base_cam = look_at([0.3, -0.1, 0.25], [0.0, 0.0, 0.0])
+    T_base_obj = make_pose(rotation_matrix([0.0, 0.0, 0.7]), [0.02, -0.01, 0.0])
+    T_cam_obj = invert_pose(T_base_cam) @ T_base_obj
+    anchor = np.array([0.01, 0.005, 0.02])
+    T = _turned(T_cam_obj, anchor, T_base_cam[2, :3], np.pi)
+    pts = rng.uniform(-0.04, 0.04, (50, 3))
+    before = (T_base_cam @ T_cam_obj)[:3, :3] @ pts.T + (T_base_cam @ T_cam_obj)[:3, 3:]
+    after = (T_base_cam @ T)[:3, :3] @ pts.T + (T_base_cam @ T)[:3, 3:]
+    np.testing.assert_allclose(after[2], before[2], atol=1e-12)
+    np.testing.assert_allclose(
+        T[:3, :3] @ anchor + T[:3, 3], T_cam_obj[:3, :3] @ anchor + T_cam_obj[:3, 3], atol=1e-12
+    )
+    err = pose_errors(T, T_cam_obj, pts)
+    assert err["rotation_deg"] == pytest.approx(180.0)
 
 
 def test_template_of_a_template_pose_matches(flange_estimator: PoseEstimator) -> None:
