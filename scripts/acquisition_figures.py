@@ -24,9 +24,14 @@ from PIL import Image
 from sim.points import label_colors, read_ply
 
 
-def views_figure(run: Path, part: str, out: Path, n: int = 8) -> None:
+def views_figure(
+    run: Path, part: str, out: Path, n: int = 8, views: list[int] | None = None
+) -> None:
     ids = sorted(p.name for p in (run / "samples").glob(f"{part}_v*"))
-    ids = ids[:: max(1, len(ids) // n)][:n]
+    if views is not None:
+        ids = [i for i in ids if int(i.rsplit("_v", 1)[1]) in views]
+    else:
+        ids = ids[:: max(1, len(ids) // n)][:n]
     rows = []
     for sid in ids:
         d = run / "samples" / sid
@@ -72,13 +77,14 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("out_prefix")
     ap.add_argument("--part", default=None, help="part id (default: the first defective part)")
+    ap.add_argument("--views", type=int, nargs="+", default=None, help="view ids to show")
     args = ap.parse_args()
     part = args.part
     if part is None:
         with open(args.run / "samples.jsonl") as f:
             recs = [json.loads(line) for line in f if line.strip()]
         part = next(r["part_id"] for r in recs if r.get("part_defective") and r.get("label"))
-    views_figure(args.run, part, Path(f"{args.out_prefix}_views.jpg"))
+    views_figure(args.run, part, Path(f"{args.out_prefix}_views.jpg"), views=args.views)
     points_figure(args.run, part, Path(f"{args.out_prefix}_points.jpg"))
     print(f"{args.out_prefix}_views.jpg {args.out_prefix}_points.jpg ({part})")
 
