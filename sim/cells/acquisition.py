@@ -35,7 +35,7 @@ import numpy as np
 from scenarios.interfaces import CaptureFailed
 from sim.cells.eye_in_hand import CellSetup, EyeInHandCell, PartPlacement
 from sim.geometry import invert_pose, look_at, pose_error, transform_points
-from sim.render import Renderer, RenderScene
+from sim.render import Renderer
 from sim.robot_scene import RobotScene
 
 
@@ -69,9 +69,8 @@ def calibrate_hand_eye(
 
     Raises ``sim.cells.hand_eye.CalibrationFailed`` when too few captures see the board.
     """
-    from sim.appearance import TWIN_PART, table_mesh, twin_look
-    from sim.cells.hand_eye import Board, calibrate, calibration_poses
-    from sim.render import MeshItem
+    from sim.appearance import TWIN_PART, twin_look
+    from sim.cells.hand_eye import Board, board_scene, calibrate, calibration_poses
     from sim.render.camera_model import apply_camera, draw_capture
 
     cal = sc.cell.calibration
@@ -83,11 +82,7 @@ def calibrate_hand_eye(
     center = np.array([x, y, 0.0])
     cam = setup.camera
     look = setup.station.look(TWIN_PART, center, 0.0) if setup.station else twin_look(center)
-    items = (
-        MeshItem("table", table_mesh(), np.eye(4), {0: look.table}, is_part=False),
-        board.item(T_base_board),
-        *look.clutter,
-    )
+    scene = board_scene(board, T_base_board, look)
     poses = calibration_poses(T_base_board, board, cal.poses, rng)
     with RobotScene(sc.cell.robot, T_base_board, np.asarray(mesh.bounds)) as robot:
         # Poses are planned with the mount's drawing value; the arm really carries the
@@ -99,15 +94,9 @@ def calibrate_hand_eye(
             if not res.ok:
                 return None
             T_cam = res.T_base_ee @ setup.robot_error.sample(rng) @ setup.T_ee_cam
-            scene = RenderScene(
-                items,
-                look.lights,
-                look.background,
-                look.ambient,
-                look.environment,
-                int(rng.integers(0, 2**31 - 1)),
-            )
-            out = renderer.render(scene, cam.K, cam.image_size, T_cam, dist=cam.dist)
+            # Each capture has its own render seed (a path tracer's noise), from the stream.
+            frame = dataclasses.replace(scene, seed=int(rng.integers(0, 2**31 - 1)))
+            out = renderer.render(frame, cam.K, cam.image_size, T_cam, dist=cam.dist)
             rgb = out.rgb
             if setup.sensor is not None:
                 rgb = apply_camera(rgb, setup.sensor, draw_capture(setup.sensor, rng), rng)

@@ -218,7 +218,7 @@ def board_scene(board: Board, T_base_board: np.ndarray, look: Look | None = None
     T_base_board = np.asarray(T_base_board, dtype=np.float64)
     if look is None:
         look = twin_look(T_base_board[:3, :3] @ board.center + T_base_board[:3, 3])
-    table = MeshItem("bench", table_mesh(), np.eye(4), {0: look.table}, is_part=False)
+    table = MeshItem("table", table_mesh(), np.eye(4), {0: look.table}, is_part=False)
     items = (table, board.item(T_base_board), *look.clutter)
     return RenderScene(items, look.lights, look.background, look.ambient, look.environment)
 

@@ -105,9 +105,8 @@ class FakeCell:
     def render_twin(self) -> Observation:
         rgb = np.zeros((self.SIZE, self.SIZE, 3), np.uint8)
         rgb[self._disc()] = 120
-        return Observation(
-            rgb, np.eye(3), np.eye(4), meta={"T_base_obj": np.eye(4)}, mask=self._disc()
-        )
+        # No part pose in the twin's meta: a cell need not know it.
+        return Observation(rgb, np.eye(3), np.eye(4), mask=self._disc())
 
     def ground_truth(self) -> GroundTruth:
         gt = np.zeros((self.SIZE, self.SIZE), bool)
@@ -135,7 +134,7 @@ def test_the_engine_runs_a_cell_that_is_not_the_simulator(
 ) -> None:
     module = types.ModuleType("fake_cells")
     module.view_ids = lambda sc: [0, 1, 2, 3]  # type: ignore[attr-defined]
-    module.open_cells = lambda sc, seed, threads=0: FakeSource()  # type: ignore[attr-defined]
+    module.open_cells = lambda sc, seed, threads=0, prior=None: FakeSource()  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fake_cells", module)
     monkeypatch.setitem(engine.CELL_KINDS, "eye_in_hand", "fake_cells")
     sc = load_scenario("tiny")
@@ -154,3 +153,5 @@ def test_the_engine_runs_a_cell_that_is_not_the_simulator(
     # The blob is the only difference between real and twin: a residual finds it.
     assert metrics["rgb_residual"]["i_auroc"] == 1.0
     assert not (out / "meshes").exists()
+    record = json.loads((out / "samples" / samples[0].id / "record.json").read_text())
+    assert record["T_base_obj_twin"] is None and record["acquisition"] == {"fake": True}
