@@ -1,5 +1,6 @@
 """Anomaly detectors behind the one Detector interface (never imports sim)."""
 
+from detectors.padim import PaDiM, PaDiMParams
 from detectors.registry import available, create, register, validate_params
 from detectors.residual import GradientResidual, ResidualParams, RGBResidual, SSIMResidual
 
@@ -8,6 +9,7 @@ def _register_builtins() -> None:
     """Register the built-in detectors under their public names (once, at import)."""
     for cls in (RGBResidual, GradientResidual, SSIMResidual):
         register(cls.name, cls, params=ResidualParams)
+    register(PaDiM.name, PaDiM, params=PaDiMParams)
 
 
 _register_builtins()

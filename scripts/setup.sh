@@ -2,11 +2,11 @@
 # Set up twincell on a fresh Debian machine: system libraries, a virtualenv in .venv, the
 # package and its dev tools. Safe to rerun; it only installs what is missing.
 #
-#   bash scripts/setup.sh                    # what the simulator, detectors and tests need
-#   bash scripts/setup.sh --extras torch,3d  # also torch 2.13.0 (CPU) and open3d (+ libusb)
+#   bash scripts/setup.sh                    # what the simulator, detectors and tests need,
+#                                            # torch 2.13.0 (CPU) for the learned detectors
+#   bash scripts/setup.sh --extras 3d        # also open3d (+ libusb) for the 3D pipeline
 #
-# The extras are for the learned detectors and the 3D pipeline that come next; nothing in
-# the current package imports them. TWINCELL_EXTRAS=torch,3d does the same as --extras.
+# TWINCELL_EXTRAS=3d does the same as --extras (`torch` is accepted and always installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,11 +18,11 @@ while [ $# -gt 0 ]; do
     *) echo "setup.sh: unknown option $1 (allowed: --extras torch,3d)" >&2; exit 2 ;;
   esac
 done
-want_torch=0; want_3d=0
+want_3d=0
 IFS=',' read -ra _extras <<< "$EXTRAS"
 for e in "${_extras[@]}"; do
   case "$e" in
-    torch) want_torch=1 ;;
+    torch) ;;  # always installed now
     3d) want_3d=1 ;;
     "") ;;
     *) echo "setup.sh: unknown extra '$e' (allowed: torch, 3d)" >&2; exit 2 ;;
@@ -65,8 +65,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[dev,blender]"
   touch "$stamp"
 fi
-# Exactly this spelling: it takes the local CPU build; a looser one can pull CUDA wheels.
-if ((want_torch)) && ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+# The learned detectors' backbones (detectors/backbones/). Exactly this spelling: it takes
+# the local CPU build; a looser one can pull CUDA wheels.
+if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   .venv/bin/python -m pip install -q "torch==2.13.0"
 fi
 if ((want_3d)) && ! .venv/bin/python -c 'import open3d' 2>/dev/null; then
