@@ -1,6 +1,7 @@
 """Anomaly detectors behind the one Detector interface (never imports sim)."""
 
 from detectors.padim import PaDiM, PaDiMParams
+from detectors.patchcore import PatchCore, PatchCoreParams
 from detectors.registry import available, create, register, validate_params
 from detectors.residual import GradientResidual, ResidualParams, RGBResidual, SSIMResidual
 
@@ -10,6 +11,7 @@ def _register_builtins() -> None:
     for cls in (RGBResidual, GradientResidual, SSIMResidual):
         register(cls.name, cls, params=ResidualParams)
     register(PaDiM.name, PaDiM, params=PaDiMParams)
+    register(PatchCore.name, PatchCore, params=PatchCoreParams)
 
 
 _register_builtins()

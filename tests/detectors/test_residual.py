@@ -38,7 +38,10 @@ def test_residual_baselines_are_registered() -> None:
 
 #: Parameters a learned detector is tested with: weights it makes itself (seeded random),
 #: small inputs. Others run with their defaults.
-TEST_PARAMS = {"padim": {"weights": "random", "image_size": 64, "channels": 24}}
+TEST_PARAMS: dict[str, dict[str, object]] = {
+    "padim": {"weights": "random", "image_size": 64, "channels": 24},
+    "patchcore": {"weights": "random", "backbone": "resnet18", "image_size": 64},
+}
 
 
 @pytest.mark.parametrize("name", detectors.available())
