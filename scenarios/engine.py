@@ -701,6 +701,8 @@ def _run_detector(
         det = detectors.create(spec.name, **spec.params)
         det.fit(RunSamples(out, train))
         seconds["fit"] = time.perf_counter() - t0
+        # Which weights the detector used (a learned one's backbone; none for the others).
+        write_json(pred_dir / "weights.json", getattr(det, "weights_info", None) or {})
         t0 = time.perf_counter()
         scores, sums = [], []
         for r in tqdm(test, desc=spec.name, unit="pair", disable=not progress):
@@ -736,6 +738,18 @@ def _run_detector(
     }
     seconds["metrics"] = time.perf_counter() - t0
     return {k: float(metrics[k]) for k in METRIC_NAMES}, seconds
+
+
+def detector_weights(out: Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """{detector: the weights it used} from ``predictions/<name>/weights.json`` ({} for a
+    detector without learned weights, or one that did not run)."""
+    found: dict[str, dict[str, Any]] = {}
+    for name in names:
+        try:
+            found[name] = json.loads((out / "predictions" / name / "weights.json").read_text())
+        except (OSError, ValueError):
+            found[name] = {}
+    return found
 
 
 def detect(
@@ -893,6 +907,7 @@ def _run_phases(
     manifest.update(
         {
             "cell": json.loads(cell_info.read_text()) if cell_info.exists() else {},
+            "detector_weights": detector_weights(out, [d.name for d in sc.detectors]),
             "counts": {
                 "train": counts[("train", 0)] + counts[("train", 1)],
                 "test_normal": counts[("test", 0)],

@@ -143,6 +143,15 @@ def _read_index(
     return summaries, np.asarray(positions, dtype=np.float64).reshape(-1, 3), parts
 
 
+def _weights_text(w: dict[str, Any]) -> str:
+    """One detector's weights in a few words: none, seeded random, or file and checksum."""
+    if not w:
+        return "none (no learned weights)"
+    if w.get("source") == "random":
+        return f"{w['backbone']}, random (seed {w['seed']})"
+    return f"{w['backbone']}, {Path(w['path']).name} (sha256 {w['sha256'][:12]})"
+
+
 def _spread(values: list[float], unit: str, nd: int = 2) -> str:
     """``median m unit (p95 q, max x)`` of ``values`` (errors: large is bad)."""
     a = np.asarray(values, dtype=np.float64)
@@ -222,6 +231,14 @@ def write_report(out: Path) -> None:
             "visible defect kinds (test)",
             ", ".join(f"{k}: {v}" for k, v in counts.get("visible_defect_kinds", {}).items())
             or "none",
+        ),
+        (
+            "detector weights",
+            "; ".join(
+                f"{name}: {_weights_text(w)}"
+                for name, w in manifest.get("detector_weights", {}).items()
+            )
+            or "n/a",
         ),
         ("dropped viewpoints", str(len(dropped))),
         ("failed samples (render)", str(len(failed))),

@@ -273,7 +273,7 @@ def normalize(rgb_uint8_batch: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(rgb_uint8_batch, np.ndarray):
         if rgb_uint8_batch.dtype != np.uint8:
             raise TypeError(f"expected uint8 images, got {rgb_uint8_batch.dtype}")
-        batch = torch.from_numpy(np.ascontiguousarray(rgb_uint8_batch))
+        batch = torch.from_numpy(np.array(rgb_uint8_batch, copy=True, order="C"))
     else:
         batch = rgb_uint8_batch
         if batch.dtype != torch.uint8:

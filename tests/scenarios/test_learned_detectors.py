@@ -1,0 +1,50 @@
+"""The learned detectors run in the engine like the baselines, and the run records which
+weights each used (a report states them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scenarios.engine import run_scenario
+from scenarios.report import write_report
+from scenarios.spec import parse_scenario
+
+pytestmark = pytest.mark.slow
+
+ERR = {"translation_mm": 0.2, "rotation_deg": 0.05}
+
+
+def test_padim_and_patchcore_run_side_by_side_and_their_weights_are_recorded(
+    tmp_path: Path,
+) -> None:
+    sc = parse_scenario(
+        {
+            "name": "learned",
+            "cell": {"camera": {"width": 96, "height": 96, "hfov_deg": 32}},
+            "viewpoints": {"radius_m": 0.2, "subdivisions": 0},
+            "defects": {"kinds": ["hole", "scratch"], "per_part": 2},
+            "split": {"train_normal": 2, "test_normal": 1, "test_defective": 1},
+            "errors": {"mode": "model", "robot": ERR, "hand_eye": ERR, "object_pose": ERR},
+            "detectors": [
+                "rgb_residual",
+                {"name": "padim", "params": {"weights": "random", "image_size": 96}},
+                {
+                    "name": "patchcore",
+                    "params": {"weights": "random", "backbone": "resnet18", "image_size": 96},
+                },
+            ],
+        }
+    )
+    out = tmp_path / "run"
+    manifest = run_scenario(sc, out, workers=1, progress=False, report=write_report)
+    assert manifest["status"] == "complete"
+    weights = manifest["detector_weights"]
+    assert weights["rgb_residual"] == {}
+    assert weights["padim"] == {"backbone": "resnet18", "source": "random", "seed": 0}
+    assert weights["patchcore"]["source"] == "random"
+    metrics = json.loads((out / "metrics.json").read_text())["detectors"]
+    assert set(metrics) == {"rgb_residual", "padim", "patchcore"}
+    assert "padim: resnet18, random (seed 0)" in (out / "report.md").read_text()
