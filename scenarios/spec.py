@@ -449,6 +449,19 @@ class RenderSpec(Strict):
     timeout_s: Num = Field(120.0, ge=1.0, le=3600.0)
 
 
+class DecisionSpec(Strict):
+    """How a whole part is decided from its views (the PaDiM paper, section 2.4): each
+    view's anomaly map gives a score by three rules (maximum, ``percentile``, and the
+    cluster rule: a cluster of at least the pixel area of a ``min_defect_mm`` defect, grown
+    by the map's smoothing ``kernel_px``), and a part is anomalous when at least ``k`` of
+    its views fire."""
+
+    k: Count = Field(2, ge=1, le=64)
+    percentile: Num = Field(99.99, gt=0.0, lt=100.0)
+    min_defect_mm: Num = Field(0.5, gt=0.0, le=100.0)
+    kernel_px: Num = Field(4.0, ge=0.0, le=64.0)
+
+
 class DetectorSpec(Strict):
     """A detector by registered name, with its parameters."""
 
@@ -541,6 +554,7 @@ class Scenario(Strict):
     errors: ErrorsSpec = ErrorsSpec()
     appearance: AppearanceSpec = AppearanceSpec()
     render: RenderSpec = RenderSpec()
+    decisions: DecisionSpec = DecisionSpec()
     detectors: tuple[DetectorSpec, ...] = Field(
         (
             DetectorSpec(name="rgb_residual"),
