@@ -255,9 +255,10 @@ def part_curve(
         if t.ndim != 1 or t.size == 0 or np.isnan(t).any():
             raise ValueError("thresholds must be a non-empty 1-D sequence without NaN")
     anomalous, normal = s[y == 1], s[y == 0]
+    nan = np.full(t.size, np.nan)
     # (M, P) comparisons: fine for the few hundred parts a scenario holds.
-    tpr = (anomalous[None, :] > t[:, None]).mean(axis=1) if anomalous.size else np.full(t.size, np.nan)
-    tnr = (normal[None, :] <= t[:, None]).mean(axis=1) if normal.size else np.full(t.size, np.nan)
+    tpr = (anomalous[None, :] > t[:, None]).mean(axis=1) if anomalous.size else nan
+    tnr = (normal[None, :] <= t[:, None]).mean(axis=1) if normal.size else nan.copy()
     hits = np.flatnonzero(tpr == 1.0)
     if hits.size == 0:
         return PartCurve(t, tpr, tnr, dt=math.nan, t_max=math.nan)
