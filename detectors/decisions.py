@@ -22,9 +22,8 @@ torch, no simulator.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -264,48 +263,3 @@ def part_curve(
         return PartCurve(t, tpr, tnr, dt=math.nan, t_max=math.nan)
     i = int(hits[-1])
     return PartCurve(t, tpr, tnr, dt=float(tnr[i]), t_max=float(t[i]))
-
-
-def plot_part_curves(curves: Mapping[str, PartCurve], path: str | Path) -> None:
-    """Save a PNG of TPR (full) and TNR (dashed) against the threshold, one panel per
-    decision rule, like the paper's Figure 6; ``t_max`` is a dotted vertical line and
-    ``dt`` is given in the panel title. Written atomically (temporary file + rename).
-
-    curves : rule name -> its ``PartCurve``, in panel order. The -inf threshold is drawn
-    just left of the lowest finite one.
-    """
-    if not curves:
-        raise ValueError("no curves to plot")
-    # Imported here: matplotlib is slow to import and only reports need it.
-    import io
-
-    from matplotlib.figure import Figure
-
-    from scenarios.rundir import write_bytes
-
-    n = len(curves)
-    fig = Figure(figsize=(4.0 * n, 3.2), layout="constrained")
-    axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
-    for ax, (name, c) in zip(axes, curves.items(), strict=True):
-        finite = c.thresholds[np.isfinite(c.thresholds)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        pad = 0.05 * (hi - lo) if hi > lo else 1.0
-        x = np.clip(c.thresholds, lo - pad, hi + pad)
-        # Step plots hold each rate from its threshold up to the next (score > T is
-        # constant on [t_i, t_i+1)); one extra point draws the last step.
-        xs = np.append(x, hi + pad)
-        ax.step(xs, np.append(c.tpr, c.tpr[-1]), where="post", color="C0", label="TPR")
-        ax.step(xs, np.append(c.tnr, c.tnr[-1]), where="post", color="C1", ls="--", label="TNR")
-        if math.isfinite(c.t_max):
-            ax.axvline(c.t_max, color="k", ls=":", lw=1, label="$T_{max}$")
-        elif c.t_max == -math.inf:
-            ax.axvline(lo - pad, color="k", ls=":", lw=1, label="$T_{max}$")
-        ax.set_title(f"{name}: $T_{{max}}$ = {c.t_max:.3g}, $D_T$ = {c.dt:.2f}", fontsize=9)
-        ax.set_xlabel("threshold")
-        ax.set_ylim(-0.03, 1.03)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("rate")
-    axes[0].legend(loc="lower left", fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    write_bytes(Path(path), buf.getvalue())

@@ -53,6 +53,7 @@ from scenarios.rundir import (
     read_npy_verified,
     read_sample_record,
     remove_temporaries,
+    sample_records,
     sha256_file,
     summary,
     write_bytes,
@@ -740,6 +741,80 @@ def _run_detector(
     return {k: float(metrics[k]) for k in METRIC_NAMES}, seconds
 
 
+#: The per-view decision rules of the part decision (the PaDiM paper, section 2.4).
+DECISION_RULES = ("max", "percentile", "cluster")
+
+
+def _view_distance_m(record: dict[str, Any]) -> float | None:
+    """Camera-to-part distance (m) of a sample, from the poses the system believes (the
+    true ones where no belief is recorded); None where the part pose is unknown."""
+    for cam, obj in (("T_base_cam_twin", "T_base_obj_twin"), ("T_base_cam", "T_base_obj")):
+        if record.get(cam) is not None and record.get(obj) is not None:
+            d = np.asarray(record[cam])[:3, 3] - np.asarray(record[obj])[:3, 3]
+            return float(np.linalg.norm(d))
+    return None
+
+
+def part_decisions(
+    sc: Scenario, out: Path, test: Sequence[dict[str, Any]], name: str
+) -> dict[str, dict[str, Any]]:
+    """Whole-part decisions of detector ``name`` over the test parts, per rule.
+
+    Each test view's anomaly map (``predictions/<name>/<id>.npy``) gets a score by each of
+    ``DECISION_RULES``: its maximum, its ``decisions.percentile``, and the cluster score
+    (the highest threshold at which a cluster of the pixel area of a
+    ``decisions.min_defect_mm`` defect at that view's distance, grown by
+    ``decisions.kernel_px``, remains). A part scores its k-th largest view score (it fires
+    when at least ``decisions.k`` views do; k is capped at its number of views); a part is
+    anomalous when any of its test views shows a defect. Returns per rule the part curve
+    (TPR, TNR per threshold) and the paper's ``dt`` (TNR at the highest threshold that
+    keeps TPR 1) and ``t_max``.
+    """
+    from detectors import decisions as dec
+
+    cfg = sc.decisions
+    views: dict[str, dict[str, list[float]]] = {}
+    labels: dict[str, int] = {}
+    for r in test:
+        amap = np.load(out / "predictions" / name / f"{r['id']}.npy")
+        scores = {
+            "max": dec.max_score(amap),
+            "percentile": dec.percentile_score(amap, cfg.percentile),
+        }
+        dist = _view_distance_m(r)
+        if dist is not None:
+            mm = dec.mm_per_px(np.asarray(r["K"]), dist)
+            s = dec.min_cluster_px(cfg.min_defect_mm, mm, cfg.kernel_px)
+            scores["cluster"] = dec.cluster_score(amap, s)
+        part = views.setdefault(r["part_id"], {k: [] for k in DECISION_RULES})
+        for rule, v in scores.items():
+            part[rule].append(v)
+        labels[r["part_id"]] = max(labels.get(r["part_id"], 0), int(r["label"]))
+    result: dict[str, dict[str, Any]] = {}
+    parts = sorted(views)
+    y = [labels[p] for p in parts]
+    for rule in DECISION_RULES:
+        if not parts or any(not views[p][rule] for p in parts):
+            continue
+        ps = [dec.part_score(views[p][rule], min(cfg.k, len(views[p][rule]))) for p in parts]
+        curve = dec.part_curve(ps, y)
+        result[rule] = {
+            "dt": _finite_or_none(curve.dt),
+            "t_max": _finite_or_none(curve.t_max),
+            "n_parts": len(parts),
+            "n_anomalous": int(sum(y)),
+            "thresholds": [_finite_or_none(t) for t in curve.thresholds],
+            "tpr": [_finite_or_none(t) for t in curve.tpr],
+            "tnr": [_finite_or_none(t) for t in curve.tnr],
+        }
+    return result
+
+
+def _finite_or_none(x: float) -> float | None:
+    """``x`` for JSON: None where it is not finite (JSON has no inf or NaN)."""
+    return float(x) if np.isfinite(x) else None
+
+
 def detector_weights(out: Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """{detector: the weights it used} from ``predictions/<name>/weights.json`` ({} for a
     detector without learned weights, or one that did not run)."""
@@ -894,7 +969,12 @@ def _run_phases(
             d: {k: (v if np.isfinite(v) else None) for k, v in m.items()}
             for d, m in metrics.items()
         }
-        write_json(out / "metrics.json", {"detectors": finite})
+        # Full records (K, poses) of the test pairs, streamed from samples.jsonl.
+        test = [r for r in sample_records(out / "samples.jsonl") if r["split"] == "test"]
+        parts = (
+            {d.name: part_decisions(sc, out, test, d.name) for d in sc.detectors} if test else {}
+        )
+        write_json(out / "metrics.json", {"detectors": finite, "parts": parts})
     counts = Counter((r["split"], r["label"]) for r in records)
     kinds = Counter(
         d["kind"]

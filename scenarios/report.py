@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import html
 import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ matplotlib.use("Agg")  # no display: always render to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from detectors.decisions import PartCurve  # noqa: E402
 from scenarios.metrics import METRIC_NAMES  # noqa: E402
 from scenarios.rundir import (  # noqa: E402
     load_mask,
@@ -122,6 +125,48 @@ def viewpoint_figure(out: Path, captured: np.ndarray, dropped: list[dict[str, An
     return path
 
 
+def plot_part_curves(curves: Mapping[str, PartCurve], path: str | Path) -> None:
+    """Save a PNG of TPR (full) and TNR (dashed) against the threshold, one panel per
+    decision rule, like the paper's Figure 6; ``t_max`` is a dotted vertical line and
+    ``dt`` is given in the panel title. Written atomically (temporary file + rename).
+
+    curves : rule name -> its ``PartCurve``, in panel order. The -inf threshold is drawn
+    just left of the lowest finite one.
+    """
+    if not curves:
+        raise ValueError("no curves to plot")
+    import io
+
+    from matplotlib.figure import Figure
+
+    n = len(curves)
+    fig = Figure(figsize=(4.0 * n, 3.2), layout="constrained")
+    axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
+    for ax, (name, c) in zip(axes, curves.items(), strict=True):
+        finite = c.thresholds[np.isfinite(c.thresholds)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        pad = 0.05 * (hi - lo) if hi > lo else 1.0
+        x = np.clip(c.thresholds, lo - pad, hi + pad)
+        # Step plots hold each rate from its threshold up to the next (score > T is
+        # constant on [t_i, t_i+1)); one extra point draws the last step.
+        xs = np.append(x, hi + pad)
+        ax.step(xs, np.append(c.tpr, c.tpr[-1]), where="post", color="C0", label="TPR")
+        ax.step(xs, np.append(c.tnr, c.tnr[-1]), where="post", color="C1", ls="--", label="TNR")
+        if math.isfinite(c.t_max):
+            ax.axvline(c.t_max, color="k", ls=":", lw=1, label="$T_{max}$")
+        elif c.t_max == -math.inf:
+            ax.axvline(lo - pad, color="k", ls=":", lw=1, label="$T_{max}$")
+        ax.set_title(f"{name}: $T_{{max}}$ = {c.t_max:.3g}, $D_T$ = {c.dt:.2f}", fontsize=9)
+        ax.set_xlabel("threshold")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("rate")
+    axes[0].legend(loc="lower left", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    write_bytes(Path(path), buf.getvalue())
+
+
 def _relative(T_base_obj: Any, T_base_cam: Any) -> np.ndarray:
     """(3,) camera position in the object frame, from two 4 x 4 poses (nested lists)."""
     return np.asarray((np.linalg.inv(np.asarray(T_base_obj)) @ np.asarray(T_base_cam))[:3, 3])
@@ -141,6 +186,55 @@ def _read_index(
             positions.append(_relative(r["T_base_obj"], r["T_base_cam"]))
         parts.setdefault(r["part_id"], {**r.get("acquisition", {}), "category": r["category"]})
     return summaries, np.asarray(positions, dtype=np.float64).reshape(-1, 3), parts
+
+
+def _curve(entry: dict[str, Any]) -> PartCurve:
+    """A part curve back from metrics.json (None stands for an infinite threshold)."""
+    t = np.array([-np.inf if x is None else x for x in entry["thresholds"]], dtype=np.float64)
+    tpr = np.array([np.nan if x is None else x for x in entry["tpr"]], dtype=np.float64)
+    tnr = np.array([np.nan if x is None else x for x in entry["tnr"]], dtype=np.float64)
+    t_max = -np.inf if entry["t_max"] is None else float(entry["t_max"])
+    dt = np.nan if entry["dt"] is None else float(entry["dt"])
+    return PartCurve(t, tpr, tnr, dt=dt, t_max=t_max)
+
+
+def _part_section(out: Path, parts: dict[str, dict[str, Any]]) -> tuple[list[str], str]:
+    """Markdown lines and HTML of the whole-part decisions: DT per detector and rule, and
+    each detector's TPR/TNR curves (``figures/parts_<detector>.png``)."""
+    dets = [d for d, rules in parts.items() if rules]
+    if not dets:
+        return [], ""
+    rules = list(next(iter(parts[d] for d in dets)))
+    first = parts[dets[0]][rules[0]]
+    intro = (
+        f"{first['n_parts']} test parts ({first['n_anomalous']} anomalous). A part fires when "
+        "at least k of its views do; D_T is the part TNR at the highest threshold that still "
+        "finds every anomalous part (the PaDiM paper's metric)."
+    )
+    header = ["detector", *[f"D_T {r}" for r in rules]]
+    rows = [
+        [d, *[_fmt(parts[d][r]["dt"]) if r in parts[d] else "n/a" for r in rules]] for d in dets
+    ]
+    md = ["## Part decisions", "", intro, ""]
+    md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    md.append("")
+    html_figs = ""
+    for d in dets:
+        path = out / "figures" / f"parts_{d}.png"
+        plot_part_curves({r: _curve(parts[d][r]) for r in parts[d]}, path)
+        rel = path.relative_to(out).as_posix()
+        md += [f"![{d} part decisions]({rel})", ""]
+        html_figs += f'<p>{html.escape(d)}</p><img src="{rel}" alt="{html.escape(d)}">'
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    page = (
+        f"<h2>Part decisions</h2><p>{html.escape(intro)}</p>"
+        f"<table><tr>{head}</tr>{body}</table>{html_figs}"
+    )
+    return md, page
 
 
 def _weights_text(w: dict[str, Any]) -> str:
@@ -199,6 +293,8 @@ def write_report(out: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())["detectors"]
     records, positions, parts = _read_index(out)
+    part_metrics = json.loads((out / "metrics.json").read_text()).get("parts", {})
+    part_md, part_html = _part_section(out, part_metrics)
     acquisition = acquisition_lines(manifest.get("cell", {}), parts)
     dets = list(metrics)
     dropped = manifest.get("dropped_viewpoints", {}).get("items", [])
@@ -273,6 +369,7 @@ def write_report(out: Path) -> None:
         f"![viewpoints]({views.relative_to(out).as_posix()})",
         "",
     ]
+    md += part_md
     if acquisition:
         md += ["## Acquisition", ""]
         md += [
@@ -346,6 +443,7 @@ td:first-child{{text-align:left}}img{{max-width:100%}}
 {why_html}<ul>{summary_html}</ul>
 <h2>Metrics (%)</h2><table><tr>{head_html}</tr>{rows_html}</table>
 <h2>Samples</h2>{gallery_html}
+{part_html}
 <h2>Viewpoints</h2><img src="{views.relative_to(out).as_posix()}" alt="viewpoints">
 <ul>{dropped_html}</ul>
 {acquisition_html}

@@ -4,14 +4,12 @@ part-level TPR/TNR/dt and the Figure-6-style plot."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from PIL import Image
 
 from detectors.decisions import (
     cluster_fires,
@@ -23,7 +21,6 @@ from detectors.decisions import (
     part_fires,
     part_score,
     percentile_score,
-    plot_part_curves,
 )
 
 
@@ -185,18 +182,3 @@ def test_mm_per_px_pinhole() -> None:
     assert mm_per_px(K, 0.55) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="distance"):
         mm_per_px(K, 0.0)
-
-
-def test_plot_part_curves_writes_a_png(tmp_path: Path) -> None:
-    curves = {
-        "max": part_curve([1.0, 2.0, 3.0, 2.5, 4.0], [0, 0, 0, 1, 1]),
-        "cluster": part_curve([1.0, 2.0, 8.0, 9.0], [0, 0, 1, 1], thresholds=range(0, 16)),
-    }
-    out = tmp_path / "report" / "part_curves.png"
-    out.parent.mkdir()
-    plot_part_curves(curves, out)
-    with Image.open(out) as im:
-        assert im.format == "PNG"
-        assert im.size[0] > 0 and im.size[1] > 0
-        assert im.size[0] > im.size[1]  # one panel per rule, side by side
-    assert [p.name for p in out.parent.iterdir()] == ["part_curves.png"]  # no temporaries

@@ -47,4 +47,13 @@ def test_padim_and_patchcore_run_side_by_side_and_their_weights_are_recorded(
     assert weights["patchcore"]["source"] == "random"
     metrics = json.loads((out / "metrics.json").read_text())["detectors"]
     assert set(metrics) == {"rgb_residual", "padim", "patchcore"}
-    assert "padim: resnet18, random (seed 0)" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "padim: resnet18, random (seed 0)" in report
+    # Whole-part decisions by the three rules, with the paper's D_T, and their figure.
+    parts = json.loads((out / "metrics.json").read_text())["parts"]
+    assert set(parts["padim"]) == {"max", "percentile", "cluster"}
+    for rule in parts["padim"].values():
+        assert rule["n_parts"] == 2 and rule["n_anomalous"] == 1
+        assert rule["dt"] is None or 0.0 <= rule["dt"] <= 1.0
+        assert len(rule["thresholds"]) == len(rule["tpr"]) == len(rule["tnr"])
+    assert "## Part decisions" in report and (out / "figures" / "parts_padim.png").is_file()
