@@ -750,8 +750,10 @@ def _view_distance_m(record: dict[str, Any]) -> float | None:
     true ones where no belief is recorded); None where the part pose is unknown."""
     for cam, obj in (("T_base_cam_twin", "T_base_obj_twin"), ("T_base_cam", "T_base_obj")):
         if record.get(cam) is not None and record.get(obj) is not None:
-            d = np.asarray(record[cam])[:3, 3] - np.asarray(record[obj])[:3, 3]
-            return float(np.linalg.norm(d))
+            d = float(
+                np.linalg.norm(np.asarray(record[cam])[:3, 3] - np.asarray(record[obj])[:3, 3])
+            )
+            return d if d > 0.0 else None  # a cell that puts camera and part together
     return None
 
 
