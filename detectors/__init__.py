@@ -1,5 +1,6 @@
 """Anomaly detectors behind the one Detector interface (never imports sim)."""
 
+from detectors.avatar import AVATAR, AVATARParams
 from detectors.padim import PaDiM, PaDiMParams
 from detectors.patchcore import PatchCore, PatchCoreParams
 from detectors.registry import available, create, register, validate_params
@@ -12,6 +13,7 @@ def _register_builtins() -> None:
         register(cls.name, cls, params=ResidualParams)
     register(PaDiM.name, PaDiM, params=PaDiMParams)
     register(PatchCore.name, PatchCore, params=PatchCoreParams)
+    register(AVATAR.name, AVATAR, params=AVATARParams)
 
 
 _register_builtins()

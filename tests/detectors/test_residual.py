@@ -41,6 +41,7 @@ def test_residual_baselines_are_registered() -> None:
 TEST_PARAMS: dict[str, dict[str, object]] = {
     "padim": {"weights": "random", "image_size": 64, "channels": 24},
     "patchcore": {"weights": "random", "backbone": "resnet18", "image_size": 64},
+    "avatar": {"weights": "random", "image_size": 56, "epochs": 2, "proj_dim": 64},
 }
 
 
