@@ -113,7 +113,7 @@ class AVATARParams(BaseModel):
 
     @model_validator(mode="after")
     def _checked(self) -> AVATARParams:
-        from detectors.backbones.weights import MissingWeights, resolve_weights
+        from detectors.backbones.weights import check_weights
 
         if self.image_size % PATCH_PX:
             lower = max(PATCH_PX * 2, self.image_size // PATCH_PX * PATCH_PX)
@@ -126,10 +126,7 @@ class AVATARParams(BaseModel):
                 f"proj_dim: must be {TOKEN_DIM} (the backbone's channels) when a projector "
                 f"is switched off, since the identity keeps them"
             )
-        try:
-            resolve_weights(self.backbone, self.weights, where="weights")
-        except MissingWeights as exc:  # pydantic prefixes the detector's field path
-            raise ValueError(str(exc)) from None
+        check_weights(self.backbone, self.weights)
         return self
 
 

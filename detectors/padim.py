@@ -34,6 +34,8 @@ from scenarios.interfaces import Prediction, Sample
 
 #: Embedding layers and their order (PaDiM: 1-3).
 LAYERS = ("layer1", "layer2", "layer3")
+#: Channels of layers 1-3 concatenated, per backbone (the subset is drawn from these).
+EMBEDDING_CHANNELS = {"resnet18": 448, "wide_resnet50_2": 1792}
 #: Key of the model shared by all views (also the fallback of an unseen view).
 ALL_VIEWS = -1
 
@@ -56,13 +58,10 @@ class PaDiMParams(BaseModel):
     @model_validator(mode="after")
     def _weights_exist(self) -> PaDiMParams:
         # Missing weights stop the run at load, before any simulation, in one line.
-        from detectors.backbones.weights import MissingWeights, resolve_weights
+        from detectors.backbones.weights import check_weights
 
-        try:
-            resolve_weights(self.backbone, self.weights, where="weights")
-        except MissingWeights as exc:  # pydantic prefixes the detector's field path
-            raise ValueError(str(exc)) from None
-        total = 448 if self.backbone == "resnet18" else 1792
+        check_weights(self.backbone, self.weights)
+        total = EMBEDDING_CHANNELS[self.backbone]
         if self.channels > total:
             raise ValueError(f"channels: at most {total} for {self.backbone}")
         return self
@@ -89,8 +88,8 @@ class PaDiM:
             p = self.params
             self._model, info = load_backbone(p.backbone, p.weights, seed=p.seed)
             self.weights_info = info.to_json()
-            total = 448 if p.backbone == "resnet18" else 1792
             rng = np.random.default_rng(p.seed)
+            total = EMBEDDING_CHANNELS[p.backbone]
             self._index = np.sort(rng.choice(total, size=p.channels, replace=False))
         return self._model
 

@@ -47,14 +47,11 @@ class PatchCoreParams(BaseModel):
 
     @model_validator(mode="after")
     def _checked(self) -> PatchCoreParams:
-        from detectors.backbones.weights import MissingWeights, resolve_weights
+        from detectors.backbones.weights import check_weights
 
         if self.embed_dim % 2:
             raise ValueError("embed_dim: must be even (half from each layer)")
-        try:
-            resolve_weights(self.backbone, self.weights, where="weights")
-        except MissingWeights as exc:  # pydantic prefixes the detector's field path
-            raise ValueError(str(exc)) from None
+        check_weights(self.backbone, self.weights)
         return self
 
 

@@ -105,6 +105,15 @@ def resolve_weights(backbone: str, weights: str, where: str = "weights") -> Path
     return path
 
 
+def check_weights(backbone: str, weights: str) -> None:
+    """For a detector's parameter model: raise ValueError (which pydantic reports under the
+    detector's field path) when ``weights`` cannot be found, so a run stops at load."""
+    try:
+        resolve_weights(backbone, weights, where="weights")
+    except MissingWeights as exc:
+        raise ValueError(str(exc)) from None
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
