@@ -6,7 +6,8 @@ Following the paper (eq. numbers are its own):
 - **Tokens**: the real image ``I_r`` and the twin render ``I_s``, each resized to
   ``image_size`` square, go through a frozen DINOv2 ViT-S/14 (``detectors.backbones``); the
   last block's normalised patch tokens are ``F_r``, ``F_s`` (N, 384), N = (image_size/14)^2
-  (504 px: 36 x 36, the paper's setting).
+  (504 px: 36 x 36, the paper's setting). ``backbone: resnet18_compact`` swaps in twincell's
+  own compact ResNet (below); everything after the tokens is the same.
 - **Dual projectors**: ``Z_r = phi_r(F_r)``, ``Z_s = phi_s(F_s)`` into a shared space of
   ``proj_dim`` channels.
 - **Semantic reassembly** (single head, eqs. 3-4): ``M = softmax(Q(Z_r) E(Z_s)^T / sqrt(d))``
@@ -25,18 +26,26 @@ Following the paper (eq. numbers are its own):
 
 Chosen where the paper is silent (stated so results can be read against it):
 
-- Projectors are two-layer MLPs ``Linear(384, proj_dim) - GELU - Linear(proj_dim, proj_dim)``
-  ("lightweight", "non-linearly"); ``Q``, ``E`` and ``D`` are single linear layers (with
-  bias) to ``proj_dim`` channels. The paper gives no width: ``proj_dim`` defaults to the
-  backbone's 384. An identity projector keeps 384 channels, so with a projector switched off
-  ``proj_dim`` must be 384 (checked at load).
+- Projectors are two-layer MLPs ``Linear(C, proj_dim) - GELU - Linear(proj_dim, proj_dim)``
+  ("lightweight", "non-linearly"), C the backbone's token channels (``TOKEN_SPECS``); ``Q``,
+  ``E`` and ``D`` are single linear layers (with bias) to ``proj_dim`` channels. The paper
+  gives no width: ``proj_dim`` unset means the backbone's C (384 for DINOv2). An identity
+  projector keeps C channels, so with a projector switched off ``proj_dim`` must be C or
+  unset (checked at load).
+- ``resnet18_compact`` tokens (the paper uses DINOv2 only): ``layer2`` (64 channels, stride
+  8) average-pooled 2 x 2 onto ``layer3``'s grid and concatenated with ``layer3`` (128
+  channels, stride 16), so a token is 192 channels on a stride-16 grid (224 px: 14 x 14),
+  and ``image_size`` must be a multiple of 16. Two scales, as PaDiM's multi-scale embedding
+  but pooled down to the coarser grid rather than upsampled to the finer one, so N (and the
+  N x N attention) stays at the ViT's size; the maps are used raw (ReLU outputs, no
+  normalisation), as PaDiM and PatchCore use theirs.
 - ``W``: a token is foreground when at least half of its cell of ``fg_mask`` is (area
   average, threshold 0.5). The same ``W`` masks the loss and the score map, as the paper
   uses one ``W`` for both.
 - Batching: the local loss is computed per image and averaged over the batch (an image with
   an empty ``W`` adds 0); GAP averages all N tokens (the paper writes no mask there).
 - Images are resized with bilinear interpolation and antialiasing (a 640 px image is shrunk
-  about 3x at 224), then ImageNet-normalised (DINOv2's own normalisation).
+  about 3x at 224), then ImageNet-normalised (DINOv2's own normalisation, and the ResNets').
 - Map post-processing: a Gaussian of ``sigma_px`` (default 4 px at the real image's
   resolution), as PaDiM and PatchCore use here, so the detectors of one table differ in the
   method and not in the smoothing; 4 px is a tenth of a token's footprint on a 640 px image
@@ -55,8 +64,8 @@ Chosen where the paper is silent (stated so results can be read against it):
 
 Practicalities: the backbone runs once per distinct image in ``fit`` (tokens are kept in
 memory for all epochs, identical images share one pass); ``set_feature_cache(dir)`` also
-keeps every image's tokens on disk (keyed by backbone weights, image size and the image's
-bytes), so a rerun in the same run directory skips the backbone.
+keeps every image's tokens on disk (keyed by backbone and its weights, image size and the
+image's bytes), so a rerun in the same run directory skips the backbone.
 """
 
 from __future__ import annotations
@@ -64,8 +73,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -78,12 +88,67 @@ from scenarios.interfaces import Prediction, Sample
 if TYPE_CHECKING:  # annotations only: torch is imported inside the functions that use it
     import torch
 
-#: Channels of the DINOv2 ViT-S/14 patch tokens.
-TOKEN_DIM = 384
-#: ViT-S/14 patch side in input pixels.
-PATCH_PX = 14
 #: A token is foreground when at least this fraction of its cell is twin foreground.
 FG_TOKEN_FRACTION = 0.5
+#: ``image_size`` bounds in px (both backbones' strides divide the upper one).
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 28, 1008
+#: The backbones AVATAR accepts (the keys of ``TOKEN_SPECS``).
+Backbone = Literal["dinov2_vits14", "resnet18_compact"]
+
+
+def vit_tokens(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """DINOv2's last-block LayerNorm-ed patch tokens (B, N, 384) float32 of normalised
+    (B, 3, S, S) input, row-major over the (S/14, S/14) grid."""
+    return model.forward_tokens(x, layer=-1, norm=True)
+
+
+def resnet_tokens(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """``resnet18_compact`` tokens (B, N, 64 + 128) float32 of normalised (B, 3, S, S) input:
+    ``layer2`` average-pooled 2 x 2 onto ``layer3``'s grid, then ``layer3``, channels in that
+    order, row-major over the (S/16, S/16) grid."""
+    import torch
+    import torch.nn.functional as F
+
+    maps = model.forward_features(x, ("layer2", "layer3"))
+    fine = F.avg_pool2d(maps["layer2"], kernel_size=2, stride=2)
+    grid = torch.cat([fine, maps["layer3"]], dim=1)  # (B, C, S/16, S/16)
+    return grid.flatten(2).transpose(1, 2)
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """A backbone's tokens: ``channels`` each, one per ``stride_px`` x ``stride_px`` input
+    cell, computed by ``extract(model, x)`` -> (B, N, channels); ``hint`` names good sizes."""
+
+    channels: int
+    stride_px: int
+    extract: Callable[[Any, torch.Tensor], torch.Tensor]
+    hint: str
+
+
+#: Token channels and stride per backbone (resnet18_compact: ``RESNET_CHANNELS`` layer2 +
+#: layer3, written out so this module imports no torch).
+TOKEN_SPECS: dict[str, TokenSpec] = {
+    "dinov2_vits14": TokenSpec(
+        channels=384,
+        stride_px=14,
+        extract=vit_tokens,
+        hint="224 gives 16x16 tokens, 504 the paper's 36x36",
+    ),
+    "resnet18_compact": TokenSpec(
+        channels=64 + 128,
+        stride_px=16,
+        extract=resnet_tokens,
+        hint="224 gives 14x14 tokens, 256 16x16",
+    ),
+}
+
+
+def _nearest_sizes(size: int, stride: int) -> str:
+    """The allowed multiples of ``stride`` either side of ``size`` ("224 or 240")."""
+    below, smallest = size // stride * stride, max(MIN_IMAGE_SIZE, 2 * stride)
+    sides = [v for v in (below, below + stride) if smallest <= v <= MAX_IMAGE_SIZE]
+    return " or ".join(str(v) for v in sides)
 
 
 class AVATARParams(BaseModel):
@@ -91,12 +156,15 @@ class AVATARParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    backbone: Literal["dinov2_vits14"] = "dinov2_vits14"
+    #: The paper's DINOv2 ViT-S/14, or twincell's compact ResNet (see the module docstring).
+    backbone: Backbone = "dinov2_vits14"
     #: "auto" (official checkpoint from the cache), "random" (seeded) or a checkpoint path.
     weights: Annotated[str, Strict()] = "auto"
-    #: Square input side in px, a multiple of 14 (the paper: 504; 224 keeps the CPU practical).
-    image_size: Annotated[int, Strict()] = Field(224, ge=28, le=1008)
-    proj_dim: Annotated[int, Strict()] = Field(TOKEN_DIM, ge=8, le=2048)
+    #: Square input side in px, a multiple of the backbone's stride (DINOv2: 14, the paper:
+    #: 504, 224 keeps the CPU practical; resnet18_compact: 16).
+    image_size: Annotated[int, Strict()] = Field(224, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)
+    #: Projection channels; None: the backbone's token channels (384 DINOv2, 192 ResNet).
+    proj_dim: Annotated[int, Strict(), Field(ge=8, le=2048)] | None = None
     epochs: Annotated[int, Strict()] = Field(50, ge=0, le=10_000)
     batch_size: Annotated[int, Strict()] = Field(8, ge=1, le=1024)
     lr: Annotated[float, Strict()] = Field(1e-4, gt=0.0, le=1.0)
@@ -115,19 +183,35 @@ class AVATARParams(BaseModel):
     def _checked(self) -> AVATARParams:
         from detectors.backbones.weights import check_weights
 
-        if self.image_size % PATCH_PX:
-            lower = max(PATCH_PX * 2, self.image_size // PATCH_PX * PATCH_PX)
+        spec = self.token_spec
+        if self.image_size % spec.stride_px:
             raise ValueError(
-                f"image_size: must be a multiple of {PATCH_PX} px (nearest: {lower} or "
-                f"{lower + PATCH_PX}; 224 gives 16x16 tokens, 504 the paper's 36x36)"
+                f"image_size: must be a multiple of {spec.stride_px} px for {self.backbone} "
+                f"(nearest: {_nearest_sizes(self.image_size, spec.stride_px)}; {spec.hint})"
             )
-        if not (self.real_projector and self.render_projector) and self.proj_dim != TOKEN_DIM:
+        identity = not (self.real_projector and self.render_projector)
+        if identity and self.proj_dim not in (None, spec.channels):
             raise ValueError(
-                f"proj_dim: must be {TOKEN_DIM} (the backbone's channels) when a projector "
-                f"is switched off, since the identity keeps them"
+                f"proj_dim: must be {spec.channels} ({self.backbone}'s channels) or unset when "
+                f"a projector is switched off, since the identity keeps them"
             )
         check_weights(self.backbone, self.weights)
         return self
+
+    @property
+    def token_spec(self) -> TokenSpec:
+        """The backbone's token channels, stride and extractor."""
+        return TOKEN_SPECS[self.backbone]
+
+    @property
+    def grid(self) -> int:
+        """Tokens per side of the square token grid: ``image_size`` / the backbone's stride."""
+        return self.image_size // self.token_spec.stride_px
+
+    @property
+    def dim(self) -> int:
+        """The projection channels: ``proj_dim``, or the backbone's token channels if unset."""
+        return self.token_spec.channels if self.proj_dim is None else self.proj_dim
 
 
 def build_head(params: AVATARParams) -> torch.nn.ModuleDict:
@@ -135,12 +219,12 @@ def build_head(params: AVATARParams) -> torch.nn.ModuleDict:
     (linear), initialised from torch's global RNG (seed it first)."""
     from torch import nn
 
-    dim = params.proj_dim
+    dim, channels = params.dim, params.token_spec.channels
 
     def projector(on: bool) -> nn.Module:
         if not on:
             return nn.Identity()
-        return nn.Sequential(nn.Linear(TOKEN_DIM, dim), nn.GELU(), nn.Linear(dim, dim))
+        return nn.Sequential(nn.Linear(channels, dim), nn.GELU(), nn.Linear(dim, dim))
 
     return nn.ModuleDict(
         {
@@ -156,7 +240,7 @@ def build_head(params: AVATARParams) -> torch.nn.ModuleDict:
 def reassemble(
     head: torch.nn.ModuleDict, real_tokens: torch.Tensor, twin_tokens: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(Z_r, Zs_hat, Z_s)``, each (B, N, proj_dim), from backbone tokens (B, N, 384).
+    """``(Z_r, Zs_hat, Z_s)``, each (B, N, proj_dim), from backbone tokens (B, N, C).
 
     ``Z_r = phi_r(F_r)``, ``Z_s = phi_s(F_s)``, ``Zs_hat = softmax(Q(Z_r) E(Z_s)^T / sqrt(d))
     D(Z_s)`` (eqs. 3-4). Every real token's output depends on that token and the twin only.
@@ -225,8 +309,9 @@ class AVATAR:
 
     def set_feature_cache(self, directory: Path | str | None) -> None:
         """Keep every image's backbone tokens under ``directory`` (created on demand; None
-        turns it off). Files are named by a hash of the backbone weights, ``image_size``
-        and the image's bytes, so a cache is never read for another configuration."""
+        turns it off). Files are named by a hash of the backbone and its weights,
+        ``image_size`` and the image's bytes, so a cache is never read for another
+        configuration."""
         self.cache_dir = None if directory is None else Path(directory)
 
     def _backbone(self) -> Any:
@@ -243,14 +328,16 @@ class AVATAR:
 
     def _key(self, rgb: np.ndarray) -> str:
         h = hashlib.sha256()
+        # weights_info names the backbone too, so two backbones never share a file.
         h.update(json.dumps([self.weights_info, self.params.image_size]).encode())
         h.update(str((rgb.shape, str(rgb.dtype))).encode())
         h.update(np.ascontiguousarray(rgb).tobytes())
         return h.hexdigest()
 
     def tokens(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """Backbone patch tokens (B, N, 384) float32 of (H, W, 3) uint8 images; each distinct
-        image runs once (identical ones share a pass; the disk cache is used when set)."""
+        """Backbone tokens (B, N, C) float32 of (H, W, 3) uint8 images, N = ``grid`` ** 2 and
+        C the backbone's channels; each distinct image runs once (identical ones share a
+        pass; the disk cache is used when set)."""
         import torch
         import torch.nn.functional as F
 
@@ -258,6 +345,7 @@ class AVATAR:
 
         model = self._backbone()
         s = self.params.image_size
+        extract = self.params.token_spec.extract
         keys = [self._key(im) for im in images]
         found: dict[str, torch.Tensor] = {}
         for key in set(keys):
@@ -275,7 +363,7 @@ class AVATAR:
                 x = normalize(np.stack([im for _, im in group]))
                 x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True)
                 with torch.no_grad():
-                    out = model.forward_tokens(x, layer=-1, norm=True)
+                    out = extract(model, x)
                 for (key, _), t in zip(group, out, strict=True):
                     found[key] = t.contiguous()
                     self._store(key, found[key])
@@ -301,7 +389,7 @@ class AVATAR:
         import torch
         import torch.nn.functional as F
 
-        g = self.params.image_size // PATCH_PX
+        g = self.params.grid
         rows = []
         for m in fg_masks:
             x = torch.from_numpy(np.asarray(m, dtype=np.float32))[None, None]
@@ -321,7 +409,7 @@ class AVATAR:
     def loss_terms(
         self, real_tokens: torch.Tensor, twin_tokens: torch.Tensor, w: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """``{"loss", "local", "global"}`` of a batch of backbone tokens (B, N, 384) and
+        """``{"loss", "local", "global"}`` of a batch of backbone tokens (B, N, C) and
         ``W`` (B, N); ``loss`` leaves the local term out when ``local_loss`` is off."""
         p = self.params
         z_r, zs_hat, z_s = reassemble(self.head, real_tokens, twin_tokens)
@@ -376,7 +464,7 @@ class AVATAR:
         if self.head is None:
             raise RuntimeError("AVATAR.predict before fit")
         _check_sample(sample)
-        g = self.params.image_size // PATCH_PX
+        g = self.params.grid
         with _deterministic(), torch.no_grad():
             both = self.tokens([sample.real.rgb, sample.twin.rgb])  # one backbone batch
             w = self.token_mask([sample.fg_mask])

@@ -4,7 +4,8 @@ padim-robotic-multiview.txt, section 2.3): one model per viewpoint, ResNet-18 fe
 - **Embedding**: the real image, resized to ``image_size`` square, goes through a frozen
   ResNet (``detectors.backbones``); layers 1-3 are upsampled to layer 1's grid (1/4 of the
   input) and concatenated (448 channels for ResNet-18, 1792 for Wide-ResNet-50-2); a
-  seeded random subset of ``channels`` of them is kept (PaDiM: 100 of 448).
+  seeded random subset of ``channels`` of them is kept (PaDiM: 100 of 448; twincell's
+  ``resnet18_compact``, whose self-supervised weights ship for offline use, gives 224).
 - **Model**: for every patch position, the mean and covariance of the training
   embeddings, regularised with ``eps`` I (PaDiM: 0.01), kept as the inverse.
 - **Score**: the Mahalanobis distance of each position's embedding, upsampled to the
@@ -35,7 +36,7 @@ from scenarios.interfaces import Prediction, Sample
 #: Embedding layers and their order (PaDiM: 1-3).
 LAYERS = ("layer1", "layer2", "layer3")
 #: Channels of layers 1-3 concatenated, per backbone (the subset is drawn from these).
-EMBEDDING_CHANNELS = {"resnet18": 448, "wide_resnet50_2": 1792}
+EMBEDDING_CHANNELS = {"resnet18": 448, "wide_resnet50_2": 1792, "resnet18_compact": 224}
 #: Key of the model shared by all views (also the fallback of an unseen view).
 ALL_VIEWS = -1
 
@@ -45,7 +46,8 @@ class PaDiMParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    backbone: Literal["resnet18", "wide_resnet50_2"] = "resnet18"
+    #: The paper's ResNet-18, or twincell's compact self-supervised one (weights shipped).
+    backbone: Literal["resnet18", "wide_resnet50_2", "resnet18_compact"] = "resnet18"
     #: "auto" (official checkpoint from the cache), "random" (seeded) or a checkpoint path.
     weights: Annotated[str, Strict()] = "auto"
     channels: Annotated[int, Strict()] = Field(100, ge=1, le=1792)

@@ -34,7 +34,8 @@ class PatchCoreParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    backbone: Literal["resnet18", "wide_resnet50_2"] = "wide_resnet50_2"
+    #: The paper's Wide-ResNet-50-2, ResNet-18, or twincell's compact self-supervised one.
+    backbone: Literal["resnet18", "wide_resnet50_2", "resnet18_compact"] = "wide_resnet50_2"
     #: "auto" (official checkpoint from the cache), "random" (seeded) or a checkpoint path.
     weights: Annotated[str, Strict()] = "auto"
     image_size: Annotated[int, Strict()] = Field(224, ge=32, le=1024)

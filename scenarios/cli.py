@@ -71,7 +71,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(
         f"ok: {sc.name} (seed {sc.seed}, digest {sc.digest()}): {parts} parts x {views} "
         f"viewpoints = {parts * views} planned pairs; detectors: "
-        + ", ".join(d.name for d in sc.detectors)
+        + ", ".join(d.key for d in sc.detectors)
     )
     return EXIT_OK
 
@@ -182,7 +182,67 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_cmd_gallery)
+    t = sub.add_parser(
+        "pretrain",
+        help="train a compact backbone self-supervised on the simulator's renders",
+        description="Simulate a pretraining scenario (default: five part families, normal\n"
+        "parts only) into a run directory, then train resnet18_compact on its pose-matched\n"
+        "real/twin pairs with dense VICReg on the CPU, and save the trunk as a checkpoint\n"
+        "that detectors load with `weights: <path>` (or `auto`, from the cache directories).\n"
+        "Rerunning with the same --renders resumes the simulation.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("--out", required=True, help="checkpoint file to write (.pth, must not exist)")
+    t.add_argument(
+        "--scenario",
+        default=None,
+        help="pretraining scenario (default assets/pretrain/sim-ssl.yaml)",
+    )
+    t.add_argument(
+        "--renders", default=None, help="run directory for the renders (default <out>.renders)"
+    )
+    t.add_argument("--epochs", type=int, default=None, help="training epochs (default 20)")
+    t.add_argument("--image-size", type=int, default=None, help="crop side in px (default 96)")
+    t.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 32)")
+    t.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
+    t.add_argument(
+        "--workers", type=int, default=1, help=f"simulation processes, 1 to {MAX_WORKERS}"
+    )
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=_cmd_pretrain)
     return p
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from detectors.pretrain import PretrainParams
+    from detectors.registry import check_params_model
+    from scenarios.pretrain import DEFAULT_SCENARIO, check_checkpoint_path, pretrain
+
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise SpecError(f"--workers: must be >= 1 and <= {MAX_WORKERS}, got {args.workers}")
+    given = {
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+    }
+    checked = check_params_model(
+        PretrainParams, {k: v for k, v in given.items() if v is not None}, "pretrain"
+    )
+    params = PretrainParams(**checked)
+    out = Path(args.out)
+    check_checkpoint_path(out)
+    renders = Path(args.renders) if args.renders else out.with_name(out.name + ".renders")
+    scenario = args.scenario or DEFAULT_SCENARIO
+    meta = pretrain(scenario, out, renders, params, workers=args.workers, progress=not args.quiet)
+    last = meta["history"][-1]
+    print(
+        f"checkpoint: {out}  ({meta['pairs']} pairs, {params.epochs} epochs, "
+        f"final loss {last['loss']:.3f}, simulate {meta['seconds']['simulate']:.0f} s, "
+        f"train {meta['seconds']['train']:.0f} s)"
+    )
+    print(f"use it: `weights: {out}` with backbone: {params.backbone}")
+    return EXIT_OK
 
 
 def _cmd_gallery(args: argparse.Namespace) -> int:

@@ -687,7 +687,7 @@ def _run_detector(
     Complete, checksum-verified predictions of an earlier run are reused. Pixel metrics are
     exact over all pixels of all test images, in bounded memory (``PixelMetrics``).
     """
-    pred_dir = out / "predictions" / spec.name
+    pred_dir = out / "predictions" / spec.key
     ids = [r["id"] for r in test]
     seconds: dict[str, float] = {}
     pixels = PixelMetrics(spill_dir=out)  # leftovers of a kill are removed on resume
@@ -700,13 +700,17 @@ def _run_detector(
         pixels = PixelMetrics(spill_dir=out)  # drop what a half-verified reuse added
         t0 = time.perf_counter()
         det = detectors.create(spec.name, **spec.params)
+        if hasattr(det, "set_feature_cache"):
+            # Backbone features computed once per image, kept in the run directory, so a
+            # rerun (or a second entry with the same backbone) skips the backbone.
+            det.set_feature_cache(out / "features")
         det.fit(RunSamples(out, train))
         seconds["fit"] = time.perf_counter() - t0
         # Which weights the detector used (a learned one's backbone; none for the others).
         write_json(pred_dir / "weights.json", getattr(det, "weights_info", None) or {})
         t0 = time.perf_counter()
         scores, sums = [], []
-        for r in tqdm(test, desc=spec.name, unit="pair", disable=not progress):
+        for r in tqdm(test, desc=spec.key, unit="pair", disable=not progress):
             check_stop()
             sample = load_sample_by_id(out, r["id"])
             pred = det.predict(sample)
@@ -842,7 +846,7 @@ def detect(
     metrics: dict[str, dict[str, float]] = {}
     seconds: dict[str, dict[str, float]] = {}
     for spec in sc.detectors:
-        metrics[spec.name], seconds[spec.name] = _run_detector(spec, out, train, test, progress)
+        metrics[spec.key], seconds[spec.key] = _run_detector(spec, out, train, test, progress)
     return metrics, seconds
 
 
@@ -964,7 +968,7 @@ def _run_phases(
         if any(r["split"] == "test" for r in records):
             metrics, det_seconds = detect(sc, out, records, progress=progress)
         else:  # nothing to predict: every metric is undefined
-            metrics = {d.name: dict.fromkeys(METRIC_NAMES, float("nan")) for d in sc.detectors}
+            metrics = {d.key: dict.fromkeys(METRIC_NAMES, float("nan")) for d in sc.detectors}
             det_seconds = {}
         # Undefined metrics (a split without one class) are NaN in Python and null in JSON.
         finite = {
@@ -973,9 +977,7 @@ def _run_phases(
         }
         # Full records (K, poses) of the test pairs, streamed from samples.jsonl.
         test = [r for r in sample_records(out / "samples.jsonl") if r["split"] == "test"]
-        parts = (
-            {d.name: part_decisions(sc, out, test, d.name) for d in sc.detectors} if test else {}
-        )
+        parts = {d.key: part_decisions(sc, out, test, d.key) for d in sc.detectors} if test else {}
         write_json(out / "metrics.json", {"detectors": finite, "parts": parts})
     counts = Counter((r["split"], r["label"]) for r in records)
     kinds = Counter(
@@ -989,7 +991,7 @@ def _run_phases(
     manifest.update(
         {
             "cell": json.loads(cell_info.read_text()) if cell_info.exists() else {},
-            "detector_weights": detector_weights(out, [d.name for d in sc.detectors]),
+            "detector_weights": detector_weights(out, [d.key for d in sc.detectors]),
             "counts": {
                 "train": counts[("train", 0)] + counts[("train", 1)],
                 "test_normal": counts[("test", 0)],

@@ -463,10 +463,19 @@ class DecisionSpec(Strict):
 
 
 class DetectorSpec(Strict):
-    """A detector by registered name, with its parameters."""
+    """A detector by registered name, with its parameters, and an optional ``label`` that
+    names this entry in the run (its predictions folder, metrics and report rows), so one
+    detector can appear twice with different parameters (``padim`` with ``weights: random``
+    beside ``padim`` with its pretrained weights; AVATAR's ablations)."""
 
     name: Text
+    label: Text | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     params: dict[Text, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The entry's name in the run: its label, or else the detector's name."""
+        return self.label or self.name
 
     @field_validator("name")
     @classmethod
@@ -579,9 +588,11 @@ class Scenario(Strict):
         # A field (not model) validator, so the error names `detectors` and echoes only them.
         import detectors
 
-        names = [d.name for d in v]
+        names = [d.key for d in v]
         if len(set(names)) != len(names):
-            raise ValueError("each detector may appear once")
+            raise ValueError(
+                "each detector may appear once (give a repeated one a distinct `label`)"
+            )
         if not names:
             raise ValueError("list at least one detector")
         # Each detector checks its own parameters (types and ranges) through the registry,
@@ -591,6 +602,7 @@ class Scenario(Strict):
         return tuple(
             DetectorSpec(
                 name=d.name,
+                label=d.label,
                 params=detectors.validate_params(d.name, d.params, where=f"detectors.{i}.params"),
             )
             for i, d in enumerate(v)
@@ -685,6 +697,10 @@ class Scenario(Strict):
     def digest(self) -> str:
         """A short hash of the resolved scenario: equal digests mean identical runs."""
         data = self.model_dump(mode="json")
+        # An unlabelled detector hashes as before labels existed.
+        for det in data["detectors"]:
+            if det.get("label") is None:
+                det.pop("label", None)
         # How long a frame may take does not change any image: a rerun with a longer
         # timeout resumes the same run (and retries the samples that timed out).
         del data["render"]["timeout_s"]

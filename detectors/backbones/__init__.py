@@ -19,15 +19,20 @@ class BackboneSpec:
     name: str
     builder: str
     files: tuple[str, ...]
+    #: Its checkpoint ships with twincell (assets/weights/) rather than being official.
+    shipped: bool = False
 
 
 BACKBONES: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(name: str, builder: str, files: tuple[str, ...]) -> None:
+def register_backbone(
+    name: str, builder: str, files: tuple[str, ...], shipped: bool = False
+) -> None:
     """Name a backbone: ``builder`` is ``module:function``; ``files`` its official
-    checkpoint file names, as published (the cache directories are searched for them)."""
-    BACKBONES[name] = BackboneSpec(name, builder, files)
+    checkpoint file names, as published (the cache directories are searched for them);
+    ``shipped`` when the first file ships with twincell in ``assets/weights/``."""
+    BACKBONES[name] = BackboneSpec(name, builder, files, shipped)
 
 
 # torchvision's ImageNet releases (IMAGENET1K_V1 first; V2 accepted for the wide ResNet).
@@ -36,6 +41,14 @@ register_backbone(
     "wide_resnet50_2",
     "detectors.backbones.resnet:wide_resnet50_2",
     ("wide_resnet50_2-95faca4d.pth", "wide_resnet50_2-9ba9bcbe.pth"),
+)
+# twincell's own: ResNet-18's first three stages at half width, trained self-supervised on
+# simulator renders by `twincell pretrain`; the file ships in assets/weights/.
+register_backbone(
+    "resnet18_compact",
+    "detectors.backbones.resnet:resnet18_compact",
+    ("resnet18_compact-twincell-ssl.pth",),
+    shipped=True,
 )
 # facebookresearch/dinov2's hub checkpoint.
 register_backbone(

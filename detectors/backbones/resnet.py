@@ -45,6 +45,7 @@ __all__ = [
     "ResNet",
     "normalize",
     "resnet18",
+    "resnet18_compact",
     "wide_resnet50_2",
 ]
 
@@ -59,6 +60,7 @@ STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
 RESNET_CHANNELS: dict[str, dict[str, int]] = {
     "resnet18": {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512},
     "wide_resnet50_2": {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048},
+    "resnet18_compact": {"layer1": 32, "layer2": 64, "layer3": 128},
 }
 
 #: Output stride (input pixels per feature-map cell) of each stage.
@@ -158,23 +160,30 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
         groups: int = 1,
         width_per_group: int = 64,
+        widths: Sequence[int] = (64, 128, 256, 512),
     ) -> None:
         super().__init__()
-        if len(layers) != 4:
-            raise ValueError(f"layers must give 4 block counts, got {list(layers)}")
-        self.inplanes = 64
+        if len(layers) not in (3, 4) or len(widths) != len(layers):
+            raise ValueError(
+                f"layers must give 3 or 4 block counts and widths one width each, got "
+                f"{list(layers)} and {list(widths)}"
+            )
+        self.inplanes = int(widths[0])
         self.groups = groups
         self.base_width = width_per_group
         self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.layer1 = self._make_layer(block, widths[0], layers[0])
+        self.layer2 = self._make_layer(block, widths[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(block, widths[2], layers[2], stride=2)
+        #: A three-stage trunk (``resnet18_compact``) has no layer4 and no classifier.
+        self.has_head = len(layers) == 4
+        if self.has_head:
+            self.layer4 = self._make_layer(block, widths[3], layers[3], stride=2)
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(widths[3] * block.expansion, num_classes)
 
         # torchvision's initialisation, so `weights: random` means the same thing here.
         for m in self.modules():
@@ -210,13 +219,15 @@ class ResNet(nn.Module):
 
     def _stages(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
         """The feature stages in order, as (name, module) pairs."""
-        return [
+        stages: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = [
             ("stem", self._stem),
             ("layer1", self.layer1),
             ("layer2", self.layer2),
             ("layer3", self.layer3),
-            ("layer4", self.layer4),
         ]
+        if self.has_head:
+            stages.append(("layer4", self.layer4))
+        return stages
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         """conv1, bn1, ReLU, max pool: (B, 3, H, W) -> (B, 64, ceil(H / 4), ceil(W / 4))."""
@@ -239,6 +250,10 @@ class ResNet(nn.Module):
         if not wanted:
             raise ValueError("layers must name at least one stage")
         last = max(STAGES.index(name) for name in wanted)
+        if last >= len(self._stages()):
+            raise ValueError(
+                f"this trunk ends at {self._stages()[-1][0]}; it has no {STAGES[last]}"
+            )
         out: dict[str, torch.Tensor] = {}
         for name, stage in self._stages()[: last + 1]:
             x = stage(x)
@@ -248,6 +263,8 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised RGB -> (B, num_classes) logits, as torchvision's ResNet."""
+        if not self.has_head:
+            raise ValueError("a three-stage trunk has no classifier; use forward_features")
         for _, stage in self._stages():
             x = stage(x)
         return self.fc(torch.flatten(self.avgpool(x), 1))
@@ -256,6 +273,16 @@ class ResNet(nn.Module):
 def resnet18(**kwargs: Any) -> ResNet:
     """ResNet-18 (BasicBlock, 2-2-2-2), keys as torchvision's ``resnet18``; random weights."""
     return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
+
+
+def resnet18_compact(**kwargs: Any) -> ResNet:
+    """twincell's compact trunk: ResNet-18's first three stages (BasicBlock, 2-2-2) at half
+    width (32, 64, 128 channels; 0.7 M parameters), no layer4 and no classifier. Keys follow
+    torchvision's names (``conv1.weight``, ``layer3.1.bn2.running_var``, ...). Its weights
+    are twincell's own, trained self-supervised on simulator renders (``twincell pretrain``);
+    see ``detectors.pretrain``."""
+    kwargs.setdefault("widths", (32, 64, 128))
+    return ResNet(BasicBlock, [2, 2, 2], **kwargs)
 
 
 def wide_resnet50_2(**kwargs: Any) -> ResNet:

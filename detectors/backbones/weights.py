@@ -5,7 +5,9 @@ A detector asks for a backbone with ``weights``:
 - ``"auto"`` (the default): the backbone's official checkpoint file, found by its official
   name (``detectors.backbones.BACKBONES``) in, in turn, the directory named by
   ``$TWINCELL_WEIGHTS``, then torch's hub cache (``$TORCH_HOME/hub/checkpoints``, by
-  default ``~/.cache/torch/hub/checkpoints``), where ``torch.hub`` puts official downloads.
+  default ``~/.cache/torch/hub/checkpoints``), where ``torch.hub`` puts official downloads,
+  then the checkpoints that ship with twincell (``assets/weights/``: the self-supervised
+  ``resnet18_compact``, made by ``twincell pretrain``; see ``assets/weights/README.md``).
   Missing, it is refused before any work, in one line saying which file to put where
   (``MissingWeights``, exit 2).
 - a path to a checkpoint (a state_dict saved by ``torch.save``, official or trained by
@@ -61,8 +63,16 @@ class WeightsInfo:
         return out
 
 
+def shipped_dir() -> Path:
+    """The directory of the checkpoints that ship with twincell (``assets/weights``)."""
+    import assets
+
+    return Path(assets.__file__).resolve().parent / "weights"
+
+
 def search_dirs() -> list[Path]:
-    """The directories searched for official checkpoints, in order."""
+    """The directories searched for checkpoints by file name, in order (the shipped ones
+    last, so a user's own file of the same name wins)."""
     dirs = []
     if os.environ.get(WEIGHTS_ENV):
         dirs.append(Path(os.environ[WEIGHTS_ENV]).expanduser())
@@ -73,6 +83,7 @@ def search_dirs() -> list[Path]:
         xdg = os.environ.get("XDG_CACHE_HOME")
         cache = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
         dirs.append(cache / "torch" / "hub" / "checkpoints")
+    dirs.append(shipped_dir())
     return dirs
 
 
@@ -94,10 +105,17 @@ def resolve_weights(backbone: str, weights: str, where: str = "weights") -> Path
             for name in spec.files:
                 if (d / name).is_file():
                     return d / name
-        dirs = " or ".join(str(d) for d in search_dirs())
+        if spec.shipped:
+            raise MissingWeights(
+                f"{where}: the checkpoint {spec.files[0]} that ships with twincell is missing "
+                f"from {shipped_dir()}: reinstall twincell, or make one with `twincell "
+                f"pretrain --out my.pth` and give its path (or weights: random)"
+            )
+        dirs = " or ".join(str(d) for d in search_dirs()[:-1])
         raise MissingWeights(
             f"{where}: no weights for {backbone}: put {spec.files[0]} in {dirs} (or give "
-            f"a checkpoint path, or weights: random)"
+            f"a checkpoint path, weights: random, or backbone: resnet18_compact, whose "
+            f"self-supervised weights ship with twincell)"
         )
     path = Path(weights).expanduser()
     if not path.is_file():

@@ -1,12 +1,15 @@
 """AVATAR: the detector contract, training, the masked local loss, the Table II ablations,
-save/reload, determinism, anomalies scored above normals and the feature cache.
+save/reload, determinism, anomalies scored above normals and the feature cache; then the
+same for the ``resnet18_compact`` backbone (its token grid, channels and size rule).
 
-Small and fast: random (seeded) DINOv2 weights at 56 px (4 x 4 tokens) or 112 px (8 x 8).
+Small and fast: random (seeded) DINOv2 weights at 56 px (4 x 4 tokens) or 112 px (8 x 8);
+random compact-ResNet weights at 64 px (4 x 4 tokens).
 """
 
 from __future__ import annotations
 
 import functools
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.avatar import AVATAR, AVATARParams, reassemble
+from detectors.avatar import AVATAR, TOKEN_SPECS, AVATARParams, Backbone, reassemble
 from detectors.backbones import weights
+from detectors.backbones.resnet import RESNET_CHANNELS, STAGE_STRIDES, normalize
 from detectors.checker import check_detector
 from detectors.registry import check_params_model
 from detectors.testing import make_synthetic_samples
@@ -25,6 +29,8 @@ LOAD_BACKBONE = weights.load_backbone
 
 #: A short schedule at a higher learning rate than the paper's 1e-4, so a few epochs train.
 SMALL = {"weights": "random", "image_size": 56, "epochs": 6, "lr": 1e-3, "sigma_px": 1.0}
+#: The compact ResNet at 64 px (4 x 4 tokens of 192 channels), two epochs.
+RESNET = {**SMALL, "backbone": "resnet18_compact", "image_size": 64, "epochs": 2}
 
 
 @pytest.fixture(autouse=True)
@@ -210,3 +216,122 @@ def test_the_feature_cache_skips_the_backbone(
         m.setattr(model, "forward_tokens", refuse)
         again.fit(train)
     np.testing.assert_array_equal(again.predict(sample).anomaly_map, expected)
+
+
+# -- the resnet18_compact backbone ---------------------------------------------------------
+
+
+def test_resnet_token_spec_matches_the_backbone() -> None:
+    assert set(typing.get_args(Backbone)) == set(TOKEN_SPECS)  # every accepted name has a row
+    spec = TOKEN_SPECS["resnet18_compact"]
+    channels = RESNET_CHANNELS["resnet18_compact"]
+    assert spec.channels == channels["layer2"] + channels["layer3"] == 192
+    assert spec.stride_px == STAGE_STRIDES["layer3"] == 2 * STAGE_STRIDES["layer2"] == 16
+
+
+@pytest.mark.parametrize(("image_size", "grid"), [(224, 14), (256, 16)])
+def test_resnet_tokens_are_layer2_pooled_onto_the_layer3_grid(image_size: int, grid: int) -> None:
+    """Tokens (1, grid^2, 64 + 128): layer2 average-pooled 2 x 2, then layer3, row-major."""
+    det = AVATAR(**{**RESNET, "image_size": image_size})
+    sample = make_synthetic_samples(1, seed=2)[0]
+    tokens = det.tokens([sample.real.rgb])
+    assert tokens.shape == (1, grid * grid, 192)
+    assert det.token_mask([sample.fg_mask]).shape == (1, grid * grid)
+
+    x = normalize(sample.real.rgb[None])
+    x = torch.nn.functional.interpolate(
+        x, size=(image_size, image_size), mode="bilinear", antialias=True
+    )
+    with torch.no_grad():
+        maps = det._backbone().forward_features(x, ("layer2", "layer3"))
+    layer2, layer3 = maps["layer2"][0], maps["layer3"][0]
+    assert layer3.shape == (128, grid, grid)
+    row, col = 3, grid - 2  # one token, checked by hand: its 2 x 2 layer2 cell, then layer3
+    fine = layer2[:, 2 * row : 2 * row + 2, 2 * col : 2 * col + 2].mean(dim=(1, 2))
+    expected = torch.cat([fine, layer3[:, row, col]])
+    torch.testing.assert_close(tokens[0, row * grid + col], expected)
+
+
+def test_resnet_backbone_obeys_the_detector_contract() -> None:
+    train = make_synthetic_samples(4, seed=1)
+    test = make_synthetic_samples(1, seed=2) + make_synthetic_samples(1, seed=3, anomalous=True)
+    det = AVATAR(**RESNET)
+    check_detector(det, train, test)
+    assert det.params.grid == 4
+    assert det.token_map(test[1]).shape == (4, 4)
+    assert len(det.history) == 2
+    assert all(np.isfinite(list(h.values())).all() for h in det.history)
+
+
+def test_resnet_proj_dim_defaults_to_its_channels() -> None:
+    params = AVATARParams(weights="random", backbone="resnet18_compact")
+    assert params.proj_dim is None and params.dim == 192
+    det = AVATAR(**RESNET)
+    det._init_head()
+    assert det.head["phi_r"][0].in_features == 192
+    assert det.head["q"].weight.shape == (192, 192)
+    narrow = AVATAR(**{**RESNET, "proj_dim": 32})
+    narrow._init_head()
+    assert narrow.head["phi_s"][0].weight.shape == (32, 192)
+    # An identity projector keeps the 192 channels: unset or 192 is accepted, 384 is not.
+    bare = {"weights": "random", "backbone": "resnet18_compact", "render_projector": False}
+    assert AVATARParams(**bare).dim == AVATARParams(**bare, proj_dim=192).dim == 192
+    with pytest.raises(SpecError, match=r"proj_dim: must be 192 \(resnet18_compact's"):
+        check_params_model(AVATARParams, {**bare, "proj_dim": 384}, "d")
+
+
+def test_resnet_image_size_must_be_a_multiple_of_16() -> None:
+    base = {"weights": "random", "backbone": "resnet18_compact"}
+    with pytest.raises(
+        SpecError, match=r"image_size: must be a multiple of 16 px .*nearest: 224 or 240"
+    ):
+        check_params_model(AVATARParams, {**base, "image_size": 230}, "d.0.params")
+    with pytest.raises(SpecError, match=r"multiple of 16 px .*nearest: 48 or 64"):
+        check_params_model(AVATARParams, {**base, "image_size": 56}, "d")  # fine for DINOv2
+    assert AVATARParams(**base, image_size=224).grid == 14
+    assert AVATARParams(weights="random", image_size=224).grid == 16  # DINOv2: stride 14
+
+
+def test_a_saved_resnet_model_reloads_and_training_repeats(tmp_path: Path) -> None:
+    train = make_synthetic_samples(4, seed=1)
+    det, twin = AVATAR(**RESNET), AVATAR(**RESNET)
+    det.fit(train)
+    twin.fit(train)
+    assert det.history == twin.history
+    path = tmp_path / "avatar-resnet.pt"
+    det.save(path)
+    again = AVATAR.load(path)
+    assert again.params == det.params and again.params.proj_dim is None
+    assert again.history == det.history
+    for s in make_synthetic_samples(2, seed=4, anomalous=True):
+        a, b, c = det.predict(s), again.predict(s), twin.predict(s)
+        assert a.anomaly_map.shape == s.real.rgb.shape[:2]
+        np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
+        np.testing.assert_array_equal(a.anomaly_map, c.anomaly_map)
+        assert a.score == b.score
+
+
+def test_the_feature_cache_keeps_backbones_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 112 px (a multiple of 14 and 16) both backbones share a cache directory: each
+    keeps its own files and reads back only its own tokens."""
+    train = make_synthetic_samples(2, seed=1)  # two real images, one shared twin image
+    cache = tmp_path / "features"
+    for backbone in ("dinov2_vits14", "resnet18_compact"):
+        det = AVATAR(**{**SMALL, "backbone": backbone, "image_size": 112, "epochs": 1})
+        det.set_feature_cache(cache)
+        det.fit(train)
+    assert len(list(cache.glob("*.pt"))) == 6
+
+    again = AVATAR(**{**RESNET, "image_size": 112, "epochs": 1})
+    again.set_feature_cache(cache)
+    model = again._backbone()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the backbone ran despite the cache")
+
+    with monkeypatch.context() as m:
+        m.setattr(model, "forward_features", refuse)
+        tokens = again.tokens([s.real.rgb for s in train])
+    assert tokens.shape == (2, 7 * 7, 192)

@@ -324,3 +324,25 @@ def test_normalize_rejects_bad_input() -> None:
         normalize(np.zeros((4, 4, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="B, H, W, 3"):
         normalize(torch.zeros((1, 3, 4, 4), dtype=torch.uint8))
+
+
+def test_resnet18_compact_is_three_half_width_stages() -> None:
+    from detectors.backbones.resnet import resnet18_compact
+
+    torch.manual_seed(0)
+    m = resnet18_compact().eval()
+    keys = set(m.state_dict())
+    assert "layer3.1.bn2.running_var" in keys and "conv1.weight" in keys
+    assert not any(k.startswith(("layer4.", "fc.")) for k in keys)
+    assert m.state_dict()["conv1.weight"].shape == (32, 3, 7, 7)
+    with torch.no_grad():
+        f = m.forward_features(torch.zeros(1, 3, 224, 224), ("layer1", "layer2", "layer3"))
+    assert {k: tuple(v.shape[1:]) for k, v in f.items()} == {
+        "layer1": (RESNET_CHANNELS["resnet18_compact"]["layer1"], 56, 56),
+        "layer2": (64, 28, 28),
+        "layer3": (128, 14, 14),
+    }
+    with pytest.raises(ValueError, match="no layer4"):
+        m.forward_features(torch.zeros(1, 3, 64, 64), ("layer4",))
+    with pytest.raises(ValueError, match="no classifier"):
+        m(torch.zeros(1, 3, 64, 64))

@@ -40,7 +40,8 @@ def test_missing_weights_say_which_file_to_put_where(no_cache: Path) -> None:
         resolve_weights("resnet18", "auto", where="detectors.3.params.weights")
     msg = str(err.value)
     assert msg.startswith("detectors.3.params.weights: no weights for resnet18")
-    assert "resnet18-f37072fd.pth" in msg and str(search_dirs()[-1]) in msg
+    assert "resnet18-f37072fd.pth" in msg and str(search_dirs()[-2]) in msg
+    assert "resnet18_compact" in msg  # the offline alternative
     assert "\n" not in msg and err.value.exit_code == EXIT_INPUT
 
 
@@ -96,3 +97,28 @@ def test_random_weights_are_seeded(no_cache: Path) -> None:
 def test_an_unknown_backbone_lists_the_known_ones() -> None:
     with pytest.raises(SpecError, match="allowed: resnet18"):
         resolve_weights("resnet81", "random")
+
+
+def test_shipped_checkpoints_are_searched_last(
+    no_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import detectors.backbones.weights as weights
+
+    shipped = no_cache / "shipped"
+    monkeypatch.setattr(weights, "shipped_dir", lambda: shipped)
+    assert search_dirs()[-1] == shipped
+    torch.manual_seed(5)
+    state = build_backbone("resnet18_compact").state_dict()
+    shipped.mkdir()
+    torch.save(
+        {"state_dict": state, "meta": {"made_by": "test"}},
+        shipped / "resnet18_compact-twincell-ssl.pth",
+    )
+    model, info = load_backbone("resnet18_compact")
+    assert info.source == "file" and info.path == str(shipped / "resnet18_compact-twincell-ssl.pth")
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    # A user's file of the same name in the cache wins over the shipped one.
+    mine = no_cache / "torch-home" / "hub" / "checkpoints" / "resnet18_compact-twincell-ssl.pth"
+    mine.parent.mkdir(parents=True)
+    torch.save(state, mine)
+    assert resolve_weights("resnet18_compact", "auto") == mine

@@ -460,3 +460,25 @@ def test_band_without_viewpoints_is_refused(
     )
     assert main(["validate", str(path)]) == 2
     assert "no viewpoint of subdivision level 1 lies in the elevation band" in _error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["--out", "{tmp}/ssl.pt"], "--out: must name a .pth file"),
+        (["--out", "{tmp}/exists.pth"], "exists; choose another file"),
+        (["--out", "{tmp}/ssl.pth", "--epochs", "0"], "pretrain.epochs"),
+        (["--out", "{tmp}/ssl.pth", "--image-size", "8"], "pretrain.image_size"),
+        (["--out", "{tmp}/ssl.pth", "--workers", "0"], "--workers"),
+        (["--out", "{tmp}/ssl.pth", "--scenario", "nope"], "nope"),
+    ],
+)
+def test_pretrain_bad_input_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], expect: str
+) -> None:
+    (tmp_path / "exists.pth").write_bytes(b"x")
+    before = sorted(tmp_path.iterdir())
+    code = main(["pretrain", *(a.format(tmp=tmp_path) for a in args)])
+    err = capsys.readouterr().err
+    assert code == 2 and expect in err and "\n" not in err.strip()
+    assert sorted(tmp_path.iterdir()) == before

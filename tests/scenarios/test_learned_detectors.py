@@ -35,6 +35,21 @@ def test_padim_and_patchcore_run_side_by_side_and_their_weights_are_recorded(
                     "name": "patchcore",
                     "params": {"weights": "random", "backbone": "resnet18", "image_size": 96},
                 },
+                # One detector twice, told apart by a label.
+                {
+                    "name": "padim",
+                    "label": "padim-seed1",
+                    "params": {"weights": "random", "image_size": 96, "seed": 1},
+                },
+                {
+                    "name": "avatar",
+                    "params": {
+                        "weights": "random",
+                        "backbone": "resnet18_compact",
+                        "image_size": 96,
+                        "epochs": 1,
+                    },
+                },
             ],
         }
     )
@@ -46,7 +61,12 @@ def test_padim_and_patchcore_run_side_by_side_and_their_weights_are_recorded(
     assert weights["padim"] == {"backbone": "resnet18", "source": "random", "seed": 0}
     assert weights["patchcore"]["source"] == "random"
     metrics = json.loads((out / "metrics.json").read_text())["detectors"]
-    assert set(metrics) == {"rgb_residual", "padim", "patchcore"}
+    assert set(metrics) == {"rgb_residual", "padim", "patchcore", "padim-seed1", "avatar"}
+    assert weights["padim-seed1"] == {"backbone": "resnet18", "source": "random", "seed": 1}
+    assert (out / "predictions" / "padim-seed1" / "scores.csv").is_file()
+    assert metrics["padim-seed1"] != metrics["padim"]
+    # AVATAR's backbone tokens are cached in the run directory.
+    assert any((out / "features").iterdir())
     report = (out / "report.md").read_text()
     assert "padim: resnet18, random (seed 0)" in report
     # Whole-part decisions by the three rules, with the paper's D_T, and their figure.

@@ -304,7 +304,25 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
         "duplicate-detector",
         {"name": "x", "detectors": ["rgb_residual", "rgb_residual"]},
         "detectors",
+        ("each detector may appear once", "label"),
+    ),
+    (
+        "duplicate-detector-label",
+        {
+            "name": "x",
+            "detectors": [
+                {"name": "rgb_residual", "label": "a"},
+                {"name": "ssim_residual", "label": "a"},
+            ],
+        },
+        "detectors",
         ("each detector may appear once",),
+    ),
+    (
+        "bad-detector-label",
+        {"name": "x", "detectors": [{"name": "rgb_residual", "label": "has space"}]},
+        "detectors.0.label",
+        ("pattern",),
     ),
     ("no-detectors", {"name": "x", "detectors": []}, "detectors", ("at least one detector",)),
     (

@@ -1,0 +1,307 @@
+"""Self-supervised pretraining of a compact backbone on the simulator's own renders.
+
+No pretrained weights may be downloaded, and ``weights: random`` is a weak floor, so
+``twincell pretrain`` trains ``resnet18_compact`` (``detectors.backbones.resnet``) from
+scratch on pose-matched real/twin pairs that a pretraining scenario simulates (normal parts
+only; ``scenarios.pretrain`` runs the simulation and calls ``train`` here).
+
+Method (ours; no paper of ``../shared/papers`` prescribes one): **dense VICReg** (Bardes et
+al. 2022, with the dense term of VICRegL) across the simulator's real/twin pairs.
+
+- **Positives** are the same pixel in the real capture and in the twin render of one view:
+  the two differ in everything the twin does not model (material finish, lights, sensor
+  noise, exposure, vignetting, clutter, pose error) and agree on the part's geometry, which
+  is what an inspection backbone must see. On top, both get one shared geometric
+  augmentation (a random resized crop and a flip, so the pair stays pixel-aligned) and each
+  its own photometric one (brightness, contrast, saturation, gamma, blur, noise, grey).
+- **Loss** per stage (layers 1, 2, 3): a 1x1-convolution expander (C -> 128 -> 128, batch
+  norm and ReLU between) maps each feature-map cell to a vector; VICReg's invariance term
+  (mean squared difference of aligned cells), variance term (hinge keeping each dimension's
+  standard deviation over all cells of the batch at >= 1) and covariance term (squared
+  off-diagonal covariances / dimensions), weighted 25, 25, 1 as in the paper, averaged
+  over the three stages. The variance and covariance terms keep the features from
+  collapsing, which invariance alone would reward.
+- **Optimiser**: AdamW (lr 1e-3, weight decay 1e-4, cosine decay, batch 32), seeded; the
+  expanders are thrown away and only the trunk is saved, with its batch-norm statistics.
+
+Only the trunk is returned and saved, as a plain state_dict with the torchvision-style key
+names of ``resnet18_compact`` (``load_backbone`` loads it with ``strict=True``), wrapped
+as ``{"state_dict": ..., "meta": ...}`` with the parameters, the data digest and the loss
+history, so a checkpoint says how it was made.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, Strict
+
+if TYPE_CHECKING:
+    import torch
+
+#: Stages the loss is applied to (those PaDiM and AVATAR read).
+STAGES = ("layer1", "layer2", "layer3")
+
+
+class PretrainParams(BaseModel):
+    """Pretraining parameters; the defaults made the shipped checkpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    backbone: Literal["resnet18_compact", "resnet18"] = "resnet18_compact"
+    #: Square crop side fed to the network, px.
+    image_size: Annotated[int, Strict()] = Field(96, ge=32, le=512)
+    epochs: Annotated[int, Strict()] = Field(20, ge=1, le=10_000)
+    batch_size: Annotated[int, Strict()] = Field(32, ge=2, le=1024)
+    lr: Annotated[float, Strict()] = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: Annotated[float, Strict()] = Field(1e-4, ge=0.0, le=1.0)
+    expander_dim: Annotated[int, Strict()] = Field(128, ge=8, le=4096)
+    #: VICReg weights: invariance, variance, covariance (the paper's 25, 25, 1).
+    sim_coeff: Annotated[float, Strict()] = Field(25.0, ge=0.0)
+    std_coeff: Annotated[float, Strict()] = Field(25.0, ge=0.0)
+    cov_coeff: Annotated[float, Strict()] = Field(1.0, ge=0.0)
+    #: Smallest crop, as a fraction of the image area.
+    min_crop: Annotated[float, Strict()] = Field(0.25, gt=0.0, le=1.0)
+    seed: Annotated[int, Strict()] = Field(0, ge=0, le=2**31 - 1)
+
+
+def vicreg_terms(za: torch.Tensor, zb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """VICReg's (invariance, variance, covariance) terms of two (n, d) batches of vectors,
+    row i of ``za`` a positive of row i of ``zb``."""
+    import torch
+    import torch.nn.functional as F
+
+    inv = F.mse_loss(za, zb)
+    za = za - za.mean(dim=0)
+    zb = zb - zb.mean(dim=0)
+    std_a = torch.sqrt(za.var(dim=0) + 1e-4)
+    std_b = torch.sqrt(zb.var(dim=0) + 1e-4)
+    var = (F.relu(1.0 - std_a).mean() + F.relu(1.0 - std_b).mean()) / 2.0
+    n, d = za.shape
+    cov = za.new_zeros(())
+    for z in (za, zb):
+        c = (z.T @ z) / (n - 1)
+        off = c - torch.diag(torch.diag(c))
+        cov = cov + off.pow(2).sum() / d
+    return inv, var, cov
+
+
+def _expander(channels: int, dim: int) -> torch.nn.Module:
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(channels, dim, 1),
+        nn.BatchNorm2d(dim),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(dim, dim, 1),
+    )
+
+
+def _photometric(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Per-image colour jitter, gamma, blur, noise and greyscale of (B, 3, H, W) in [0, 1]."""
+    import torch
+    import torch.nn.functional as F
+
+    b = x.shape[0]
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return (lo + (hi - lo) * torch.rand(b, 1, 1, 1, generator=g)).to(x)
+
+    x = x * u(0.6, 1.4)  # brightness
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * u(0.6, 1.4) + mean  # contrast
+    grey = x.mean(dim=1, keepdim=True)
+    x = (x - grey) * u(0.5, 1.5) + grey  # saturation
+    x = x.clamp(0.0, 1.0) ** u(0.7, 1.4)  # gamma
+    blur = torch.rand(b, generator=g) < 0.3
+    if bool(blur.any()):
+        k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+        kernel = (k[:, None] * k[None, :]).to(x).expand(3, 1, 5, 5)
+        smooth = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), kernel, groups=3)
+        x = torch.where(blur.view(b, 1, 1, 1).to(x.device), smooth, x)
+    x = x + torch.randn(x.shape, generator=g).to(x) * u(0.0, 0.03)
+    to_grey = (torch.rand(b, generator=g) < 0.1).view(b, 1, 1, 1).to(x.device)
+    x = torch.where(to_grey, x.mean(dim=1, keepdim=True).expand_as(x), x)
+    return x.clamp(0.0, 1.0)
+
+
+def _crop_boxes(
+    n: int, h: int, w: int, min_crop: float, rng: np.random.Generator
+) -> list[tuple[int, int, int, int]]:
+    """``n`` random resized-crop boxes (y0, x0, y1, x1): area fraction in [min_crop, 1],
+    aspect ratio in [3/4, 4/3] (log-uniform), as torchvision's RandomResizedCrop draws."""
+    boxes = []
+    for _ in range(n):
+        area = rng.uniform(min_crop, 1.0) * h * w
+        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        ch = int(round(min(h, math.sqrt(area / aspect))))
+        cw = int(round(min(w, math.sqrt(area * aspect))))
+        y0 = int(rng.integers(0, h - ch + 1))
+        x0 = int(rng.integers(0, w - cw + 1))
+        boxes.append((y0, x0, y0 + ch, x0 + cw))
+    return boxes
+
+
+def make_batch(
+    real: np.ndarray,
+    twin: np.ndarray,
+    params: PretrainParams,
+    rng: np.random.Generator,
+    g: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two (B, 3, S, S) normalised batches from (B, H, W, 3) uint8 real and twin images: one
+    shared crop and flip per pair (cells stay aligned), photometric jitter per image."""
+    import torch
+    import torch.nn.functional as F
+
+    from detectors.backbones.resnet import IMAGENET_MEAN, IMAGENET_STD
+
+    s = params.image_size
+    b, h, w, _ = real.shape
+    boxes = _crop_boxes(b, h, w, params.min_crop, rng)
+    flips = rng.random(b) < 0.5
+    out = []
+    for imgs in (real, twin):
+        x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float() / 255.0
+        crops = []
+        for i, (y0, x0, y1, x1) in enumerate(boxes):
+            c = F.interpolate(
+                x[i : i + 1, :, y0:y1, x0:x1],
+                size=(s, s),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
+            crops.append(c.flip(-1) if flips[i] else c)
+        out.append(_photometric(torch.cat(crops), g))
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    # Which image is branch a is drawn per pair, so neither domain is the anchor.
+    swap = torch.from_numpy(rng.random(b) < 0.5).view(b, 1, 1, 1)
+    a = torch.where(swap, out[1], out[0])
+    c = torch.where(swap, out[0], out[1])
+    return (a - mean) / std, (c - mean) / std
+
+
+def train(
+    real: np.ndarray,
+    twin: np.ndarray,
+    params: PretrainParams,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Train ``params.backbone`` on (N, H, W, 3) uint8 pose-matched ``real`` and ``twin``
+    images; returns (the trunk's state_dict, loss history per epoch). ``progress`` is called
+    after every step with (step, total steps, latest losses)."""
+    import torch
+
+    from detectors.backbones.resnet import RESNET_CHANNELS
+    from detectors.backbones.weights import build_backbone
+
+    if real.shape != twin.shape or real.ndim != 4 or real.shape[-1] != 3:
+        raise ValueError(
+            f"real and twin must be equal (N, H, W, 3), got {real.shape}, {twin.shape}"
+        )
+    if real.dtype != np.uint8 or twin.dtype != np.uint8:
+        raise TypeError("real and twin must be uint8 images")
+    n = real.shape[0]
+    if n < params.batch_size:
+        raise ValueError(f"{n} pairs is fewer than one batch of {params.batch_size}")
+    p = params
+    torch.manual_seed(p.seed)
+    trunk = build_backbone(p.backbone)
+    channels = RESNET_CHANNELS[p.backbone]
+    heads = torch.nn.ModuleDict({s: _expander(channels[s], p.expander_dim) for s in STAGES})
+    trunk.train()
+    heads.train()
+    params_all = list(trunk.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params_all, lr=p.lr, weight_decay=p.weight_decay)
+    steps_per_epoch = n // p.batch_size
+    total = steps_per_epoch * p.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    )
+    rng = np.random.default_rng(p.seed)
+    g = torch.Generator().manual_seed(p.seed)
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(p.epochs):
+        t0 = time.perf_counter()
+        order = rng.permutation(n)
+        sums = dict.fromkeys(("loss", "invariance", "variance", "covariance"), 0.0)
+        for k in range(steps_per_epoch):
+            idx = np.sort(order[k * p.batch_size : (k + 1) * p.batch_size])
+            xa, xb = make_batch(real[idx], twin[idx], p, rng, g)
+            fa = trunk.forward_features(xa, STAGES)
+            fb = trunk.forward_features(xb, STAGES)
+            inv = var = cov = xa.new_zeros(())
+            for s in STAGES:
+                za, zb = heads[s](fa[s]), heads[s](fb[s])
+                d = za.shape[1]
+                terms = vicreg_terms(
+                    za.permute(0, 2, 3, 1).reshape(-1, d), zb.permute(0, 2, 3, 1).reshape(-1, d)
+                )
+                inv, var, cov = inv + terms[0], var + terms[1], cov + terms[2]
+            inv, var, cov = inv / len(STAGES), var / len(STAGES), cov / len(STAGES)
+            loss = p.sim_coeff * inv + p.std_coeff * var + p.cov_coeff * cov
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"pretraining diverged at epoch {epoch}, step {k}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            latest = {
+                "loss": loss.item(),
+                "invariance": inv.item(),
+                "variance": var.item(),
+                "covariance": cov.item(),
+            }
+            for key, v in latest.items():
+                sums[key] += v
+            if progress is not None:
+                progress(step, total, latest)
+        history.append(
+            {
+                "epoch": float(epoch),
+                **{k: v / steps_per_epoch for k, v in sums.items()},
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+    trunk.eval()
+    state = {k: v.detach().clone() for k, v in trunk.state_dict().items()}
+    return state, history
+
+
+def save_checkpoint(path: Any, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Write ``{"state_dict": state, "meta": meta}`` with ``torch.save`` to ``path``
+    atomically (a temporary file renamed into place)."""
+    import os
+    from pathlib import Path
+
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"state_dict": state, "meta": meta}, tmp)
+    os.replace(tmp, path)
+
+
+def embedding_spread(state: dict[str, Any], backbone: str, images: Sequence[np.ndarray]) -> float:
+    """Mean per-channel standard deviation of the layer-3 features of ``images`` under
+    ``state``: a collapsed trunk gives about 0 (a check the tests and the CLI use)."""
+    import torch
+
+    from detectors.backbones.resnet import normalize
+    from detectors.backbones.weights import build_backbone
+
+    model = build_backbone(backbone)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    with torch.no_grad():
+        f = model.forward_features(normalize(np.stack(images)), ("layer3",))["layer3"]
+    return float(f.permute(1, 0, 2, 3).reshape(f.shape[1], -1).std(dim=1).mean())
