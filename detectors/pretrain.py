@@ -12,7 +12,8 @@ al. 2022, with the dense term of VICRegL) across the simulator's real/twin pairs
   the two differ in everything the twin does not model (material finish, lights, sensor
   noise, exposure, vignetting, clutter, pose error) and agree on the part's geometry, which
   is what an inspection backbone must see. On top, both get one shared geometric
-  augmentation (a random resized crop and a flip, so the pair stays pixel-aligned) and each
+  augmentation (a random crop at about the detectors' pixel scale and a flip, so the pair
+  stays pixel-aligned) and each
   its own photometric one (brightness, contrast, saturation, gamma, blur, noise, grey).
 - **Loss** per stage (layers 1, 2, 3): a 1x1-convolution expander (C -> 128 -> 128, batch
   norm and ReLU between) maps each feature-map cell to a vector; VICReg's invariance term
@@ -38,7 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 if TYPE_CHECKING:
     import torch
@@ -64,9 +65,18 @@ class PretrainParams(BaseModel):
     sim_coeff: Annotated[float, Strict()] = Field(25.0, ge=0.0)
     std_coeff: Annotated[float, Strict()] = Field(25.0, ge=0.0)
     cov_coeff: Annotated[float, Strict()] = Field(1.0, ge=0.0)
-    #: Smallest crop, as a fraction of the image area.
-    min_crop: Annotated[float, Strict()] = Field(0.25, gt=0.0, le=1.0)
+    #: Range of the crop's zoom (network px per image px). The detectors see a 256 px
+    #: capture resized to 224 (0.875), so the crops are drawn around that scale rather than
+    #: shrinking whole images, which would teach features of parts 2-3x smaller than tested.
+    scale_min: Annotated[float, Strict()] = Field(0.6, gt=0.0, le=8.0)
+    scale_max: Annotated[float, Strict()] = Field(1.2, gt=0.0, le=8.0)
     seed: Annotated[int, Strict()] = Field(0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _checked(self) -> PretrainParams:
+        if self.scale_min > self.scale_max:
+            raise ValueError("scale_min: must not exceed scale_max")
+        return self
 
 
 def vicreg_terms(za: torch.Tensor, zb: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -130,16 +140,18 @@ def _photometric(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def _crop_boxes(
-    n: int, h: int, w: int, min_crop: float, rng: np.random.Generator
+    n: int, h: int, w: int, params: PretrainParams, rng: np.random.Generator
 ) -> list[tuple[int, int, int, int]]:
-    """``n`` random resized-crop boxes (y0, x0, y1, x1): area fraction in [min_crop, 1],
-    aspect ratio in [3/4, 4/3] (log-uniform), as torchvision's RandomResizedCrop draws."""
+    """``n`` random crop boxes (y0, x0, y1, x1) that the network sees at ``image_size``:
+    zoom log-uniform in [scale_min, scale_max], aspect ratio in [3/4, 4/3] (log-uniform),
+    clipped to the image."""
     boxes = []
+    lo, hi = math.log(params.scale_min), math.log(params.scale_max)
     for _ in range(n):
-        area = rng.uniform(min_crop, 1.0) * h * w
+        side = params.image_size / math.exp(rng.uniform(lo, hi))
         aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        ch = int(round(min(h, math.sqrt(area / aspect))))
-        cw = int(round(min(w, math.sqrt(area * aspect))))
+        ch = max(2, int(round(min(h, side / math.sqrt(aspect)))))
+        cw = max(2, int(round(min(w, side * math.sqrt(aspect)))))
         y0 = int(rng.integers(0, h - ch + 1))
         x0 = int(rng.integers(0, w - cw + 1))
         boxes.append((y0, x0, y0 + ch, x0 + cw))
@@ -162,7 +174,7 @@ def make_batch(
 
     s = params.image_size
     b, h, w, _ = real.shape
-    boxes = _crop_boxes(b, h, w, params.min_crop, rng)
+    boxes = _crop_boxes(b, h, w, params, rng)
     flips = rng.random(b) < 0.5
     out = []
     for imgs in (real, twin):

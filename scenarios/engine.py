@@ -658,6 +658,22 @@ def _earlier_scores(pred_dir: Path, ids: Sequence[str]) -> dict[str, tuple[float
     return rows if set(rows) == set(ids) else None
 
 
+def _same_weights(spec: Any, pred_dir: Path) -> bool:
+    """Whether a learned detector's weights are those its earlier predictions were made
+    with (``weights: auto`` may find another file than last time); True for a detector
+    without backbone weights."""
+    if "backbone" not in spec.params or "weights" not in spec.params:
+        return True
+    from detectors.backbones.weights import describe_weights
+
+    try:
+        earlier = json.loads((pred_dir / "weights.json").read_text())
+    except (OSError, ValueError):
+        return False
+    p = spec.params
+    return bool(earlier == describe_weights(p["backbone"], p["weights"], p.get("seed", 0)))
+
+
 def _add_verified(
     pixels: PixelMetrics,
     out: Path,
@@ -692,7 +708,7 @@ def _run_detector(
     seconds: dict[str, float] = {}
     pixels = PixelMetrics(spill_dir=out)  # leftovers of a kill are removed on resume
     t0 = time.perf_counter()
-    earlier = _earlier_scores(pred_dir, ids)
+    earlier = _earlier_scores(pred_dir, ids) if _same_weights(spec, pred_dir) else None
     if earlier is not None and _add_verified(pixels, out, pred_dir, test, earlier):
         scores = [earlier[i][0] for i in ids]
         seconds["reuse"] = time.perf_counter() - t0

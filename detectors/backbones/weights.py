@@ -132,6 +132,15 @@ def check_weights(backbone: str, weights: str) -> None:
         raise ValueError(str(exc)) from None
 
 
+def describe_weights(backbone: str, weights: str, seed: int = 0) -> dict[str, Any]:
+    """The ``WeightsInfo`` record ``load_backbone`` would give, without building the model
+    (a run compares it with the one its earlier predictions were made with)."""
+    path = resolve_weights(backbone, weights)
+    if path is None:
+        return WeightsInfo(backbone, "random", seed=seed).to_json()
+    return WeightsInfo(backbone, "file", str(path), file_sha256(path)).to_json()
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()

@@ -77,3 +77,45 @@ def test_padim_and_patchcore_run_side_by_side_and_their_weights_are_recorded(
         assert rule["dt"] is None or 0.0 <= rule["dt"] <= 1.0
         assert len(rule["thresholds"]) == len(rule["tpr"]) == len(rule["tnr"])
     assert "## Part decisions" in report and (out / "figures" / "parts_padim.png").is_file()
+
+
+def test_a_rerun_recomputes_predictions_when_auto_finds_other_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from detectors.backbones.weights import WEIGHTS_ENV, build_backbone
+
+    cache = tmp_path / "weights"
+    cache.mkdir()
+    monkeypatch.setenv(WEIGHTS_ENV, str(cache))
+    ckpt = cache / "resnet18_compact-twincell-ssl.pth"
+
+    def put(seed: int) -> None:
+        torch.manual_seed(seed)
+        torch.save(build_backbone("resnet18_compact").state_dict(), ckpt)
+
+    put(1)
+    sc = parse_scenario(
+        {
+            "name": "reweigh",
+            "cell": {"camera": {"width": 64, "height": 64, "hfov_deg": 32}},
+            "viewpoints": {"radius_m": 0.2, "subdivisions": 0},
+            "defects": {"kinds": ["hole"], "per_part": 1},
+            "split": {"train_normal": 1, "test_normal": 1, "test_defective": 1},
+            "errors": {"mode": "model", "robot": ERR, "hand_eye": ERR, "object_pose": ERR},
+            "detectors": [
+                {"name": "padim", "params": {"backbone": "resnet18_compact", "image_size": 64}}
+            ],
+        }
+    )
+    out = tmp_path / "run"
+    run_scenario(sc, out, workers=1, progress=False)
+    first = (out / "predictions" / "padim" / "scores.csv").read_text()
+    sha1 = json.loads((out / "predictions" / "padim" / "weights.json").read_text())["sha256"]
+    run_scenario(sc, out, workers=1, progress=False)  # same weights: reused as they are
+    assert (out / "predictions" / "padim" / "scores.csv").read_text() == first
+    put(2)
+    manifest = run_scenario(sc, out, workers=1, progress=False)
+    assert manifest["detector_weights"]["padim"]["sha256"] != sha1
+    assert (out / "predictions" / "padim" / "scores.csv").read_text() != first
