@@ -11,13 +11,17 @@ al. 2022, with the dense term of VICRegL) across the simulator's real/twin pairs
 - **Positives** are the same pixel in the real capture and in the twin render of one view:
   the two differ in everything the twin does not model (material finish, lights, sensor
   noise, exposure, vignetting, clutter, pose error) and agree on the part's geometry, which
-  is what an inspection backbone must see. On top, both get one shared geometric
-  augmentation (a random crop at about the detectors' pixel scale and a flip, so the pair
-  stays pixel-aligned) and each
-  its own photometric one (brightness, contrast, saturation, gamma, blur, noise, grey).
+  is what an inspection backbone must see. On top: square crops at about the detectors'
+  pixel scale (zoom 0.6-1.2; they see a 256 px capture at 224), the pair flipped together,
+  the twin's crop shifted from the real one's by up to ``shift_cells`` layer-3 cells (one
+  shift per batch; the loss matches the cells that see the same scene point, as VICRegL
+  matches by location), and a photometric jitter per crop (brightness, contrast,
+  saturation, gamma, blur, noise, grey). Without the shift the first version learned
+  where a cell lies in its crop (zero padding shows it), which satisfies invariance and
+  variance at once and left fixed-position hot spots in AVATAR's maps.
 - **Loss** per stage (layers 1, 2, 3): a 1x1-convolution expander (C -> 128 -> 128, batch
   norm and ReLU between) maps each feature-map cell to a vector; VICReg's invariance term
-  (mean squared difference of aligned cells), variance term (hinge keeping each dimension's
+  (mean squared difference of matching cells), variance term (hinge keeping each dimension's
   standard deviation over all cells of the batch at >= 1) and covariance term (squared
   off-diagonal covariances / dimensions), weighted 25, 25, 1 as in the paper, averaged
   over the three stages. The variance and covariance terms keep the features from
@@ -46,6 +50,9 @@ if TYPE_CHECKING:
 
 #: Stages the loss is applied to (those PaDiM and AVATAR read).
 STAGES = ("layer1", "layer2", "layer3")
+#: Output stride of the deepest trained stage (layer3): crop shifts are whole cells of it.
+STRIDE_PX = 16
+STAGE_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16}
 
 
 class PretrainParams(BaseModel):
@@ -70,12 +77,21 @@ class PretrainParams(BaseModel):
     #: shrinking whole images, which would teach features of parts 2-3x smaller than tested.
     scale_min: Annotated[float, Strict()] = Field(0.6, gt=0.0, le=8.0)
     scale_max: Annotated[float, Strict()] = Field(1.2, gt=0.0, le=8.0)
+    #: Largest shift, in layer-3 cells, between the crops of a pair (0: aligned crops).
+    shift_cells: Annotated[int, Strict()] = Field(2, ge=0, le=16)
     seed: Annotated[int, Strict()] = Field(0, ge=0, le=2**31 - 1)
 
     @model_validator(mode="after")
     def _checked(self) -> PretrainParams:
         if self.scale_min > self.scale_max:
             raise ValueError("scale_min: must not exceed scale_max")
+        if self.image_size % STRIDE_PX:
+            raise ValueError(f"image_size: must be a multiple of {STRIDE_PX} px")
+        if 2 * self.shift_cells >= self.image_size // STRIDE_PX:
+            raise ValueError(
+                f"shift_cells: must be below half the layer-3 grid "
+                f"({self.image_size // STRIDE_PX} cells at image_size {self.image_size})"
+            )
         return self
 
 
@@ -139,23 +155,26 @@ def _photometric(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x.clamp(0.0, 1.0)
 
 
-def _crop_boxes(
-    n: int, h: int, w: int, params: PretrainParams, rng: np.random.Generator
-) -> list[tuple[int, int, int, int]]:
-    """``n`` random crop boxes (y0, x0, y1, x1) that the network sees at ``image_size``:
-    zoom log-uniform in [scale_min, scale_max], aspect ratio in [3/4, 4/3] (log-uniform),
-    clipped to the image."""
-    boxes = []
+def _crop_pairs(
+    n: int, h: int, w: int, params: PretrainParams, shift: tuple[int, int], rng: np.random.Generator
+) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
+    """``n`` pairs of square crops ((y0, x0, side) of branch a, of branch b), each seen at
+    ``image_size``: zoom log-uniform in [scale_min, scale_max], branch b's crop shifted from
+    branch a's by ``shift`` layer-3 cells (rounded to source pixels), both inside the image."""
+    pairs = []
     lo, hi = math.log(params.scale_min), math.log(params.scale_max)
+    s = params.image_size
     for _ in range(n):
-        side = params.image_size / math.exp(rng.uniform(lo, hi))
-        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        ch = max(2, int(round(min(h, side / math.sqrt(aspect)))))
-        cw = max(2, int(round(min(w, side * math.sqrt(aspect)))))
-        y0 = int(rng.integers(0, h - ch + 1))
-        x0 = int(rng.integers(0, w - cw + 1))
-        boxes.append((y0, x0, y0 + ch, x0 + cw))
-    return boxes
+        zoom = math.exp(rng.uniform(lo, hi))
+        sy, sx = (round(d * STRIDE_PX / zoom) for d in shift)
+        side = int(round(s / zoom))
+        side = max(2, min(side, h - abs(sy), w - abs(sx)))
+        zoom = s / side  # the crop may have been clipped: shift again at the actual zoom
+        sy, sx = (round(d * STRIDE_PX / zoom) for d in shift)
+        y0 = int(rng.integers(max(0, -sy), h - side - max(0, sy) + 1))
+        x0 = int(rng.integers(max(0, -sx), w - side - max(0, sx) + 1))
+        pairs.append(((y0, x0, side), (y0 + sy, x0 + sx, side)))
+    return pairs
 
 
 def make_batch(
@@ -164,39 +183,66 @@ def make_batch(
     params: PretrainParams,
     rng: np.random.Generator,
     g: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two (B, 3, S, S) normalised batches from (B, H, W, 3) uint8 real and twin images: one
-    shared crop and flip per pair (cells stay aligned), photometric jitter per image."""
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Two (B, 3, S, S) normalised batches from (B, H, W, 3) uint8 real and twin images,
+    and the shift (dy, dx) in layer-3 cells of branch b's crops from branch a's: cell
+    ``(i + dy, j + dx)`` of a and cell ``(i, j)`` of b see the same scene point. One image
+    of each pair (drawn: neither domain is the anchor) goes to branch a, the other to b;
+    the pair is flipped together; each crop gets its own photometric jitter.
+
+    The shift (one per batch, up to ``shift_cells``) is what keeps the features from
+    encoding where in the crop a cell lies: with aligned crops, position (which zero
+    padding makes visible) alone would satisfy both the invariance and the variance terms.
+    """
     import torch
     import torch.nn.functional as F
 
     from detectors.backbones.resnet import IMAGENET_MEAN, IMAGENET_STD
 
-    s = params.image_size
+    s, m = params.image_size, params.shift_cells
     b, h, w, _ = real.shape
-    boxes = _crop_boxes(b, h, w, params, rng)
+    shift = (int(rng.integers(-m, m + 1)), int(rng.integers(-m, m + 1)))
+    crops = _crop_pairs(b, h, w, params, shift, rng)
     flips = rng.random(b) < 0.5
-    out = []
-    for imgs in (real, twin):
-        x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float() / 255.0
-        crops = []
-        for i, (y0, x0, y1, x1) in enumerate(boxes):
-            c = F.interpolate(
-                x[i : i + 1, :, y0:y1, x0:x1],
-                size=(s, s),
-                mode="bilinear",
-                align_corners=False,
-                antialias=True,
+    swap = rng.random(b) < 0.5
+    xr = torch.from_numpy(np.ascontiguousarray(real)).permute(0, 3, 1, 2).float() / 255.0
+    xt = torch.from_numpy(np.ascontiguousarray(twin)).permute(0, 3, 1, 2).float() / 255.0
+    out: list[list[torch.Tensor]] = [[], []]
+    for i, boxes in enumerate(crops):
+        pair = (xt[i : i + 1], xr[i : i + 1]) if swap[i] else (xr[i : i + 1], xt[i : i + 1])
+        for k, (img, (y0, x0, side)) in enumerate(zip(pair, boxes, strict=True)):
+            if flips[i]:
+                img = img.flip(-1)
+            out[k].append(
+                F.interpolate(
+                    img[:, :, y0 : y0 + side, x0 : x0 + side],
+                    size=(s, s),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )
             )
-            crops.append(c.flip(-1) if flips[i] else c)
-        out.append(_photometric(torch.cat(crops), g))
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    # Which image is branch a is drawn per pair, so neither domain is the anchor.
-    swap = torch.from_numpy(rng.random(b) < 0.5).view(b, 1, 1, 1)
-    a = torch.where(swap, out[1], out[0])
-    c = torch.where(swap, out[0], out[1])
-    return (a - mean) / std, (c - mean) / std
+    a = (_photometric(torch.cat(out[0]), g) - mean) / std
+    c = (_photometric(torch.cat(out[1]), g) - mean) / std
+    return a, c, shift
+
+
+def overlap(
+    za: torch.Tensor, zb: torch.Tensor, shift: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cells of (B, C, H, W) maps ``za`` and ``zb`` that see the same scene points when
+    b's crop is shifted by ``shift`` cells of this map: a's ``(i + dy, j + dx)`` with b's
+    ``(i, j)``; each returned as (B * n, C) rows in matching order."""
+    dy, dx = shift
+    h, w = za.shape[-2:]
+    ya, yb = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h + min(-dy, 0))
+    xa, xb = slice(max(dx, 0), w + min(dx, 0)), slice(max(-dx, 0), w + min(-dx, 0))
+    c = za.shape[1]
+    ra = za[:, :, ya, xa].permute(0, 2, 3, 1).reshape(-1, c)
+    rb = zb[:, :, yb, xb].permute(0, 2, 3, 1).reshape(-1, c)
+    return ra, rb
 
 
 def train(
@@ -246,15 +292,14 @@ def train(
         sums = dict.fromkeys(("loss", "invariance", "variance", "covariance"), 0.0)
         for k in range(steps_per_epoch):
             idx = np.sort(order[k * p.batch_size : (k + 1) * p.batch_size])
-            xa, xb = make_batch(real[idx], twin[idx], p, rng, g)
+            xa, xb, shift = make_batch(real[idx], twin[idx], p, rng, g)
             fa = trunk.forward_features(xa, STAGES)
             fb = trunk.forward_features(xb, STAGES)
             inv = var = cov = xa.new_zeros(())
             for s in STAGES:
-                za, zb = heads[s](fa[s]), heads[s](fb[s])
-                d = za.shape[1]
+                r = STRIDE_PX // STAGE_STRIDES[s]
                 terms = vicreg_terms(
-                    za.permute(0, 2, 3, 1).reshape(-1, d), zb.permute(0, 2, 3, 1).reshape(-1, d)
+                    *overlap(heads[s](fa[s]), heads[s](fb[s]), (shift[0] * r, shift[1] * r))
                 )
                 inv, var, cov = inv + terms[0], var + terms[1], cov + terms[2]
             inv, var, cov = inv / len(STAGES), var / len(STAGES), cov / len(STAGES)

@@ -185,9 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "pretrain",
         help="train a compact backbone self-supervised on the simulator's renders",
-        description="Simulate a pretraining scenario (default: five part families, normal\n"
-        "parts only) into a run directory, then train resnet18_compact on its pose-matched\n"
-        "real/twin pairs with dense VICReg on the CPU, and save the trunk as a checkpoint\n"
+        description="Simulate pretraining scenarios (default: those of the shipped checkpoint,\n"
+        "five part families, normal parts only) into run directories, then train\n"
+        "resnet18_compact on their pose-matched normal real/twin pairs with dense VICReg on\n"
+        "the CPU, and save the trunk as a checkpoint\n"
         "that detectors load with `weights: <path>` (or `auto`, from the cache directories).\n"
         "Rerunning with the same --renders resumes the simulation.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -195,11 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="checkpoint file to write (.pth, must not exist)")
     t.add_argument(
         "--scenario",
-        default=None,
-        help="pretraining scenario (default assets/pretrain/sim-ssl.yaml)",
+        action="append",
+        help="pretraining scenario, repeatable (default: those of the shipped checkpoint, "
+        "assets/pretrain/)",
     )
     t.add_argument(
-        "--renders", default=None, help="run directory for the renders (default <out>.renders)"
+        "--renders",
+        default=None,
+        help="directory for the renders, one run directory per scenario (default "
+        "<out>.renders); rerunning into it resumes",
     )
     t.add_argument("--epochs", type=int, default=None, help="training epochs (default 20)")
     t.add_argument("--image-size", type=int, default=None, help="crop side in px (default 96)")
@@ -216,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from detectors.pretrain import PretrainParams
     from detectors.registry import check_params_model
-    from scenarios.pretrain import DEFAULT_SCENARIO, check_checkpoint_path, pretrain
+    from scenarios.pretrain import DEFAULT_SCENARIOS, check_checkpoint_path, pretrain
 
     if not 1 <= args.workers <= MAX_WORKERS:
         raise SpecError(f"--workers: must be >= 1 and <= {MAX_WORKERS}, got {args.workers}")
@@ -233,8 +238,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_checkpoint_path(out)
     renders = Path(args.renders) if args.renders else out.with_name(out.name + ".renders")
-    scenario = args.scenario or DEFAULT_SCENARIO
-    meta = pretrain(scenario, out, renders, params, workers=args.workers, progress=not args.quiet)
+    scenarios = args.scenario or DEFAULT_SCENARIOS
+    meta = pretrain(scenarios, out, renders, params, workers=args.workers, progress=not args.quiet)
     last = meta["history"][-1]
     print(
         f"checkpoint: {out}  ({meta['pairs']} pairs, {params.epochs} epochs, "

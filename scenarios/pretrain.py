@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ import numpy as np
 
 from scenarios.interfaces import SpecError
 
-#: The scenario whose renders the shipped checkpoint was trained on.
-DEFAULT_SCENARIO = Path(__file__).resolve().parents[1] / "assets" / "pretrain" / "sim-ssl.yaml"
+_PRETRAIN_DIR = Path(__file__).resolve().parents[1] / "assets" / "pretrain"
+#: The scenarios whose renders the shipped checkpoint was trained on.
+DEFAULT_SCENARIOS: tuple[Path, ...] = (_PRETRAIN_DIR / "sim-ssl.yaml",)
 
 
 def check_checkpoint_path(out: Path) -> None:
@@ -36,29 +38,36 @@ def check_checkpoint_path(out: Path) -> None:
         raise SpecError(f"--out {out}: {parent} is not a directory")
 
 
-def load_pairs(renders: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(N, H, W, 3) uint8 real and twin images of every captured pair in a run directory."""
+def load_pairs(renders: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W, 3) uint8 real and twin images of every captured normal pair in run
+    directories (a scenario with defective parts gives only its normal ones: the backbone
+    never sees a defect)."""
     from scenarios.rundir import load_samples
 
-    samples = load_samples(renders)
-    if not samples:
-        raise SpecError(f"{renders}: no captured pairs to pretrain on")
-    real = np.stack([s.real.rgb for s in samples])
-    twin = np.stack([s.twin.rgb for s in samples])
-    return real, twin
+    real, twin = [], []
+    for d in renders:
+        samples = [s for s in load_samples(d) if s.label == 0]
+        if not samples:
+            raise SpecError(f"{d}: no captured normal pairs to pretrain on")
+        real += [s.real.rgb for s in samples]
+        twin += [s.twin.rgb for s in samples]
+    shapes = {r.shape for r in real}
+    if len(shapes) > 1:
+        raise SpecError(f"pretraining scenarios must share one camera size, got {sorted(shapes)}")
+    return np.stack(real), np.stack(twin)
 
 
 def pretrain(
-    scenario: str | Path,
+    scenarios: Sequence[str | Path],
     out: Path,
     renders: Path,
     params: Any,
     workers: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Simulate ``scenario`` into ``renders`` (resuming), train on its pairs with ``params``
-    (``detectors.pretrain.PretrainParams``), save the trunk to ``out``; returns the meta
-    record saved with it."""
+    """Simulate each of ``scenarios`` into ``renders/<name>-seed<seed>`` (resuming), train on
+    all their pairs with ``params`` (``detectors.pretrain.PretrainParams``), save the trunk
+    to ``out``; returns the meta record saved with it."""
     from tqdm import tqdm
 
     from detectors.pretrain import embedding_spread, save_checkpoint, train
@@ -66,10 +75,14 @@ def pretrain(
     from scenarios.spec import load_scenario
 
     check_checkpoint_path(out)
-    sc = load_scenario(str(scenario))
+    scs = [load_scenario(str(s)) for s in scenarios]  # all checked before any work
+    names = [f"{sc.name}-seed{sc.seed}" for sc in scs]
+    if len(set(names)) != len(names):
+        raise SpecError(f"--scenario: each scenario may appear once, got {names}")
     t0 = time.perf_counter()
-    run_scenario(sc, renders, workers=workers, progress=progress)
-    real, twin = load_pairs(renders)
+    for sc, name in zip(scs, names, strict=True):
+        run_scenario(sc, renders / name, workers=workers, progress=progress)
+    real, twin = load_pairs([renders / name for name in names])
     t_sim = time.perf_counter() - t0
     t0 = time.perf_counter()
     steps = tqdm(total=1, desc="pretrain", unit="step", disable=not progress)
@@ -91,7 +104,7 @@ def pretrain(
         "command": shlex.join(["twincell", *sys.argv[1:]]) if sys.argv else "",
         "method": "dense VICReg across pose-matched real/twin pairs (detectors/pretrain.py)",
         "params": params.model_dump(mode="json"),
-        "scenario": {"name": sc.name, "seed": sc.seed, "digest": sc.digest()},
+        "scenarios": [{"name": sc.name, "seed": sc.seed, "digest": sc.digest()} for sc in scs],
         "pairs": int(len(real)),
         "image_shape": list(real.shape[1:]),
         "history": history,

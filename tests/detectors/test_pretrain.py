@@ -15,12 +15,13 @@ from detectors.pretrain import (
     PretrainParams,
     embedding_spread,
     make_batch,
+    overlap,
     save_checkpoint,
     train,
     vicreg_terms,
 )
 
-TINY = PretrainParams(epochs=2, batch_size=4, image_size=32, expander_dim=16)
+TINY = PretrainParams(epochs=2, batch_size=4, image_size=48, expander_dim=16, shift_cells=1)
 
 
 def _pairs(n: int = 8, size: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -43,19 +44,35 @@ def test_vicreg_terms_reward_agreement_and_punish_collapse() -> None:
     assert float(vicreg_terms(correlated, correlated)[2]) > float(cov) * 5
 
 
-def test_batch_keeps_real_and_twin_pixel_aligned() -> None:
-    real, twin = _pairs(n=6)
-    rng = np.random.default_rng(1)
-    g = torch.Generator().manual_seed(1)
-    a, b = make_batch(real, real.copy(), PretrainParams(image_size=32), rng, g)
-    assert a.shape == b.shape == (6, 3, 32, 32)
-    # Same image both sides: only the photometric jitter differs, so the two crops of a
-    # pair correlate strongly, and far more than crops of different images.
-    same = [np.corrcoef(a[i].mean(0).ravel(), b[i].mean(0).ravel())[0, 1] for i in range(6)]
-    other = [
-        np.corrcoef(a[i].mean(0).ravel(), b[(i + 1) % 6].mean(0).ravel())[0, 1] for i in range(6)
-    ]
-    assert min(same) > 0.8 and np.mean(same) > np.mean(np.abs(other)) + 0.4
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_shifted_crops_match_where_the_loss_says(seed: int) -> None:
+    real, _ = _pairs(n=6, size=160)
+    rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(seed)
+    params = PretrainParams(image_size=64, shift_cells=1)
+    a, b, shift = make_batch(real, real.copy(), params, rng, g)
+    assert a.shape == b.shape == (6, 3, 64, 64)
+    # Same image both sides: only the photometric jitter differs, so the cells the loss
+    # pairs (4 px cells, layer 1's grid) see the same pixels and correlate strongly, far
+    # more than the same cells of another image.
+    pool = torch.nn.functional.avg_pool2d
+    fa, fb = pool(a.mean(1, keepdim=True), 4), pool(b.mean(1, keepdim=True), 4)
+    ra, rb = overlap(fa, fb, (shift[0] * 4, shift[1] * 4))
+    ra, rb = ra.view(6, -1).numpy(), rb.view(6, -1).numpy()
+    same = [np.corrcoef(ra[i], rb[i])[0, 1] for i in range(6)]
+    other = [np.corrcoef(ra[i], rb[(i + 1) % 6])[0, 1] for i in range(6)]
+    assert min(same) > 0.8, same
+    assert np.mean(same) > np.mean(np.abs(other)) + 0.4
+
+
+def test_overlap_pairs_cells_by_the_shift() -> None:
+    za = torch.arange(16.0).view(1, 1, 4, 4)
+    zb = za.roll(shifts=(-1, -1), dims=(2, 3))  # b's (i, j) holds a's (i + 1, j + 1)
+    ra, rb = overlap(za, zb, (1, 1))
+    assert ra.shape == rb.shape == (9, 1)
+    assert torch.equal(ra, rb)
+    assert overlap(za, za, (0, 0))[0].shape == (16, 1)
+    assert overlap(za, za, (-2, 1))[0].shape == (6, 1)
 
 
 def test_tiny_training_saves_a_checkpoint_detectors_load(tmp_path: Path) -> None:
