@@ -1,9 +1,10 @@
 """``twincell pretrain``: simulate a pretraining scenario, then train a backbone on its pairs.
 
-The renders are an ordinary run directory of the pretraining scenario (by default
-``assets/pretrain/sim-ssl.yaml``: normal parts of five families, none of them a bundled
-evaluation's test family), written by the engine's one run-directory writer, so an
-interrupted pretraining resumes its simulation and the pairs can be looked at like any run.
+The renders are ordinary run directories of the pretraining scenarios (by default
+``assets/pretrain/sim-ssl.yaml``, pyrender "real", and ``sim-ssl-blender.yaml``, Cycles
+"real": normal parts of five families, none of them a bundled evaluation's test family),
+written by the engine's one run-directory writer, so an interrupted pretraining resumes
+its simulation and the pairs can be looked at like any run.
 The training itself is ``detectors.pretrain`` (dense VICReg across real/twin pairs).
 """
 
@@ -22,7 +23,10 @@ from scenarios.interfaces import SpecError
 
 _PRETRAIN_DIR = Path(__file__).resolve().parents[1] / "assets" / "pretrain"
 #: The scenarios whose renders the shipped checkpoint was trained on.
-DEFAULT_SCENARIOS: tuple[Path, ...] = (_PRETRAIN_DIR / "sim-ssl.yaml",)
+DEFAULT_SCENARIOS: tuple[Path, ...] = (
+    _PRETRAIN_DIR / "sim-ssl.yaml",
+    _PRETRAIN_DIR / "sim-ssl-blender.yaml",
+)
 
 
 def check_checkpoint_path(out: Path) -> None:
