@@ -13,14 +13,14 @@ al. 2022, with the dense term of VICRegL) across the simulator's real/twin pairs
   noise, exposure, vignetting, clutter, pose error) and agree on the part's geometry, which
   is what an inspection backbone must see. On top: square crops at about the detectors'
   pixel scale (zoom 0.6-1.2; they see a 256 px capture at 224), the pair flipped together,
-  optionally the twin's crop shifted from the real one's by up to ``shift_cells`` layer-3
+  optionally branch b's crop shifted from branch a's by up to ``shift_cells`` layer-3
   cells (one shift per batch; the loss matches the cells that see the same scene point,
   as VICRegL matches by location), and a photometric jitter per crop (brightness,
   contrast, saturation, gamma, blur, noise, grey). Aligned crops let a cell's position in
   its crop (which zero padding shows) help satisfy the invariance and variance terms; the
   shift removes that shortcut, but on the validation scenarios
-  (``benchmarks/scenarios/ssl-validation*.yaml``) it gave worse PaDiM and AVATAR maps
-  after the same 20 epochs, so the default is 0 (aligned).
+  (``benchmarks/scenarios/ssl-validation*.yaml``) it gave lower PaDiM pixel AUROC and AP
+  and AVATAR pixel AUROC after the same 20 epochs, so the default is 0 (aligned).
 - **Loss** per stage (layers 1, 2, 3): a 1x1-convolution expander (C -> 128 -> 128, batch
   norm and ReLU between) maps each feature-map cell to a vector; VICReg's invariance term
   (mean squared difference of matching cells), variance term (hinge keeping each dimension's

@@ -231,9 +231,15 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "seed": args.seed,
     }
-    checked = check_params_model(
-        PretrainParams, {k: v for k, v in given.items() if v is not None}, "pretrain"
-    )
+    try:
+        checked = check_params_model(
+            PretrainParams, {k: v for k, v in given.items() if v is not None}, "pretrain"
+        )
+    except SpecError as exc:  # name the flag the user typed, not the model's field
+        msg = str(exc)
+        for key in given:
+            msg = msg.replace(f"pretrain.{key}", "--" + key.replace("_", "-"))
+        raise SpecError(msg) from None
     params = PretrainParams(**checked)
     out = Path(args.out)
     check_checkpoint_path(out)
@@ -297,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "twincell: %(message)s",
     )
     previous = {}
-    if args.command == "run":
+    if args.command in ("run", "pretrain"):
         for sig in (signal.SIGINT, signal.SIGTERM):
             # A SIGINT ignored by whoever started us (a background job) stays ignored.
             if signal.getsignal(sig) is not signal.SIG_IGN:

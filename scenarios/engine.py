@@ -714,6 +714,9 @@ def _run_detector(
         seconds["reuse"] = time.perf_counter() - t0
     else:
         pixels = PixelMetrics(spill_dir=out)  # drop what a half-verified reuse added
+        # Earlier predictions are not reused: unmark them complete before anything else is
+        # written, so an interrupt here never leaves old maps beside new weights.json.
+        (pred_dir / "scores.csv").unlink(missing_ok=True)
         t0 = time.perf_counter()
         det = detectors.create(spec.name, **spec.params)
         if hasattr(det, "set_feature_cache"):

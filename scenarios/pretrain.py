@@ -75,7 +75,7 @@ def pretrain(
     from tqdm import tqdm
 
     from detectors.pretrain import embedding_spread, save_checkpoint, train
-    from scenarios.engine import run_scenario
+    from scenarios.engine import check_out_dir, run_scenario
     from scenarios.spec import load_scenario
 
     check_checkpoint_path(out)
@@ -83,10 +83,17 @@ def pretrain(
     names = [f"{sc.name}-seed{sc.seed}" for sc in scs]
     if len(set(names)) != len(names):
         raise SpecError(f"--scenario: each scenario may appear once, got {names}")
+    for sc, name in zip(scs, names, strict=True):
+        check_out_dir(renders / name, sc)  # every render directory usable before any work
     t0 = time.perf_counter()
     for sc, name in zip(scs, names, strict=True):
         run_scenario(sc, renders / name, workers=workers, progress=progress)
     real, twin = load_pairs([renders / name for name in names])
+    if len(real) < params.batch_size:
+        raise SpecError(
+            f"--batch-size: {params.batch_size} is more than the {len(real)} normal pairs "
+            "the scenarios gave; lower it or render more parts"
+        )
     t_sim = time.perf_counter() - t0
     t0 = time.perf_counter()
     steps = tqdm(total=1, desc="pretrain", unit="step", disable=not progress)

@@ -469,7 +469,9 @@ class DetectorSpec(Strict):
     beside ``padim`` with its pretrained weights; AVATAR's ablations)."""
 
     name: Text
-    label: Text | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    label: Text | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+    )
     params: dict[Text, Any] = Field(default_factory=dict)
 
     @property

@@ -467,8 +467,8 @@ def test_band_without_viewpoints_is_refused(
     [
         (["--out", "{tmp}/ssl.pt"], "--out: must name a .pth file"),
         (["--out", "{tmp}/exists.pth"], "exists; choose another file"),
-        (["--out", "{tmp}/ssl.pth", "--epochs", "0"], "pretrain.epochs"),
-        (["--out", "{tmp}/ssl.pth", "--image-size", "8"], "pretrain.image_size"),
+        (["--out", "{tmp}/ssl.pth", "--epochs", "0"], "--epochs"),
+        (["--out", "{tmp}/ssl.pth", "--image-size", "8"], "--image-size"),
         (["--out", "{tmp}/ssl.pth", "--workers", "0"], "--workers"),
         (["--out", "{tmp}/ssl.pth", "--scenario", "nope"], "nope"),
     ],

@@ -113,9 +113,11 @@ def test_a_rerun_recomputes_predictions_when_auto_finds_other_weights(
     run_scenario(sc, out, workers=1, progress=False)
     first = (out / "predictions" / "padim" / "scores.csv").read_text()
     sha1 = json.loads((out / "predictions" / "padim" / "weights.json").read_text())["sha256"]
-    run_scenario(sc, out, workers=1, progress=False)  # same weights: reused as they are
+    again = run_scenario(sc, out, workers=1, progress=False)  # same weights: reused
+    assert "reuse" in again["timings_s"]["detectors"]["padim"]
     assert (out / "predictions" / "padim" / "scores.csv").read_text() == first
     put(2)
     manifest = run_scenario(sc, out, workers=1, progress=False)
+    assert "fit" in manifest["timings_s"]["detectors"]["padim"]
     assert manifest["detector_weights"]["padim"]["sha256"] != sha1
     assert (out / "predictions" / "padim" / "scores.csv").read_text() != first

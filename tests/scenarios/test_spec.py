@@ -324,6 +324,12 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
         "detectors.0.label",
         ("pattern",),
     ),
+    (
+        "detector-label-leaving-predictions",
+        {"name": "x", "detectors": [{"name": "rgb_residual", "label": ".."}]},
+        "detectors.0.label",
+        ("pattern",),
+    ),
     ("no-detectors", {"name": "x", "detectors": []}, "detectors", ("at least one detector",)),
     (
         "unknown-part-category",
