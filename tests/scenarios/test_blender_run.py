@@ -45,36 +45,36 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def _kill_while_rendering(killed: list[int], stop: threading.Event) -> None:
-    """SIGKILL the first Blender worker seen busy after it rendered a few frames."""
-    first_seen = None
+def _kill_while_rendering(killed: list[int], stop: threading.Event, out: Path) -> None:
+    """SIGKILL the first Blender worker seen busy after the run wrote its first sample (so
+    the worker is past its start-up, whose failure a restart absorbs, and mid-run)."""
+    samples = out / "samples"
     while not stop.is_set():
         pids = _blender_workers()
-        if pids:
-            first_seen = first_seen or time.monotonic()
-            if time.monotonic() - first_seen > 4.0:  # past start-up and the first frames
-                pid = pids[0]
-                try:
-                    a = _cpu_ticks(pid)
-                    time.sleep(0.03)
-                    if _cpu_ticks(pid) > a:  # busy: a frame is in flight
-                        os.kill(pid, signal.SIGKILL)
-                        killed.append(pid)
-                        return
-                except OSError:
-                    pass
+        if pids and samples.is_dir() and any(samples.iterdir()):
+            pid = pids[0]
+            try:
+                a = _cpu_ticks(pid)
+                time.sleep(0.03)
+                if _cpu_ticks(pid) > a:  # busy: a frame is in flight
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            except OSError:
+                pass
         time.sleep(0.01)
 
 
 def test_blender_run_survives_a_killed_worker(tmp_path: Path) -> None:
     data = load_scenario("tiny").model_dump(mode="json")
-    data["render"] = {"real": "blender", "twin": "pyrender", "samples": 4}
+    # Enough samples that a frame takes most of a worker's time between samples.
+    data["render"] = {"real": "blender", "twin": "pyrender", "samples": 16}
     sc = parse_scenario(data, "test")
     killed: list[int] = []
     stop = threading.Event()
-    killer = threading.Thread(target=_kill_while_rendering, args=(killed, stop), daemon=True)
-    killer.start()
     out = tmp_path / "run"
+    killer = threading.Thread(target=_kill_while_rendering, args=(killed, stop, out), daemon=True)
+    killer.start()
     try:
         run_scenario(sc, out, workers=1, progress=False, report=write_report)
     finally:
