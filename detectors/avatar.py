@@ -378,8 +378,11 @@ class AVATAR:
         path = self._cache_path(key)
         if path is None:
             return
+        from scenarios.rundir import TEMP_PREFIX
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        # The run directory's temporary-file prefix: a kill's leftovers are removed on resume.
+        tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}")
         torch.save(tokens.clone(), tmp)
         os.replace(tmp, path)  # atomic: a reader never sees half a file
 

@@ -78,10 +78,11 @@ def remove_temporaries(out: Path) -> int:
     """Delete what interrupted writers left under the run directory ``out``; returns the count.
 
     Looks in ``out`` and in the folders the run writes into (samples, meshes, figures,
-    predictions and each detector's folder, parts and each part's folder); only names
-    starting with ``TEMP_PREFIX``.
+    features, predictions and each detector's folder, parts and each part's folder); only
+    names starting with ``TEMP_PREFIX``.
     """
     folders = [out, out / "samples", out / "meshes", out / "figures", out / "predictions"]
+    folders.append(out / "features")
     folders.append(out / "parts")
     for sub in ("predictions", "parts"):
         if (out / sub).is_dir():

@@ -267,10 +267,12 @@ def test_leftover_temporaries_are_removed_on_resume(tiny_run: Path, tmp_path: Pa
         copy / "samples" / f"{TEMP_PREFIX}part001_v002.1a2b",
         copy / "predictions" / "rgb_residual" / f"{TEMP_PREFIX}x.npy.1a2b",
         copy / "meshes" / f"{TEMP_PREFIX}part000.ply.1a2b",
+        copy / "features" / f"{TEMP_PREFIX}avatar-0123.pt.77",  # AVATAR's token cache
     ]
     leftovers[1].mkdir()
     (leftovers[1] / "real.png").write_bytes(b"half")
-    for p in (leftovers[0], leftovers[2], leftovers[3]):
+    leftovers[4].parent.mkdir()
+    for p in (leftovers[0], leftovers[2], leftovers[3], leftovers[4]):
         p.write_bytes(b"half")
     (copy / "notes.txt").write_text("a user's own file stays")
     run_scenario(load_scenario("tiny"), copy, workers=1, progress=False)
