@@ -378,7 +378,7 @@ class AVATAR:
         path = self._cache_path(key)
         if path is None:
             return
-        from scenarios.rundir import TEMP_PREFIX
+        from scenarios.interfaces import TEMP_PREFIX
 
         path.parent.mkdir(parents=True, exist_ok=True)
         # The run directory's temporary-file prefix: a kill's leftovers are removed on resume.

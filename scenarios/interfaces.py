@@ -261,6 +261,10 @@ class CellSource(Protocol):
 
 
 # Exit codes of the ``twincell`` command (documented in the README and ``twincell --help``).
+#: Name prefix of a file being written in a run directory (renamed into place when done);
+#: a resume removes what an interrupted writer left with it (``rundir.remove_temporaries``).
+TEMP_PREFIX = ".twincell-tmp."
+
 EXIT_OK = 0
 EXIT_ERROR = 1  # an unexpected failure inside twincell (a bug: please report it)
 EXIT_INPUT = 2  # bad input: scenario file, command-line arguments or an existing --out

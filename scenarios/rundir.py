@@ -29,7 +29,13 @@ from typing import Any, TextIO
 import numpy as np
 from PIL import Image
 
-from scenarios.interfaces import DefectRecord, Observation, RunDirError, Sample
+from scenarios.interfaces import (
+    TEMP_PREFIX,  # re-exported: the run directory's temporary-name prefix
+    DefectRecord,
+    Observation,
+    RunDirError,
+    Sample,
+)
 
 SAMPLE_FILES = (
     "real.png",
@@ -42,9 +48,6 @@ SAMPLE_FILES = (
 #: Files a sample has when its cell has a depth sensor (``cell.depth.points``): the real
 #: and twin points of the part's region (base frame, PLY) and the real points' labels.
 POINT_FILES = ("real_points.ply", "twin_points.ply", "point_labels.npy")
-
-
-TEMP_PREFIX = ".twincell-tmp."
 
 
 def _temp_name(final: Path) -> Path:
