@@ -52,9 +52,10 @@ if TYPE_CHECKING:
 
 #: Stages the loss is applied to (those PaDiM and AVATAR read).
 STAGES = ("layer1", "layer2", "layer3")
-#: Output stride of the deepest trained stage (layer3): crop shifts are whole cells of it.
+#: Output stride of the deepest trained stage (layer3): crop shifts are whole cells of it
+#: (``detectors.backbones.resnet.STAGE_STRIDES``, kept here so the parameter check needs no
+#: torch).
 STRIDE_PX = 16
-STAGE_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16}
 
 
 class PretrainParams(BaseModel):
@@ -258,7 +259,7 @@ def train(
     after every step with (step, total steps, latest losses)."""
     import torch
 
-    from detectors.backbones.resnet import RESNET_CHANNELS
+    from detectors.backbones.resnet import RESNET_CHANNELS, STAGE_STRIDES
     from detectors.backbones.weights import build_backbone
 
     if real.shape != twin.shape or real.ndim != 4 or real.shape[-1] != 3:

@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from detectors.pretrain import PretrainParams
     from detectors.registry import check_params_model
-    from scenarios.pretrain import DEFAULT_SCENARIOS, check_checkpoint_path, pretrain
+    from scenarios.pretrain import DEFAULT_SCENARIOS, pretrain
 
     if not 1 <= args.workers <= MAX_WORKERS:
         raise SpecError(f"--workers: must be >= 1 and <= {MAX_WORKERS}, got {args.workers}")
@@ -241,8 +241,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             msg = msg.replace(f"pretrain.{key}", "--" + key.replace("_", "-"))
         raise SpecError(msg) from None
     params = PretrainParams(**checked)
-    out = Path(args.out)
-    check_checkpoint_path(out)
+    out = Path(args.out)  # pretrain() checks it before any work
     renders = Path(args.renders) if args.renders else out.with_name(out.name + ".renders")
     scenarios = args.scenario or DEFAULT_SCENARIOS
     meta = pretrain(scenarios, out, renders, params, workers=args.workers, progress=not args.quiet)

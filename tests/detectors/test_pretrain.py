@@ -110,3 +110,10 @@ def test_bad_training_input_is_refused() -> None:
         train(real.astype(np.float32), twin.astype(np.float32), TINY)
     with pytest.raises(ValueError, match="fewer than one batch"):
         train(real[:2], twin[:2], TINY)
+
+
+def test_the_shift_stride_is_layer3s() -> None:
+    from detectors.backbones.resnet import STAGE_STRIDES
+    from detectors.pretrain import STRIDE_PX
+
+    assert STRIDE_PX == STAGE_STRIDES["layer3"]
