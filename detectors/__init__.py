@@ -1,9 +1,17 @@
 """Anomaly detectors behind the one Detector interface (never imports sim)."""
 
 from detectors.avatar import AVATAR, AVATARParams
+from detectors.cosarad.detector import COSARAD, COSARADParams
 from detectors.padim import PaDiM, PaDiMParams
 from detectors.patchcore import PatchCore, PatchCoreParams
-from detectors.registry import available, create, register, validate_params
+from detectors.registry import (
+    available,
+    create,
+    describe_weights,
+    level,
+    register,
+    validate_params,
+)
 from detectors.residual import GradientResidual, ResidualParams, RGBResidual, SSIMResidual
 
 
@@ -14,8 +22,16 @@ def _register_builtins() -> None:
     register(PaDiM.name, PaDiM, params=PaDiMParams)
     register(PatchCore.name, PatchCore, params=PatchCoreParams)
     register(AVATAR.name, AVATAR, params=AVATARParams)
+    register(COSARAD.name, COSARAD, params=COSARADParams)
 
 
 _register_builtins()
 
-__all__ = ["available", "create", "register", "validate_params"]
+__all__ = [
+    "available",
+    "create",
+    "describe_weights",
+    "level",
+    "register",
+    "validate_params",
+]

@@ -12,7 +12,14 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from scenarios.interfaces import Detector, SpecError, allowed, excerpt, validation_error_line
+from scenarios.interfaces import (
+    Detector,
+    SpecError,
+    allowed,
+    detector_level,
+    excerpt,
+    validation_error_line,
+)
 
 _REGISTRY: dict[str, Callable[..., Detector]] = {}
 _PARAMS: dict[str, Any] = {}
@@ -36,6 +43,21 @@ def register(name: str, factory: Callable[..., Detector], params: Any = None) ->
 def available() -> list[str]:
     """Sorted names of every registered detector."""
     return sorted(_REGISTRY)
+
+
+def level(name: str) -> str:
+    """What detector ``name`` decides on: ``"view"`` (a real/twin pair) or ``"part"`` (a
+    whole part's fused cloud); its factory's ``level`` attribute, ``"view"`` if none."""
+    if name not in _REGISTRY:
+        raise SpecError(f"unknown detector {excerpt(name)}; {allowed(name, available())}")
+    return detector_level(_REGISTRY[name])
+
+
+def describe_weights(name: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The weights detector ``name`` would use with ``params`` (its factory's
+    ``describe_weights``), or None when the detector does not say."""
+    describe = getattr(_REGISTRY.get(name), "describe_weights", None)
+    return None if describe is None else dict(describe(params))
 
 
 def check_params_model(model: Any, params: dict[str, Any], where: str) -> dict[str, Any]:

@@ -43,12 +43,23 @@ from scenarios.interfaces import (
     SpecError,
     excerpt,
 )
-from scenarios.metrics import METRIC_NAMES, PixelMetrics, auroc, average_precision, f1_max
+from scenarios.metrics import (
+    METRIC_NAMES,
+    PART_METRIC_NAMES,
+    PixelMetrics,
+    auroc,
+    average_precision,
+    f1_max,
+)
 from scenarios.rundir import (
+    PART_CLOUD,
+    PART_RECORD,
     atomic_lines,
     is_failed,
     load_mask,
+    load_part,
     load_sample_by_id,
+    part_records,
     read_manifest,
     read_npy_verified,
     read_sample_record,
@@ -575,24 +586,51 @@ FUSE_VOXEL_M = 0.0005
 
 def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
     """Write ``parts/<part_id>/real_fused.ply``: the real points of all the part's views,
-    fused on a voxel grid, with their labels (``sim.points.fuse_points``). Parts whose
-    samples have no points (no depth sensor) get none."""
+    each moved into the part's frame as the cell believes it at that view
+    (``T_base_obj_twin``), fused on a voxel grid, with their labels
+    (``sim.points.fuse_points``), and the part's
+    record (``record.json``: id, family, split, label, defects, views, points) that a
+    part-level detector is fed and scored by. A part is anomalous (label 1) when a point of
+    its fused cloud is on a defect, as a view is when a pixel is. Parts whose samples have
+    no points (no depth sensor) get neither."""
     from sim.points import fuse_points, ply_bytes, read_ply
 
     by_part: dict[str, list[str]] = {}
     for r in summaries:
         by_part.setdefault(r["part_id"], []).append(r["id"])
     for part_id, ids in by_part.items():
-        clouds, labels = [], []
-        for sid in ids:
+        clouds, labels, views = [], [], []
+        for sid in sorted(ids):
             d = out / "samples" / sid
             if not (d / "real_points.ply").exists():
                 continue
-            clouds.append(read_ply(d / "real_points.ply")[0])
+            view = json.loads((d / "record.json").read_bytes())
+            # Into the part's frame as the cell believes it for this view: the same for every
+            # view of an eye-in-hand cell, but a part-in-hand cell moves the part between them.
+            T = np.asarray(view.get("T_base_obj_twin") or view["T_base_obj"], dtype=np.float64)
+            P = read_ply(d / "real_points.ply")[0]
+            clouds.append((P - T[:3, 3]) @ T[:3, :3])
             labels.append(np.load(d / "point_labels.npy"))
-        if clouds:
-            pts, lab = fuse_points(clouds, labels, FUSE_VOXEL_M)
-            write_bytes(out / "parts" / part_id / "real_fused.ply", ply_bytes(pts, lab))
+            views.append(view)
+        if not clouds:
+            continue
+        pts, lab = fuse_points(clouds, labels, FUSE_VOXEL_M)
+        write_bytes(out / "parts" / part_id / PART_CLOUD, ply_bytes(pts, lab))
+        first = views[0]
+        defects = [
+            {k: v for k, v in d.items() if k != "visible_px"} for d in first.get("defects", [])
+        ]
+        record = {
+            "id": part_id,
+            "category": first["category"],
+            "split": first["split"],
+            "label": int(lab.any()),
+            "defects": defects,
+            "views": [v["id"] for v in views],
+            "n_points": int(len(pts)),
+            "n_defect_points": int(lab.sum()),
+        }
+        write_json(out / "parts" / part_id / PART_RECORD, record)
 
 
 def failed_summary(failed: Sequence[dict[str, Any]]) -> str:
@@ -660,18 +698,23 @@ def _earlier_scores(pred_dir: Path, ids: Sequence[str]) -> dict[str, tuple[float
 
 def _same_weights(spec: Any, pred_dir: Path) -> bool:
     """Whether a learned detector's weights are those its earlier predictions were made
-    with (``weights: auto`` may find another file than last time); True for a detector
-    without backbone weights."""
-    if "backbone" not in spec.params or "weights" not in spec.params:
-        return True
-    from detectors.backbones.weights import describe_weights
+    with (``weights: auto`` may find another file than last time, an extractor file may
+    have been retrained); True for a detector without learned weights."""
+    described = detectors.describe_weights(spec.name, spec.params)
+    if described is None:
+        if "backbone" not in spec.params or "weights" not in spec.params:
+            return True
+        from detectors.backbones.weights import describe_weights
 
+        p = spec.params
+        described = describe_weights(p["backbone"], p["weights"], p.get("seed", 0))
     try:
         earlier = json.loads((pred_dir / "weights.json").read_text())
     except (OSError, ValueError):
         return False
-    p = spec.params
-    return bool(earlier == describe_weights(p["backbone"], p["weights"], p.get("seed", 0)))
+    # A detector may add detail at fit (which fold's file scored which family): compare
+    # what the parameters determine.
+    return bool({k: earlier.get(k) for k in described} == described)
 
 
 def _add_verified(
@@ -738,13 +781,7 @@ def _run_detector(
             scores.append(float(pred.score))
             assert sample.gt_mask is not None  # simulated samples always carry ground truth
             pixels.add(sample.gt_mask, amap)
-        buf = io.StringIO()
-        wr = csv.writer(buf, lineterminator="\n")
-        wr.writerow(["id", "score", "sha256"])
-        for i, score, sha in zip(ids, scores, sums, strict=True):
-            wr.writerow([i, repr(score), sha])
-        # scores.csv last: it marks the detector's predictions complete.
-        write_text(pred_dir / "scores.csv", buf.getvalue())
+        _write_scores(pred_dir, ids, scores, sums)
         seconds["predict"] = time.perf_counter() - t0
     t0 = time.perf_counter()
 
@@ -762,6 +799,95 @@ def _run_detector(
     }
     seconds["metrics"] = time.perf_counter() - t0
     return {k: float(metrics[k]) for k in METRIC_NAMES}, seconds
+
+
+def _run_part_detector(
+    spec: Any,
+    out: Path,
+    train: Sequence[dict[str, Any]],
+    test: Sequence[dict[str, Any]],
+    progress: bool,
+) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, float]]:
+    """Fit, predict and score one part-level (3D) detector on the parts' fused clouds:
+    (metrics, metrics per family, seconds by step). Each test part's point scores go to
+    ``predictions/<key>/<part_id>.npy``; complete, verified earlier ones are reused."""
+    pred_dir = out / "predictions" / spec.key
+    ids = [r["id"] for r in test]
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    earlier = _earlier_scores(pred_dir, ids) if _same_weights(spec, pred_dir) else None
+    points: dict[str, np.ndarray] = {}
+    if earlier is not None:
+        for i in ids:
+            arr = read_npy_verified(pred_dir / f"{i}.npy", earlier[i][1])
+            if arr is None:
+                earlier = None
+                break
+            points[i] = arr
+    if earlier is not None:
+        scores = [earlier[i][0] for i in ids]
+        seconds["reuse"] = time.perf_counter() - t0
+    else:
+        (pred_dir / "scores.csv").unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        det = detectors.create(spec.name, **spec.params)
+        det.fit([load_part(out, r) for r in train])
+        seconds["fit"] = time.perf_counter() - t0
+        write_json(pred_dir / "weights.json", getattr(det, "weights_info", None) or {})
+        t0 = time.perf_counter()
+        scores, sums = [], []
+        for r in tqdm(test, desc=spec.key, unit="part", disable=not progress):
+            check_stop()
+            pred = det.predict(load_part(out, r))
+            ps = np.asarray(pred.point_scores, dtype=np.float32)
+            if ps.shape != (r["n_points"],):
+                raise RuntimeError(
+                    f"{spec.key}: {ps.shape[0] if ps.ndim else 0} point scores for part "
+                    f"{r['id']} of {r['n_points']} points"
+                )
+            sums.append(write_npy(pred_dir / f"{r['id']}.npy", ps))
+            points[r["id"]] = ps
+            scores.append(float(pred.score))
+        _write_scores(pred_dir, ids, scores, sums)
+        seconds["predict"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    labels = {r["id"]: load_part(out, r).gt_point_labels for r in test}
+    by_id = dict(zip(ids, scores, strict=True))
+
+    def scored(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+        y = np.array([int(r["label"]) for r in rows], dtype=np.int64)
+        s = np.array([by_id[r["id"]] for r in rows], dtype=np.float64)
+        py = np.concatenate([np.asarray(labels[r["id"]], dtype=bool) for r in rows])
+        ps = np.concatenate([points[r["id"]] for r in rows])
+        return {
+            "o_auroc": auroc(y, s),
+            "o_ap": average_precision(y, s),
+            "p_auroc": auroc(py, ps),
+            "p_ap": average_precision(py, ps),
+        }
+
+    metrics = scored(test)
+    families: dict[str, dict[str, float]] = {}
+    for fam in sorted({r["category"] for r in test}):
+        rows = [r for r in test if r["category"] == fam]
+        families[fam] = {
+            **scored(rows),
+            "n_parts": len(rows),
+            "n_anomalous": sum(int(r["label"]) for r in rows),
+        }
+    seconds["metrics"] = time.perf_counter() - t0
+    return metrics, families, seconds
+
+
+def _write_scores(pred_dir: Path, ids: Sequence[str], scores: Sequence[float], sums: Any) -> None:
+    """Write ``scores.csv`` (id, score, SHA-256 of the prediction file): written last, it
+    marks a detector's predictions complete."""
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(["id", "score", "sha256"])
+    for i, score, sha in zip(ids, scores, sums, strict=True):
+        wr.writerow([i, repr(score), sha])
+    write_text(pred_dir / "scores.csv", buf.getvalue())
 
 
 #: The per-view decision rules of the part decision (the PaDiM paper, section 2.4).
@@ -852,21 +978,46 @@ def detector_weights(out: Path, names: Sequence[str]) -> dict[str, dict[str, Any
     return found
 
 
+@dataclass
+class Detections:
+    """What ``detect`` found: metrics per detector key (view-level: ``METRIC_NAMES``;
+    part-level: ``PART_METRIC_NAMES``), part-level metrics per family, each detector's
+    level, and seconds per detector and step."""
+
+    metrics: dict[str, dict[str, float]]
+    families: dict[str, dict[str, dict[str, float]]]
+    levels: dict[str, str]
+    seconds: dict[str, dict[str, float]]
+
+
 def detect(
     sc: Scenario, out: Path, records: list[dict[str, Any]], progress: bool = True
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """Fit each detector on the training pairs, predict the test pairs, score them.
+) -> Detections:
+    """Fit each detector on the training data, predict the test data, score it.
 
-    Returns (metrics per detector, seconds per detector and step). Samples stream from the
-    run directory one at a time, so memory does not grow with the number of pairs.
+    A view-level detector works on the pairs (samples stream from the run directory one at
+    a time, so memory does not grow with the number of pairs); a part-level (3D) one on the
+    parts' fused clouds (``parts/<id>/``).
     """
     train = [r for r in records if r["split"] == "train"]
     test = [r for r in records if r["split"] == "test"]
-    metrics: dict[str, dict[str, float]] = {}
-    seconds: dict[str, dict[str, float]] = {}
+    parts = part_records(out)
+    found = Detections({}, {}, {}, {})
     for spec in sc.detectors:
-        metrics[spec.key], seconds[spec.key] = _run_detector(spec, out, train, test, progress)
-    return metrics, seconds
+        level = found.levels[spec.key] = detectors.level(spec.name)
+        if level == "part":
+            m, fam, sec = _run_part_detector(
+                spec,
+                out,
+                [p for p in parts if p["split"] == "train"],
+                [p for p in parts if p["split"] == "test"],
+                progress,
+            )
+            found.families[spec.key] = fam
+        else:
+            m, sec = _run_detector(spec, out, train, test, progress)
+        found.metrics[spec.key], found.seconds[spec.key] = m, sec
+    return found
 
 
 def unscored_reason(records: Sequence[dict[str, Any]]) -> str:
@@ -984,20 +1135,31 @@ def _run_phases(
         if not any(r["split"] == "train" for r in records):
             log.warning("no training pair was captured: detectors are fitted on nothing")
     with timer.phase("detect"):
+        levels = {d.key: detectors.level(d.name) for d in sc.detectors}
         if any(r["split"] == "test" for r in records):
-            metrics, det_seconds = detect(sc, out, records, progress=progress)
+            found = detect(sc, out, records, progress=progress)
         else:  # nothing to predict: every metric is undefined
-            metrics = {d.key: dict.fromkeys(METRIC_NAMES, float("nan")) for d in sc.detectors}
-            det_seconds = {}
-        # Undefined metrics (a split without one class) are NaN in Python and null in JSON.
-        finite = {
-            d: {k: (v if np.isfinite(v) else None) for k, v in m.items()}
-            for d, m in metrics.items()
-        }
+            names = {"view": METRIC_NAMES, "part": PART_METRIC_NAMES}
+            found = Detections(
+                {k: dict.fromkeys(names[lv], float("nan")) for k, lv in levels.items()},
+                {},
+                levels,
+                {},
+            )
+        metrics, det_seconds = found.metrics, found.seconds
         # Full records (K, poses) of the test pairs, streamed from samples.jsonl.
         test = [r for r in sample_records(out / "samples.jsonl") if r["split"] == "test"]
-        parts = {d.key: part_decisions(sc, out, test, d.key) for d in sc.detectors} if test else {}
-        write_json(out / "metrics.json", {"detectors": finite, "parts": parts})
+        views = [d.key for d in sc.detectors if levels[d.key] == "view"]
+        parts = {k: part_decisions(sc, out, test, k) for k in views} if test else {}
+        write_json(
+            out / "metrics.json",
+            {
+                "detectors": _json_finite(metrics),
+                "levels": levels,
+                "parts": parts,
+                "families": {k: _json_finite(v) for k, v in found.families.items()},
+            },
+        )
     counts = Counter((r["split"], r["label"]) for r in records)
     kinds = Counter(
         d["kind"]
@@ -1029,6 +1191,17 @@ def _run_phases(
             report(out)
     manifest["status"] = "unscored" if reason else "complete"
     _finish(out, manifest, timer)
+
+
+def _json_finite(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` (nested dicts of numbers) with NaN and infinities as None: an undefined metric
+    (a split without one class) is NaN in Python and null in JSON."""
+    return {
+        k: _json_finite(v)
+        if isinstance(v, dict)
+        else (None if isinstance(v, float) and not np.isfinite(v) else v)
+        for k, v in d.items()
+    }
 
 
 def _rounded(d: dict[str, float]) -> dict[str, float]:

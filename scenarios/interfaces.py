@@ -91,26 +91,69 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class PartSample:
+    """One whole part for a 3D detector: the real points of all its views, fused.
+
+    ``points`` (N, 3) float64 metres in the part's frame as the cell believes it (each
+    view's points moved by the inverse of the part pose the cell believed at that view, so
+    they carry its sensor noise and its pose errors); ``gt_point_labels`` (N,) bool marks the points on a defect
+    (None when unknown, e.g. on hardware); ``label`` is 1 exactly when a point is labelled
+    (None when unknown). ``id`` is the part id; ``category`` its family.
+    """
+
+    id: str
+    category: str
+    points: FloatArray
+    gt_point_labels: BoolArray | None
+    label: int | None
+    defects: tuple[DefectRecord, ...] = ()
+
+
+#: What a detector decides on (its class attribute ``level``): one real/twin pair
+#: (``Sample``, an anomaly map per view) or one whole part (``PartSample``, a score per
+#: point of its fused cloud). A detector without ``level`` works on views.
+LEVELS = ("view", "part")
+
+
+def detector_level(detector: Any) -> str:
+    """``"view"`` or ``"part"``: what ``detector`` (an instance or a class) decides on."""
+    level = getattr(detector, "level", "view")
+    if level not in LEVELS:
+        raise ValueError(f"detector level {level!r}; allowed: {', '.join(LEVELS)}")
+    return str(level)
+
+
+@dataclass(frozen=True)
 class Prediction:
-    """A detector's output: image ``score``, ``anomaly_map`` (H, W) float32 of the real image."""
+    """A detector's output: the ``score`` of the view or part, and where it looked anomalous.
+
+    A view-level detector gives ``anomaly_map`` (H, W) float32 of the real image; a
+    part-level (3D) detector gives ``point_scores`` (N,) float32, one per point of the
+    part's cloud, and no map.
+    """
 
     score: float
-    anomaly_map: Float32Array
-    point_scores: FloatArray | None = None
+    anomaly_map: Float32Array | None
+    point_scores: Float32Array | None = None
 
 
 @runtime_checkable
 class Detector(Protocol):
-    """An anomaly detector: fit on normal samples, then predict one sample at a time."""
+    """An anomaly detector: fit on normal samples, then predict one sample at a time.
+
+    The samples are ``Sample`` pairs, or ``PartSample`` parts for a detector whose class
+    attribute ``level`` is ``"part"`` (``detector_level``): one registry, one engine.
+    """
 
     name: str
 
-    def fit(self, samples: Sequence[Sample]) -> None:
+    def fit(self, samples: Sequence[Any]) -> None:
         """Learn from normal (label 0) samples; may be a no-op for training-free methods."""
         ...
 
-    def predict(self, sample: Sample) -> Prediction:
-        """Score one sample; the anomaly map has the real image's H x W."""
+    def predict(self, sample: Any) -> Prediction:
+        """Score one sample: a view's anomaly map has the real image's H x W; a part's
+        point scores follow its points."""
         ...
 
 

@@ -41,6 +41,7 @@ from scenarios.rundir import TEMP_PREFIX
 __all__ = [
     "DEFAULT_BUDGET_PX",
     "METRIC_NAMES",
+    "PART_METRIC_NAMES",
     "PixelMetrics",
     "aupro",
     "auroc",
@@ -58,6 +59,11 @@ METRIC_NAMES: tuple[str, ...] = (
     "p_f1max",
     "aupro",
 )
+
+#: The metrics of a part-level (3D) detector (COSARAD's O-ROC and P-ROC, plus APs): object
+#: level ``o_auroc``, ``o_ap`` over the test parts; point level ``p_auroc``, ``p_ap`` over
+#: every point of every test part's fused cloud (for these detectors ``p_`` is *point*).
+PART_METRIC_NAMES: tuple[str, ...] = ("o_auroc", "o_ap", "p_auroc", "p_ap")
 
 # 8-connectivity for ground-truth regions, as in the MVTec AD evaluation code.
 _EIGHT_CONNECTED: NDArray[np.int_] = np.ones((3, 3), dtype=np.int_)

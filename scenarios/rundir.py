@@ -33,6 +33,7 @@ from scenarios.interfaces import (
     TEMP_PREFIX,  # re-exported: the run directory's temporary-name prefix
     DefectRecord,
     Observation,
+    PartSample,
     RunDirError,
     Sample,
 )
@@ -371,6 +372,47 @@ def load_sample_by_id(run_dir: Path, sample_id: str) -> Sample:
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{d}: unreadable sample record ({type(exc).__name__})") from None
     return load_sample(run_dir, record)
+
+
+#: A part's fused cloud and record (``parts/<part_id>/``), written after its views.
+PART_CLOUD, PART_RECORD = "real_fused.ply", "record.json"
+
+
+def part_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of the run's parts that have a fused cloud, sorted by part id."""
+    found = []
+    for f in sorted(Path(run_dir).glob(f"parts/*/{PART_RECORD}")):
+        try:
+            found.append(json.loads(f.read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"{f}: unreadable part record ({type(exc).__name__})") from None
+    return found
+
+
+def load_part(run_dir: Path, record: dict[str, Any]) -> PartSample:
+    """Rebuild a PartSample (a whole part's fused cloud and labels) from its record and file."""
+    from sim.points import read_ply
+
+    path = Path(run_dir) / "parts" / record["id"] / PART_CLOUD
+    try:
+        points, labels = read_ply(path)
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: unreadable fused cloud ({type(exc).__name__})") from None
+    return PartSample(
+        id=record["id"],
+        category=record["category"],
+        points=points,
+        gt_point_labels=None if labels is None else np.asarray(labels, dtype=bool),
+        label=record["label"],
+        defects=tuple(
+            DefectRecord(
+                d["kind"],
+                d["size_mm"],
+                {k: v for k, v in d.items() if k not in ("kind", "size_mm")},
+            )
+            for d in record.get("defects", [])
+        ),
+    )
 
 
 def load_mask(path: Path) -> np.ndarray:

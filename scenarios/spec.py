@@ -666,6 +666,20 @@ class Scenario(Strict):
         return self
 
     @model_validator(mode="after")
+    def _points_for_part_detectors(self) -> Scenario:
+        # A part-level (3D) detector decides on the parts' fused point clouds: a cell
+        # without them would simulate everything and then have nothing to give it.
+        import detectors
+
+        for i, d in enumerate(self.detectors):
+            if detectors.level(d.name) == "part" and not self.cell.depth.points:
+                raise SpecError(
+                    f"detectors.{i}: {d.name} decides on each part's fused point cloud; set "
+                    "cell.depth.points: true (or remove the detector)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _bounded_size(self) -> Scenario:
         import numpy as np
 
