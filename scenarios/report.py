@@ -20,10 +20,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from detectors.decisions import PartCurve  # noqa: E402
-from scenarios.metrics import METRIC_NAMES  # noqa: E402
+from scenarios.metrics import METRIC_NAMES, PART_METRIC_NAMES  # noqa: E402
 from scenarios.rundir import (  # noqa: E402
     load_mask,
+    load_part,
     load_png,
+    part_records,
     sample_records,
     summary,
     write_bytes,
@@ -31,6 +33,9 @@ from scenarios.rundir import (  # noqa: E402
 )
 
 GALLERY_ROWS = 8
+#: Test parts shown in the 3D figure, and the points drawn of each cloud.
+POINT_ROWS = 4
+POINT_SHOWN = 12_000
 
 
 def _fmt(v: float) -> str:
@@ -237,6 +242,141 @@ def _part_section(out: Path, parts: dict[str, dict[str, Any]]) -> tuple[list[str
     return md, page
 
 
+def _pick_parts(parts: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """Test parts for the 3D figure: anomalous ones of different families and defect kinds
+    first (most defect points first), then one normal."""
+    test = [p for p in parts if p["split"] == "test"]
+    chosen: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for p in sorted(test, key=lambda p: -p.get("n_defect_points", 0)):
+        key = (p["category"], ",".join(sorted(d["kind"] for d in p.get("defects", []))))
+        if p["label"] and key not in seen and len(chosen) < n - 1:
+            chosen.append(p)
+            seen.add(key)
+    chosen += [p for p in test if not p["label"]][:1]
+    chosen += [p for p in test if p["label"] and p not in chosen]
+    return chosen[:n]
+
+
+def point_figure(out: Path, parts: list[dict[str, Any]], detectors: list[str]) -> Path | None:
+    """3D scatter of a few test parts' fused clouds: ground truth (defect points red), then
+    each part-level detector's point scores (one colour scale per detector: its 99.5th
+    percentile over the shown parts). None when no test part has a cloud."""
+    rows = _pick_parts(parts, POINT_ROWS)
+    if not rows:
+        return None
+    clouds = [load_part(out, p) for p in rows]
+    scores = {
+        d: [np.load(out / "predictions" / d / f"{p['id']}.npy") for p in rows] for d in detectors
+    }
+    vmax = {d: float(np.percentile(np.concatenate(v), 99.5)) or 1.0 for d, v in scores.items()}
+    ncol = 1 + len(detectors)
+    fig = plt.figure(figsize=(3.0 * ncol, 2.9 * len(rows)))
+    for i, (p, cloud) in enumerate(zip(rows, clouds, strict=True)):
+        P = cloud.points
+        # The same seeded subset in every panel of a row; defect points always drawn.
+        rng = np.random.default_rng(i)
+        labels = np.zeros(len(P), bool) if cloud.gt_point_labels is None else cloud.gt_point_labels
+        keep = rng.permutation(len(P))[:POINT_SHOWN]
+        keep = np.union1d(keep, np.flatnonzero(labels))
+        Q = (P[keep] - P.mean(axis=0)) * 1000.0
+        kinds = ",".join(sorted(d["kind"] for d in p.get("defects", []))) or "normal"
+        panels: list[tuple[str, Any, Any]] = [
+            (f"{p['id']} {p['category']}\nground truth: {kinds}", labels[keep], None)
+        ]
+        panels += [(d, scores[d][i][keep], vmax[d]) for d in detectors]
+        for j, (title, values, vm) in enumerate(panels):
+            ax = fig.add_subplot(len(rows), ncol, i * ncol + j + 1, projection="3d")
+            if vm is None:
+                colors = np.where(values[:, None], [[0.85, 0.1, 0.1]], [[0.55, 0.65, 0.8]])
+                order = np.argsort(values)  # defect points drawn last, on top
+                ax.scatter(*Q[order].T, c=colors[order], s=0.3, depthshade=False)
+            else:
+                order = np.argsort(values)
+                ax.scatter(
+                    *Q[order].T,
+                    c=values[order],
+                    cmap="inferno",
+                    vmin=0.0,
+                    vmax=vm,
+                    s=0.3,
+                    depthshade=False,
+                )
+            ax.view_init(elev=55, azim=-60)
+            ax.set_box_aspect(np.ptp(Q, axis=0) + 1e-9)
+            ax.set_axis_off()
+            ax.set_title(title, fontsize=7)
+    path = out / "figures" / "points.png"
+    _savefig(fig, path)
+    return path
+
+
+def _points_section(
+    out: Path,
+    metrics: dict[str, Any],
+    families: dict[str, Any],
+    parts: list[dict[str, Any]],
+) -> tuple[list[str], str]:
+    """Markdown lines and HTML of the part-level (3D) detectors: the metric table, the
+    per-family table and the point-score figure; nothing when the run has none."""
+    dets = list(metrics)
+    if not dets:
+        return [], ""
+    test = [p for p in parts if p["split"] == "test"]
+    n_anom = sum(int(p["label"]) for p in test)
+    intro = (
+        f"Part-level detectors score each part's fused point cloud: {len(test)} test parts "
+        f"({n_anom} anomalous: a point of the fused cloud lies on a defect). o_auroc, o_ap "
+        "over the parts; p_auroc, p_ap over every point of every test part (%)."
+    )
+    header = ["detector", *PART_METRIC_NAMES]
+    table = [[d] + [_fmt(metrics[d].get(m)) for m in PART_METRIC_NAMES] for d in dets]
+    fams = sorted({f for d in dets for f in families.get(d, {})})
+    fam_header = ["family", *[f"{d} O / P-AUROC" for d in dets]]
+    fam_rows = [
+        [f]
+        + [
+            f"{_fmt(families[d][f]['o_auroc'])} / {_fmt(families[d][f]['p_auroc'])}"
+            if f in families.get(d, {})
+            else "n/a"
+            for d in dets
+        ]
+        for f in fams
+    ]
+    figure = point_figure(out, parts, dets) if test else None
+    md = ["## 3D: part-level detectors", "", intro, ""]
+    md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(r) + " |" for r in table]
+    if fam_rows:
+        md += ["", "Per family (O-ROC / P-ROC, %):", ""]
+        md += ["| " + " | ".join(fam_header) + " |", "|" + "---|" * len(fam_header)]
+        md += ["| " + " | ".join(r) + " |" for r in fam_rows]
+    if figure is not None:
+        rel = figure.relative_to(out).as_posix()
+        md += ["", "ground truth (defect points red) | point scores per detector", ""]
+        md += [f"![point scores]({rel})"]
+    md.append("")
+
+    def html_table(head: list[str], rows: list[list[str]]) -> str:
+        h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+        )
+        return f"<table><tr>{h}</tr>{body}</table>"
+
+    page = f"<h2>3D: part-level detectors</h2><p>{html.escape(intro)}</p>"
+    page += html_table(header, table)
+    if fam_rows:
+        page += "<p>Per family (O-ROC / P-ROC, %):</p>" + html_table(fam_header, fam_rows)
+    if figure is not None:
+        rel = figure.relative_to(out).as_posix()
+        page += (
+            "<p>ground truth (defect points red) | point scores per detector</p>"
+            f'<img src="{rel}" alt="point scores">'
+        )
+    return md, page
+
+
 def _weights_text(w: dict[str, Any]) -> str:
     """One detector's weights in a few words: none, seeded random, or file and checksum."""
     if not w:
@@ -291,10 +431,18 @@ def acquisition_lines(
 def write_report(out: Path) -> None:
     """Write ``report.md`` and ``report.html`` (with figures) for a finished run."""
     manifest = json.loads((out / "manifest.json").read_text())
-    metrics = json.loads((out / "metrics.json").read_text())["detectors"]
+    all_metrics = json.loads((out / "metrics.json").read_text())
+    levels = all_metrics.get("levels", {})
+    metrics = {d: m for d, m in all_metrics["detectors"].items() if levels.get(d, "view") == "view"}
+    point_metrics = {
+        d: m for d, m in all_metrics["detectors"].items() if levels.get(d, "view") == "part"
+    }
     records, positions, parts = _read_index(out)
-    part_metrics = json.loads((out / "metrics.json").read_text()).get("parts", {})
+    part_metrics = all_metrics.get("parts", {})
     part_md, part_html = _part_section(out, part_metrics)
+    points_md, points_html = _points_section(
+        out, point_metrics, all_metrics.get("families", {}), part_records(out)
+    )
     acquisition = acquisition_lines(manifest.get("cell", {}), parts)
     dets = list(metrics)
     dropped = manifest.get("dropped_viewpoints", {}).get("items", [])
@@ -351,8 +499,11 @@ def write_report(out: Path) -> None:
         "images: p_auroc, p_ap, p_f1max; aupro integrated to FPR 0.3.",
         "",
     ]
-    md += ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(row) + " |" for row in table[1:]]
+    if dets:
+        md += ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(row) + " |" for row in table[1:]]
+    else:
+        md += ["No view-level detector in this run (the 3D section below has the others)."]
     md += ["", "## Samples", ""]
     if gallery is not None:
         md += [
@@ -370,6 +521,7 @@ def write_report(out: Path) -> None:
         "",
     ]
     md += part_md
+    md += points_md
     if acquisition:
         md += ["## Acquisition", ""]
         md += [
@@ -444,6 +596,7 @@ td:first-child{{text-align:left}}img{{max-width:100%}}
 <h2>Metrics (%)</h2><table><tr>{head_html}</tr>{rows_html}</table>
 <h2>Samples</h2>{gallery_html}
 {part_html}
+{points_html}
 <h2>Viewpoints</h2><img src="{views.relative_to(out).as_posix()}" alt="viewpoints">
 <ul>{dropped_html}</ul>
 {acquisition_html}
