@@ -39,6 +39,9 @@ from detectors.cosarad.patches import farthest_point_sample, normalised_patches,
 from detectors.cosarad.registration import register, to_pcd, transform
 from scenarios.interfaces import PartSample, Prediction, SpecError
 
+#: The extractors twincell ships (``extractor: shipped``), one per fold of families.
+SHIPPED_EXTRACTORS = Path(__file__).resolve().parents[2] / "assets" / "weights" / "cosarad"
+
 
 class COSARADParams(BaseModel):
     """COSARAD's parameters (the paper's where it gives them; sizes for ~10 cm parts)."""
@@ -47,7 +50,8 @@ class COSARADParams(BaseModel):
 
     #: Patch features: Open3D's FPFH (handcrafted) or the contrastive PointNet++ extractor.
     features: Literal["fpfh", "contrastive"] = "fpfh"
-    #: A ``twincell train cosarad`` checkpoint, or a directory of them (folds).
+    #: A ``twincell train cosarad`` checkpoint, a directory of them (folds), or
+    #: ``shipped`` (``assets/weights/cosarad/``).
     extractor: Annotated[str, Strict()] | None = None
     #: Score a family the extractor was trained on (breaks the category-disjoint protocol).
     allow_seen_families: Annotated[bool, Strict()] = False
@@ -134,8 +138,9 @@ class COSARAD:
     # -- weights -------------------------------------------------------------------------
     @staticmethod
     def extractor_files(extractor: str) -> list[Path]:
-        """The checkpoint files ``extractor`` names (a file, or the ``*.pth`` of a directory)."""
-        path = Path(extractor).expanduser()
+        """The checkpoint files ``extractor`` names (a file, the ``*.pth`` of a directory,
+        or ``shipped``: those twincell ships in ``assets/weights/cosarad/``)."""
+        path = SHIPPED_EXTRACTORS if extractor == "shipped" else Path(extractor).expanduser()
         files = sorted(path.glob("*.pth")) if path.is_dir() else [path]
         if not files or not all(f.is_file() for f in files):
             raise ValueError(
@@ -156,7 +161,7 @@ class COSARAD:
         return {
             "backbone": "pointnet2_msg",
             "source": "file",
-            "path": str(Path(str(params["extractor"])).expanduser()),
+            "path": str(files[0].parent if len(files) > 1 else files[0]),
             "sha256": joint,
             "files": shas,
         }
@@ -171,6 +176,12 @@ class COSARAD:
         for f in files:
             model, info = load_extractor(f)
             trained = set(info["meta"].get("families", []))
+            radius = info["meta"].get("radius_mm")
+            if radius is not None and abs(float(radius) - self.params.radius_mm) > 1e-9:
+                raise SpecError(
+                    f"extractor: {f.name} was trained on patches of radius {radius:g} mm; set "
+                    f"radius_mm: {radius:g} (patches are normalised by their radius)"
+                )
             if family not in trained or self.params.allow_seen_families:
                 return model, {"path": str(f), "trained_on": sorted(trained)}
             seen.append(f.name)

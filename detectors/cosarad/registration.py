@@ -115,25 +115,12 @@ def register(
     tgt_pts = np.asarray(fine_tgt.points)
     src_pts = np.asarray(fine_src.points)
     plane = reg.TransformationEstimationPointToPlane()
+    src_c, tgt_c = mutual_matches(np.asarray(f_src.data).T, np.asarray(f_tgt.data).T)
+    src_xyz, tgt_xyz = np.asarray(src.points)[src_c], np.asarray(tgt.points)[tgt_c]
     best: Registration | None = None
     for k in range(tries):
-        o3d.utility.random.seed(seed + k)
-        coarse = reg.registration_ransac_based_on_feature_matching(
-            src,
-            tgt,
-            f_src,
-            f_tgt,
-            True,  # mutual filter
-            1.5 * voxel_m,
-            reg.TransformationEstimationPointToPoint(False),
-            3,
-            [
-                reg.CorrespondenceCheckerBasedOnEdgeLength(0.9),
-                reg.CorrespondenceCheckerBasedOnDistance(1.5 * voxel_m),
-            ],
-            reg.RANSACConvergenceCriteria(100_000, 0.999),
-        )
-        mid = reg.registration_icp(src, tgt, voxel_m, coarse.transformation, plane)
+        T0 = ransac(src_xyz, tgt_xyz, 1.5 * voxel_m, np.random.default_rng([seed, k]))
+        mid = reg.registration_icp(src, tgt, voxel_m, T0, plane)
         fine = reg.registration_icp(
             fine_src, fine_tgt, 2.0 * fine_voxel_m, mid.transformation, plane
         )
@@ -145,6 +132,70 @@ def register(
             break
     assert best is not None  # tries >= 1
     return Registration(T=best.T, chamfer_m2=best.chamfer_m2, best_try=best.best_try, tries=k + 1)
+
+
+def mutual_matches(f_src: np.ndarray, f_tgt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i, j) of mutual nearest neighbours between feature sets (N, d), (M, d)."""
+    j = cKDTree(f_tgt).query(f_src, k=1)[1]
+    i = cKDTree(f_src).query(f_tgt, k=1)[1]
+    keep = i[j] == np.arange(len(f_src))
+    return np.flatnonzero(keep), j[keep]
+
+
+def kabsch(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Rigid transforms (H, 4, 4) best mapping point sets A (H, n, 3) onto B (H, n, 3)."""
+    ca, cb = A.mean(axis=1, keepdims=True), B.mean(axis=1, keepdims=True)
+    U, _, Vt = np.linalg.svd(np.swapaxes(A - ca, 1, 2) @ (B - cb))
+    d = np.sign(np.linalg.det(np.swapaxes(Vt, 1, 2) @ np.swapaxes(U, 1, 2)))
+    D = np.tile(np.eye(3), (len(A), 1, 1))
+    D[:, 2, 2] = d
+    R = np.swapaxes(Vt, 1, 2) @ D @ np.swapaxes(U, 1, 2)
+    T = np.tile(np.eye(4), (len(A), 1, 1))
+    T[:, :3, :3] = R
+    T[:, :3, 3] = cb[:, 0] - np.einsum("hij,hj->hi", R, ca[:, 0])
+    return T
+
+
+def ransac(
+    src: np.ndarray,
+    tgt: np.ndarray,
+    inlier_m: float,
+    rng: np.random.Generator,
+    max_hypotheses: int = 20_000,
+    confidence: float = 0.999,
+    batch: int = 500,
+) -> np.ndarray:
+    """RANSAC over putative correspondences ``src[i] <-> tgt[i]`` (N, 3): the 4 x 4 transform
+    with the most correspondences within ``inlier_m``, from seeded 3-point samples whose
+    edge lengths agree within 10 % (Open3D's edge-length checker at 0.9), refitted to its
+    inliers. Written here rather than Open3D's because that one is multi-threaded and
+    not repeatable for a seed; this one is a function of ``rng``. Stops at ``confidence``."""
+    n = len(src)
+    if n < 3:
+        return np.eye(4)
+    best_T, best_count, drawn, needed = np.eye(4), 0, 0, float(max_hypotheses)
+    while drawn < min(needed, max_hypotheses):
+        ix = rng.integers(0, n, size=(batch, 3))  # repeated indices fail the edge check
+        drawn += batch
+        A, B = src[ix], tgt[ix]
+        la = np.linalg.norm(A - np.roll(A, 1, axis=1), axis=2)
+        lb = np.linalg.norm(B - np.roll(B, 1, axis=1), axis=2)
+        ok = np.all((la > 0) & (lb > 0), axis=1)
+        ok &= np.all(np.minimum(la, lb) >= 0.9 * np.maximum(la, lb), axis=1)
+        if not ok.any():
+            continue
+        T = kabsch(A[ok], B[ok])
+        moved = np.einsum("hij,nj->hni", T[:, :3, :3], src) + T[:, None, :3, 3]
+        counts = (np.sum((moved - tgt) ** 2, axis=2) < inlier_m**2).sum(axis=1)
+        h = int(np.argmax(counts))
+        if counts[h] > best_count:
+            best_count, best_T = int(counts[h]), T[h]
+            w = best_count / n
+            needed = np.log(1 - confidence) / np.log(max(1 - w**3, 1e-12))
+    if best_count >= 3:  # refit on the inliers of the best hypothesis
+        inl = np.sum((transform(src, best_T) - tgt) ** 2, axis=1) < inlier_m**2
+        best_T = kabsch(src[inl][None], tgt[inl][None])[0]
+    return best_T
 
 
 def _with_normals(points: np.ndarray, voxel_m: float) -> Any:
