@@ -96,9 +96,9 @@ class PartSample:
 
     ``points`` (N, 3) float64 metres in the part's frame as the cell believes it (each
     view's points moved by the inverse of the part pose the cell believed at that view, so
-    they carry its sensor noise and its pose errors); ``gt_point_labels`` (N,) bool marks the points on a defect
-    (None when unknown, e.g. on hardware); ``label`` is 1 exactly when a point is labelled
-    (None when unknown). ``id`` is the part id; ``category`` its family.
+    they carry its sensor noise and its pose errors); ``gt_point_labels`` (N,) bool marks
+    the points on a defect (None when unknown, e.g. on hardware); ``label`` is 1 exactly
+    when a point is labelled (None when unknown). ``id`` is the part id; ``category`` its family.
     """
 
     id: str
