@@ -72,9 +72,7 @@ def main() -> None:
                 det.predict(part)
                 per_object.append(time.perf_counter() - t0)
         t = np.asarray(per_object)
-        print(
-            f"{name:<12} {len(t):>7} {np.median(t):>9.2f} {t.max():>7.2f} {np.mean(fits):>13.2f}"
-        )
+        print(f"{name:<12} {len(t):>7} {np.median(t):>9.2f} {t.max():>7.2f} {np.mean(fits):>13.2f}")
 
 
 if __name__ == "__main__":

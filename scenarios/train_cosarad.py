@@ -24,6 +24,8 @@ import numpy as np
 from scenarios.interfaces import SpecError
 
 _ASSETS = Path(__file__).resolve().parents[1] / "assets"
+#: Points per patch (COSARAD's default ``patch_points``, the paper's 512).
+PATCH_POINTS = 512
 #: The training scenario of the shipped extractors.
 DEFAULT_SCENARIO = _ASSETS / "cosarad" / "train.yaml"
 
@@ -58,7 +60,6 @@ def train_cosarad(
     of its parts, train one extractor per fold (``detectors.cosarad.contrastive``) and save
     ``out/fold<k>.pth``; returns the metas saved."""
     from detectors.cosarad.contrastive import save_extractor, train_extractor
-
     from detectors.cosarad.triplets import make_triplets
     from scenarios.engine import check_out_dir, run_scenario
     from scenarios.rundir import load_part, part_records
@@ -70,17 +71,21 @@ def train_cosarad(
         raise SpecError("--scenario: its cell has no depth sensor (cell.depth.points: false)")
     run_dir = renders / f"{sc.name}-seed{sc.seed}"
     check_out_dir(run_dir, sc)
-    families = sorted({f.family for f in sc.part.families})
-    held_out = fold_families(families, folds)
+    if folds > len(sc.part.families):
+        raise SpecError(
+            f"--folds: {folds} folds but the scenario has {len(sc.part.families)} families"
+        )
     t0 = time.perf_counter()
     run_scenario(sc, run_dir, workers=workers, progress=progress)
     t_sim = time.perf_counter() - t0
     t0 = time.perf_counter()
     parts = [load_part(run_dir, r) for r in part_records(run_dir)]
+    families = sorted({p.category for p in parts})
+    held_out = fold_families(families, folds)
     triplets = make_triplets(
         parts,
         radius_m=radius_mm / 1000.0,
-        patch_points=params.patch_points if hasattr(params, "patch_points") else 512,
+        patch_points=PATCH_POINTS,
         seed=params.seed,
         progress=progress,
     )
@@ -103,6 +108,7 @@ def train_cosarad(
             "fold": k,
             "folds": folds,
             "radius_mm": radius_mm,
+            "patch_points": PATCH_POINTS,
             "scenario": {"name": sc.name, "seed": sc.seed, "digest": sc.digest()},
             "triplets": int(keep.sum()),
             "history": history,

@@ -182,6 +182,12 @@ class COSARAD:
                     f"extractor: {f.name} was trained on patches of radius {radius:g} mm; set "
                     f"radius_mm: {radius:g} (patches are normalised by their radius)"
                 )
+            size = info["meta"].get("patch_points")
+            if size is not None and int(size) != self.params.patch_points:
+                raise SpecError(
+                    f"extractor: {f.name} was trained on patches of {size} points; set "
+                    f"patch_points: {size}"
+                )
             if family not in trained or self.params.allow_seen_families:
                 return model, {"path": str(f), "trained_on": sorted(trained)}
             seen.append(f.name)

@@ -92,7 +92,11 @@ def test_register_rejects_bad_names(bad: str) -> None:
 #: The only detectors modules that import torch at module level: the backbones, which
 #: nothing imports unless a learned detector is built (torch is imported only inside the
 #: modules that need it).
-TORCH_MODULES = {"detectors/backbones/resnet.py", "detectors/backbones/vit.py"}
+TORCH_MODULES = {
+    "detectors/backbones/resnet.py",
+    "detectors/backbones/vit.py",
+    "detectors/cosarad/pointnet2.py",
+}
 
 
 def _imported_modules(path: Path, top_level_only: bool = False) -> set[str]:
