@@ -196,3 +196,49 @@ def test_bad_parameters_are_named(params: dict[str, object], match: str) -> None
 
     with pytest.raises(SpecError, match=match):
         detectors.validate_params("cosarad", params)
+
+
+@pytest.fixture(scope="module")
+def plate_extractor(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """A tiny contrastive extractor trained here on triplets of synthetic plates (its meta
+    says it saw family 'synthetic_plate'), saved as a checkpoint file."""
+    pytest.importorskip("torch")
+    from detectors.cosarad.contrastive import TripletParams, save_extractor, train_extractor
+    from detectors.cosarad.triplets import make_triplets
+
+    parts = make_synthetic_parts(3, seed=1) + make_synthetic_parts(2, seed=3, anomalous=True)
+    ts = make_triplets(parts, radius_m=0.006, patch_points=128, centres=8, register_voxel_m=0.002)
+    params = TripletParams(epochs=2, batch_size=8)
+    model, history = train_extractor(ts.patches, params, progress=False)
+    path = tmp_path_factory.mktemp("extractor") / "fold0.pth"
+    meta = {"families": ["synthetic_plate"], "radius_mm": 6.0, "patch_points": 128}
+    save_extractor(path, model, params, meta)
+    assert len(history) == 2
+    return path
+
+
+def test_contrastive_features_run_and_keep_the_protocol_category_disjoint(
+    plate_extractor: object,
+) -> None:
+    """A checkpoint trained on a family is refused for that family (the paper's protocol)
+    unless allowed; allowed, the contrastive detector passes the contract and records which
+    checkpoint scored the family."""
+    from scenarios.interfaces import SpecError
+
+    params = {**FAST, "features": "contrastive", "extractor": str(plate_extractor)}
+    det = detectors.create("cosarad", **params, patch_points=128)
+    with pytest.raises(SpecError, match="category-disjoint"):
+        det.fit(make_synthetic_parts(2, seed=1))
+    det = detectors.create("cosarad", **params, patch_points=128, allow_seen_families=True)
+    check_detector(
+        det,
+        make_synthetic_parts(2, seed=1),
+        make_synthetic_parts(1, seed=2) + make_synthetic_parts(1, seed=3, anomalous=True),
+    )
+    info = det.weights_info
+    assert info["backbone"] == "pointnet2_msg" and len(info["sha256"]) == 64
+    assert info["extractors"]["synthetic_plate"]["trained_on"] == ["synthetic_plate"]
+    # Its patches must be the size it was trained on.
+    wrong = detectors.create("cosarad", **params, allow_seen_families=True)
+    with pytest.raises(SpecError, match="patch_points: 128"):
+        wrong.fit(make_synthetic_parts(2, seed=1))
