@@ -68,7 +68,7 @@ def main() -> None:
                     )
                 )
         det_sc = sc.model_copy(update={"detectors": tuple(specs)})
-        metrics, _ = detect(det_sc, sim_dir, records, progress=False)
+        metrics = detect(det_sc, sim_dir, records, progress=False).metrics
         for spec in specs:
             key = (spec.name, _label(spec.params["weights"]))
             rows.setdefault(key, []).append(metrics[spec.key])

@@ -582,6 +582,8 @@ def simulate(
 
 #: Voxel size (m) of the fused per-part clouds.
 FUSE_VOXEL_M = 0.0005
+#: Fewest fused points for a part to get a record (and go to the part-level detectors).
+MIN_PART_POINTS = 100
 
 
 def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
@@ -605,16 +607,25 @@ def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
             if not (d / "real_points.ply").exists():
                 continue
             view = json.loads((d / "record.json").read_bytes())
-            # Into the part's frame as the cell believes it for this view: the same for every
-            # view of an eye-in-hand cell, but a part-in-hand cell moves the part between them.
-            T = np.asarray(view.get("T_base_obj_twin") or view["T_base_obj"], dtype=np.float64)
+            # The sensor measured these points in its own frame; the cell places them with
+            # the camera pose it believes (robot report + calibrated hand-eye), then into the
+            # part's frame as it believes it at this view (the same for every view of an
+            # eye-in-hand cell; a part-in-hand cell moves the part between views).
+            T_cam = np.asarray(view["T_base_cam"], dtype=np.float64)  # true: recorded
+            T_cam_b = np.asarray(view["T_base_cam_twin"], dtype=np.float64)
+            T_obj_b = np.asarray(view["T_base_obj_twin"], dtype=np.float64)
+            T = np.linalg.inv(T_obj_b) @ T_cam_b @ np.linalg.inv(T_cam)
             P = read_ply(d / "real_points.ply")[0]
-            clouds.append((P - T[:3, 3]) @ T[:3, :3])
+            clouds.append(P @ T[:3, :3].T + T[:3, 3])
             labels.append(np.load(d / "point_labels.npy"))
             views.append(view)
         if not clouds:
             continue
         pts, lab = fuse_points(clouds, labels, FUSE_VOXEL_M)
+        if len(pts) < MIN_PART_POINTS:  # nothing a part-level detector could use
+            log.warning("part %s: %d fused points; left out of the 3D detectors", part_id, len(pts))
+            (out / "parts" / part_id / PART_RECORD).unlink(missing_ok=True)
+            continue
         write_bytes(out / "parts" / part_id / PART_CLOUD, ply_bytes(pts, lab))
         first = views[0]
         defects = [
@@ -815,7 +826,16 @@ def _run_part_detector(
     ids = [r["id"] for r in test]
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    earlier = _earlier_scores(pred_dir, ids) if _same_weights(spec, pred_dir) else None
+    # Point scores are only as good as the clouds they were made from: a rerun that
+    # retried failed captures re-fuses the parts, so their checksums are part of the check.
+    inputs = {r["id"]: sha256_file(out / "parts" / r["id"] / PART_CLOUD) for r in [*train, *test]}
+    try:
+        same_inputs = json.loads((pred_dir / "inputs.json").read_text()) == inputs
+    except (OSError, ValueError):
+        same_inputs = False
+    earlier = (
+        _earlier_scores(pred_dir, ids) if same_inputs and _same_weights(spec, pred_dir) else None
+    )
     points: dict[str, np.ndarray] = {}
     if earlier is not None:
         for i in ids:
@@ -834,6 +854,7 @@ def _run_part_detector(
         det.fit([load_part(out, r) for r in train])
         seconds["fit"] = time.perf_counter() - t0
         write_json(pred_dir / "weights.json", getattr(det, "weights_info", None) or {})
+        write_json(pred_dir / "inputs.json", inputs)
         t0 = time.perf_counter()
         scores, sums = [], []
         for r in tqdm(test, desc=spec.key, unit="part", disable=not progress):
@@ -866,7 +887,8 @@ def _run_part_detector(
             "p_ap": average_precision(py, ps),
         }
 
-    metrics = scored(test)
+    nan = dict.fromkeys(PART_METRIC_NAMES, float("nan"))
+    metrics = scored(test) if test else nan
     families: dict[str, dict[str, float]] = {}
     for fam in sorted({r["category"] for r in test}):
         rows = [r for r in test if r["category"] == fam]
@@ -1054,8 +1076,8 @@ class PhaseTimer:
 
 
 def check_backends(sc: Scenario) -> None:
-    """Refuse, before anything is written, a scenario whose render backend is not installed
-    (SpecError naming the field and what to install)."""
+    """Refuse, before anything is written, a scenario whose render backend or 3D detector
+    is not installed (SpecError naming the field and what to install)."""
     import importlib.util
 
     for side in ("real", "twin"):
@@ -1063,6 +1085,12 @@ def check_backends(sc: Scenario) -> None:
             raise SpecError(
                 f"render.{side}: blender needs bpy (Blender as a Python module), which is not "
                 "installed; run `bash scripts/setup.sh` or choose pyrender"
+            )
+    for i, d in enumerate(sc.detectors):
+        if detectors.level(d.name) == "part" and importlib.util.find_spec("open3d") is None:
+            raise SpecError(
+                f"detectors.{i}: {d.name} needs open3d, which is not installed; run "
+                "`bash scripts/setup.sh` (or `pip install 'open3d>=0.18'`)"
             )
 
 

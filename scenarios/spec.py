@@ -672,11 +672,22 @@ class Scenario(Strict):
         import detectors
 
         for i, d in enumerate(self.detectors):
-            if detectors.level(d.name) == "part" and not self.cell.depth.points:
+            if detectors.level(d.name) != "part":
+                continue
+            if not self.cell.depth.points:
                 raise SpecError(
                     f"detectors.{i}: {d.name} decides on each part's fused point cloud; set "
                     "cell.depth.points: true (or remove the detector)"
                 )
+            # Its templates are each family's normal training parts; Cohen's d compares
+            # them with each other, so every family with test parts needs two.
+            for j, f in enumerate(self.part.families):
+                if f.test_normal + f.test_defective and f.train_normal < 2:
+                    raise SpecError(
+                        f"part.families.{j}.train_normal: {d.name} (detectors.{i}) needs at "
+                        f"least 2 normal training parts of each tested family as templates, "
+                        f"got {f.train_normal}"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -82,13 +82,16 @@ def train_cosarad(
     parts = [load_part(run_dir, r) for r in part_records(run_dir)]
     families = sorted({p.category for p in parts})
     held_out = fold_families(families, folds)
-    triplets = make_triplets(
-        parts,
-        radius_m=radius_mm / 1000.0,
-        patch_points=PATCH_POINTS,
-        seed=params.seed,
-        progress=progress,
-    )
+    try:
+        triplets = make_triplets(
+            parts,
+            radius_m=radius_mm / 1000.0,
+            patch_points=PATCH_POINTS,
+            seed=params.seed,
+            progress=progress,
+        )
+    except ValueError as exc:  # no defect points, or too few normal parts of a family
+        raise SpecError(f"--scenario {sc.name}: {exc}") from None
     t_trip = time.perf_counter() - t0
     metas = []
     out.mkdir(parents=True, exist_ok=True)

@@ -2,11 +2,11 @@
 # Set up twincell on a fresh Debian machine: system libraries, a virtualenv in .venv, the
 # package and its dev tools. Safe to rerun; it only installs what is missing.
 #
-#   bash scripts/setup.sh                    # what the simulator, detectors and tests need,
-#                                            # torch 2.13.0 (CPU) for the learned detectors
-#   bash scripts/setup.sh --extras 3d        # also open3d (+ libusb) for the 3D pipeline
+#   bash scripts/setup.sh                    # what the simulator, detectors and tests need:
+#                                            # torch 2.13.0 (CPU) for the learned detectors,
+#                                            # open3d (+ Debian's libusb) for the 3D detector
 #
-# TWINCELL_EXTRAS=3d does the same as --extras (`torch` is accepted and always installed).
+# `--extras torch,3d` (or TWINCELL_EXTRAS) is still accepted; both are always installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
     *) echo "setup.sh: unknown option $1 (allowed: --extras torch,3d)" >&2; exit 2 ;;
   esac
 done
-want_3d=0
+want_3d=1  # open3d: COSARAD (the 3D detector) and its tests need it
 IFS=',' read -ra _extras <<< "$EXTRAS"
 for e in "${_extras[@]}"; do
   case "$e" in

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -38,6 +39,8 @@ from detectors.cosarad.banks import GlobalBank, LocationBanks, aggregate, point_
 from detectors.cosarad.patches import farthest_point_sample, normalised_patches, patch_members
 from detectors.cosarad.registration import register, to_pcd, transform
 from scenarios.interfaces import PartSample, Prediction, SpecError
+
+log = logging.getLogger(__name__)
 
 #: The extractors twincell ships (``extractor: shipped``), one per fold of families.
 SHIPPED_EXTRACTORS = Path(__file__).resolve().parents[2] / "assets" / "weights" / "cosarad"
@@ -89,7 +92,20 @@ class COSARADParams(BaseModel):
         if self.features == "fpfh" and self.extractor:
             raise ValueError("extractor: only used with features: contrastive")
         if self.extractor:
-            COSARAD.extractor_files(self.extractor)  # missing: refused when the scenario loads
+            # Missing, unreadable or mismatched checkpoints are refused when the scenario
+            # loads, not after its simulation.
+            for f in COSARAD.extractor_files(self.extractor):
+                meta = checkpoint_meta(f)
+                for key, mine in (
+                    ("radius_mm", self.radius_mm),
+                    ("patch_points", self.patch_points),
+                ):
+                    theirs = meta.get(key)
+                    if theirs is not None and abs(float(theirs) - float(mine)) > 1e-9:
+                        raise ValueError(
+                            f"extractor: {f.name} was trained with {key} {theirs:g}; set "
+                            f"{key}: {theirs:g}"
+                        )
         return self
 
 
@@ -101,12 +117,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def checkpoint_families(path: Path) -> list[str]:
-    """The families a ``twincell train cosarad`` checkpoint was trained on (its meta)."""
+def checkpoint_meta(path: Path) -> dict[str, Any]:
+    """The meta of a ``twincell train cosarad`` checkpoint (ValueError, one line, for a file
+    that is not one)."""
     from detectors.cosarad.contrastive import load_extractor
 
     _, info = load_extractor(path)
-    return sorted(info["meta"].get("families", []))
+    return dict(info["meta"])
 
 
 class _Family:
@@ -232,8 +249,8 @@ class COSARAD:
                 raise TypeError(
                     f"cosarad works on whole parts (PartSample), got {type(s).__name__}"
                 )
-            if s.label == 1:
-                continue  # templates are normal parts
+            if s.label == 1 or s.defects:
+                continue  # templates are normal parts (not one whose defect no view saw)
             by_family.setdefault(s.category, []).append(s)
         self.families = {}
         for family, parts in sorted(by_family.items()):
@@ -282,6 +299,15 @@ class COSARAD:
             "chamfer_rms_mm": float(np.sqrt(reg.chamfer_m2) * 1000.0),
             "tries": reg.tries,
         }
+        if reg.chamfer_m2 > (p.register_accept_mm / 1000.0) ** 2:
+            log.warning(
+                "cosarad: registration of %d points kept a Chamfer RMS of %.2f mm after %d "
+                "tries (accepted: %.2f mm); its patches may be compared at wrong places",
+                len(points),
+                self.last_registration["chamfer_rms_mm"],
+                reg.tries,
+                p.register_accept_mm,
+            )
         return transform(points, reg.T)
 
     def predict(self, sample: PartSample) -> Prediction:

@@ -10,10 +10,11 @@ The paper retries 5 times because ICP on a nearly symmetric part can settle in a
 pose; here the retries stop early once the Chamfer RMS is below ``accept_m`` (a choice:
 the paper always makes all 5), which keeps an easy registration to one try.
 
-Open3D does the work (``pip install open3d``; it is imported here only). Its RANSAC is
-multi-threaded and agrees between runs only to the last few bits, so the kept transform is
-rounded to ``ROUND_DECIMALS`` (a nanometre / nanoradian): the same input gives the same
-bytes, as every detector must.
+Open3D computes the FPFH features and runs ICP (it is imported here only); the RANSAC is
+twincell's own, seeded (``ransac``), because Open3D's is multi-threaded and does not repeat
+for a seed. ICP's multi-threaded sums may still differ in the last bits between runs, so the
+kept transform is rounded to ``ROUND_DECIMALS`` (a nanometre / nanoradian): the same input
+gives the same bytes, as every detector must.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def open3d() -> Any:
         import open3d as o3d
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise ImportError(
-            "COSARAD needs open3d: run `bash scripts/setup.sh` (or `pip install open3d` and, "
-            "on Debian, `apt-get install libusb-1.0-0`)"
+            "COSARAD needs open3d: run `bash scripts/setup.sh` (it installs it), or "
+            "`pip install 'open3d>=0.18'` and, on Debian, `apt-get install libusb-1.0-0`"
         ) from exc
     o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
     return o3d
@@ -119,7 +120,7 @@ def register(
     src_xyz, tgt_xyz = np.asarray(src.points)[src_c], np.asarray(tgt.points)[tgt_c]
     best: Registration | None = None
     for k in range(tries):
-        T0 = ransac(src_xyz, tgt_xyz, 1.5 * voxel_m, np.random.default_rng([seed, k]))
+        T0 = ransac(src_xyz, tgt_xyz, 1.5 * voxel_m, np.random.default_rng(seed + k))
         mid = reg.registration_icp(src, tgt, voxel_m, T0, plane)
         fine = reg.registration_icp(
             fine_src, fine_tgt, 2.0 * fine_voxel_m, mid.transformation, plane

@@ -57,7 +57,7 @@ def make_triplets(
 
     normals: dict[str, list[PartSample]] = {}
     for p in sorted(parts, key=lambda p: p.id):
-        if p.label == 0:
+        if p.label == 0 and not p.defects:  # not a part whose defect no view saw
             normals.setdefault(p.category, []).append(p)
     defective = [
         p

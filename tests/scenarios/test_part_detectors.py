@@ -79,9 +79,49 @@ def test_cosarad_runs_beside_an_image_detector(tmp_path: Path) -> None:
     again_metrics = json.loads((out / "metrics.json").read_text())["detectors"]["cosarad"]
     assert again_metrics == metrics["detectors"]["cosarad"]
 
+    # The fused clouds lie in the part's (believed) frame: on the part's mesh, to within
+    # the sensor noise and the small pose errors of this scenario.
+    import trimesh
+
+    for p in parts:
+        cloud = load_part(out, p).points
+        mesh = trimesh.load(out / "meshes" / f"{p['id']}.ply")
+        sample = cloud[np.random.default_rng(0).choice(len(cloud), 500, replace=False)]
+        _, dist, _ = trimesh.proximity.closest_point(mesh, sample)
+        assert np.median(dist) < 0.001, f"{p['id']}: median {np.median(dist) * 1e3:.2f} mm"
+
+    # A part whose cloud changed (a rerun that retried a failed capture re-fuses it) is
+    # predicted again, never scored with the old point scores.
+    from scenarios.engine import _run_part_detector
+    from scenarios.rundir import PART_CLOUD, PART_RECORD, write_json
+    from sim.points import ply_bytes
+
+    spec = next(d for d in sc.detectors if d.key == "cosarad")
+    changed = test[0]
+    part = load_part(out, changed)
+    keep = slice(0, len(part.points) // 2)
+    labels = None if part.gt_point_labels is None else part.gt_point_labels[keep]
+    (out / "parts" / changed["id"] / PART_CLOUD).write_bytes(ply_bytes(part.points[keep], labels))
+    changed = {**changed, "n_points": len(part.points[keep])}
+    write_json(out / "parts" / changed["id"] / PART_RECORD, changed)
+    train = [p for p in part_records(out) if p["split"] == "train"]
+    test = [p for p in part_records(out) if p["split"] == "test"]
+    _, _, seconds = _run_part_detector(spec, out, train, test, progress=False)
+    assert "predict" in seconds and "reuse" not in seconds
+    ps = np.load(out / "predictions" / "cosarad" / f"{changed['id']}.npy")
+    assert ps.shape == (changed["n_points"],)
+
 
 def test_a_part_detector_needs_point_clouds() -> None:
     """A cell without its depth sensor would give cosarad nothing: refused at load."""
     data = _scenario(cell={"depth": {"points": False}})
     with pytest.raises(SpecError, match=r"detectors\.1: cosarad .*cell\.depth\.points"):
+        parse_scenario(data)
+
+
+def test_a_part_detector_needs_two_templates_per_tested_family() -> None:
+    """Cohen's d compares the templates with each other: one normal training part of a
+    tested family is refused at load, naming the field."""
+    data = _scenario(split={"train_normal": 1, "test_normal": 1, "test_defective": 1})
+    with pytest.raises(SpecError, match=r"part\.families\.0\.train_normal: cosarad"):
         parse_scenario(data)
