@@ -1,7 +1,7 @@
 """Seconds per object of COSARAD on the 2-core machine, for each feature type.
 
 Usage: .venv/bin/python benchmarks/bench_cosarad.py [--run runs/cf] [--extractor shipped]
-       [--families 2] [--repeat 1]
+       [--families 2] [--workers 2]
 
 Takes the parts of a run directory that has fused clouds (default: simulates the bundled
 ``cosarad-families`` into ``runs/bench-cosarad`` first, resuming), and for the first

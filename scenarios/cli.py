@@ -36,6 +36,7 @@ examples:
   twincell list                              bundled scenarios
   twincell validate my.yaml                  check a scenario file, run nothing
   twincell run quickstart --out runs/qs      run; rerun the same command to resume
+  twincell train cosarad --out my-extractors train COSARAD's 3D extractors (one per fold)
 
 exit codes:
   {EXIT_OK}    success
