@@ -240,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory for the simulated run (default <out>.renders); rerunning resumes",
     )
     c.add_argument("--folds", type=int, default=2, help="folds of families (default 2)")
+    c.add_argument(
+        "--pairs", type=int, default=2, help="pairs of normal parts per defective part (default 2)"
+    )
+    c.add_argument(
+        "--centres", type=int, default=16, help="patch centres per defective part (default 16)"
+    )
     c.add_argument("--epochs", type=int, default=None, help="training epochs")
     c.add_argument("--batch-size", type=int, default=None, help="triplets per step")
     c.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
@@ -253,7 +259,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from detectors.cosarad.contrastive import TripletParams
-
     from detectors.registry import check_params_model
     from scenarios.train_cosarad import DEFAULT_SCENARIO, train_cosarad
 
@@ -261,6 +266,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SpecError(f"--workers: must be >= 1 and <= {MAX_WORKERS}, got {args.workers}")
     if not 1 <= args.folds <= 16:
         raise SpecError(f"--folds: must be >= 1 and <= 16, got {args.folds}")
+    if not 1 <= args.pairs <= 64:
+        raise SpecError(f"--pairs: must be >= 1 and <= 64, got {args.pairs}")
+    if not 1 <= args.centres <= 1024:
+        raise SpecError(f"--centres: must be >= 1 and <= 1024, got {args.centres}")
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
     try:
         checked = check_params_model(
@@ -280,6 +289,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         renders,
         params,
         folds=args.folds,
+        pairs=args.pairs,
+        centres=args.centres,
         workers=args.workers,
         progress=not args.quiet,
     )

@@ -53,12 +53,15 @@ def train_cosarad(
     params: Any,
     folds: int = 2,
     radius_mm: float = 6.0,
+    pairs: int = 2,
+    centres: int = 16,
     workers: int = 1,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Simulate ``scenario`` into ``renders/<name>-seed<seed>`` (resuming), make triplets
     of its parts, train one extractor per fold (``detectors.cosarad.contrastive``) and save
-    ``out/fold<k>.pth``; returns the metas saved."""
+    ``out/fold<k>.pth``; returns the metas saved. ``pairs`` pairs of normal parts and
+    ``centres`` patch centres per defective part make its triplets."""
     from detectors.cosarad.contrastive import save_extractor, train_extractor
     from detectors.cosarad.triplets import make_triplets
     from scenarios.engine import check_out_dir, run_scenario
@@ -87,6 +90,8 @@ def train_cosarad(
             parts,
             radius_m=radius_mm / 1000.0,
             patch_points=PATCH_POINTS,
+            centres=centres,
+            pairs=pairs,
             seed=params.seed,
             progress=progress,
         )
@@ -112,6 +117,8 @@ def train_cosarad(
             "folds": folds,
             "radius_mm": radius_mm,
             "patch_points": PATCH_POINTS,
+            "triplet_pairs": pairs,
+            "triplet_centres": centres,
             "scenario": {"name": sc.name, "seed": sc.seed, "digest": sc.digest()},
             "triplets": int(keep.sum()),
             "history": history,
