@@ -241,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--folds", type=int, default=2, help="folds of families (default 2)")
     c.add_argument(
-        "--pairs", type=int, default=2, help="pairs of normal parts per defective part (default 2)"
+        "--pairs",
+        type=int,
+        default=6,
+        help="pairs of normal parts per defective part (default 6: all pairs of 4)",
     )
     c.add_argument(
         "--centres", type=int, default=16, help="patch centres per defective part (default 16)"

@@ -53,7 +53,7 @@ def train_cosarad(
     params: Any,
     folds: int = 2,
     radius_mm: float = 6.0,
-    pairs: int = 2,
+    pairs: int = 6,
     centres: int = 16,
     workers: int = 1,
     progress: bool = True,

@@ -149,8 +149,10 @@ class COSARAD:
         self.params = COSARADParams(**params)
         self.families: dict[str, _Family] = {}
         self.weights_info: dict[str, Any] = self.describe_weights(self.params.model_dump())
-        #: Registration result of the last predicted part (Chamfer, tries), for diagnosis.
+        #: Registration result of the last predicted part (Chamfer, tries), and its patch
+        #: scores (L,) (NaN: not scored), for diagnosis and the aggregation ablation.
         self.last_registration: dict[str, Any] = {}
+        self.last_patch_scores = np.zeros(0)
 
     # -- weights -------------------------------------------------------------------------
     @staticmethod
@@ -333,6 +335,7 @@ class COSARAD:
         valid = (counts >= max(fam.p_min, 1.0)) & (counts > 0)
         feats = self._features(moved, fam.centres, members, fam.extractor)
         scores = fam.bank.score(feats, valid)
+        self.last_patch_scores = scores
         R = self.params.radius_mm / 1000.0
         return Prediction(
             score=aggregate(scores, self.params.aggregate, self.params.top_k),
