@@ -9,7 +9,7 @@ import signal
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from scenarios.interfaces import (
     EXIT_ERROR,
@@ -260,9 +260,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _flags_checked(model: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """The command-line values ``given`` (None: not given) checked by pydantic ``model``;
+    a bad one is a SpecError naming the flag the user typed, not the model's field."""
+    from detectors.registry import check_params_model
+
+    try:
+        return check_params_model(model, {k: v for k, v in given.items() if v is not None}, "f")
+    except SpecError as exc:
+        msg = str(exc)
+        for key in given:
+            msg = msg.replace(f"f.{key}", "--" + key.replace("_", "-"))
+        raise SpecError(msg) from None
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from detectors.cosarad.contrastive import TripletParams
-    from detectors.registry import check_params_model
     from scenarios.train_cosarad import DEFAULT_SCENARIO, train_cosarad
 
     if not 1 <= args.workers <= MAX_WORKERS:
@@ -274,16 +287,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not 1 <= args.centres <= 1024:
         raise SpecError(f"--centres: must be >= 1 and <= 1024, got {args.centres}")
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
-    try:
-        checked = check_params_model(
-            TripletParams, {k: v for k, v in given.items() if v is not None}, "train"
-        )
-    except SpecError as exc:  # name the flag the user typed, not the model's field
-        msg = str(exc)
-        for key in given:
-            msg = msg.replace(f"train.{key}", "--" + key.replace("_", "-"))
-        raise SpecError(msg) from None
-    params = TripletParams(**checked)
+    params = TripletParams(**_flags_checked(TripletParams, given))
     out = Path(args.out)  # train_cosarad() checks it before any work
     renders = Path(args.renders) if args.renders else out.with_name(out.name + ".renders")
     metas = train_cosarad(
@@ -311,7 +315,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from detectors.pretrain import PretrainParams
-    from detectors.registry import check_params_model
     from scenarios.pretrain import DEFAULT_SCENARIOS, pretrain
 
     if not 1 <= args.workers <= MAX_WORKERS:
@@ -322,16 +325,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "seed": args.seed,
     }
-    try:
-        checked = check_params_model(
-            PretrainParams, {k: v for k, v in given.items() if v is not None}, "pretrain"
-        )
-    except SpecError as exc:  # name the flag the user typed, not the model's field
-        msg = str(exc)
-        for key in given:
-            msg = msg.replace(f"pretrain.{key}", "--" + key.replace("_", "-"))
-        raise SpecError(msg) from None
-    params = PretrainParams(**checked)
+    params = PretrainParams(**_flags_checked(PretrainParams, given))
     out = Path(args.out)  # pretrain() checks it before any work
     renders = Path(args.renders) if args.renders else out.with_name(out.name + ".renders")
     scenarios = args.scenario or DEFAULT_SCENARIOS

@@ -35,6 +35,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
+from detectors.backbones.weights import file_sha256
 from detectors.cosarad.banks import GlobalBank, LocationBanks, aggregate, point_scores
 from detectors.cosarad.patches import farthest_point_sample, normalised_patches, patch_members
 from detectors.cosarad.registration import register, to_pcd, transform
@@ -109,14 +110,6 @@ class COSARADParams(BaseModel):
         return self
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def checkpoint_meta(path: Path) -> dict[str, Any]:
     """The meta of a ``twincell train cosarad`` checkpoint (ValueError, one line, for a file
     that is not one)."""
@@ -175,7 +168,7 @@ class COSARAD:
         if params.get("features", "fpfh") != "contrastive":
             return {}
         files = cls.extractor_files(str(params["extractor"]))
-        shas = {f.name: _sha256(f) for f in files}
+        shas = {f.name: file_sha256(f) for f in files}
         joint = hashlib.sha256(json.dumps(sorted(shas.items())).encode()).hexdigest()
         return {
             "backbone": "pointnet2_msg",
