@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 from scenarios.interfaces import (
     EXIT_ERROR,
+    EXIT_EXPECTATION,
     EXIT_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -36,6 +37,8 @@ examples:
   twincell list                              bundled scenarios
   twincell validate my.yaml                  check a scenario file, run nothing
   twincell run quickstart --out runs/qs      run; rerun the same command to resume
+  twincell check tiny --expect "ssim_residual.p_auroc >= 0.8" --junit gate.xml
+                                             CI gate: run, then judge the metrics
   twincell train cosarad --out my-extractors train COSARAD's 3D extractors (one per fold)
 
 exit codes:
@@ -44,6 +47,7 @@ exit codes:
   {EXIT_INPUT}    bad input: scenario file, arguments or --out; nothing was written
   {EXIT_UNSCORED}    the run completed but cannot be scored (no test pair, or one class only);
        the report says why
+  {EXIT_EXPECTATION}    twincell check: an expectation did not hold (one line each says why)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); finished samples are kept, rerun to resume"""
 
 
@@ -111,6 +115,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_UNSCORED
     return EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    import detectors
+    from scenarios.engine import run_scenario
+    from scenarios.gate import judge, parse_expectation, write_junit
+    from scenarios.report import write_report
+    from scenarios.spec import load_scenario
+
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise SpecError(f"--workers: must be >= 1 and <= {MAX_WORKERS}, got {args.workers}")
+    sc = load_scenario(args.scenario, seed=args.seed)
+    levels = {d.key: detectors.level(d.name) for d in sc.detectors}
+    expectations = [parse_expectation(e, levels) for e in args.expect]  # before any work
+    out = Path(args.out) if args.out is not None else Path("runs") / f"{sc.name}-seed{sc.seed}"
+    manifest = run_scenario(
+        sc, out, workers=args.workers, progress=not args.quiet, report=write_report
+    )
+    metrics = json.loads((out / "metrics.json").read_text())["detectors"]
+    verdicts = judge(expectations, metrics)
+    for v in verdicts:
+        print(v.line())
+    if args.junit:
+        write_junit(Path(args.junit), verdicts, sc.name, manifest["timings_s"]["total"])
+    failed = sum(not v.passed for v in verdicts)
+    print(f"check: {len(verdicts) - failed} of {len(verdicts)} expectations hold ({out})")
+    return EXIT_EXPECTATION if failed else EXIT_OK
 
 
 class _Parser(argparse.ArgumentParser):
@@ -216,6 +247,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_cmd_pretrain)
+    k = sub.add_parser(
+        "check",
+        help="CI gate: run a scenario and fail when a metric misses its expectation",
+        description="Run a scenario (resuming, like `run`), then check each expectation\n"
+        "`<detector>.<metric> <op> <value>` (op: >= > <= < ==; values are fractions, as in\n"
+        "metrics.json) against its metrics. Exit 0 when all hold, 4 when one does not (one\n"
+        "line each says why), 2 for a bad expectation (checked before anything runs).\n"
+        "The same scenario and seed always give the same verdict.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    k.add_argument("scenario", help=scenario_help)
+    k.add_argument(
+        "--expect",
+        action="append",
+        required=True,
+        help='expectation, repeatable, e.g. "ssim_residual.p_auroc >= 0.9"',
+    )
+    k.add_argument("--junit", default=None, help="write the verdicts as JUnit XML to this file")
+    k.add_argument("--out", help="run directory (default runs/<name>-seed<seed>)")
+    k.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    k.add_argument(
+        "--workers", type=int, default=1, help=f"simulation processes, 1 to {MAX_WORKERS}"
+    )
+    k.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    k.set_defaults(func=_cmd_check)
     c = sub.add_parser(
         "train",
         help="train a detector's model on simulated labelled data (cosarad)",
@@ -387,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "twincell: %(message)s",
     )
     previous = {}
-    if args.command in ("run", "pretrain", "train"):
+    if args.command in ("run", "check", "pretrain", "train"):
         for sig in (signal.SIGINT, signal.SIGTERM):
             # A SIGINT ignored by whoever started us (a background job) stays ignored.
             if signal.getsignal(sig) is not signal.SIG_IGN:
