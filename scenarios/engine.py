@@ -837,6 +837,7 @@ def _run_part_detector(
         _earlier_scores(pred_dir, ids) if same_inputs and _same_weights(spec, pred_dir) else None
     )
     points: dict[str, np.ndarray] = {}
+    labels: dict[str, Any] = {}  # each test part's point labels, read once
     if earlier is not None:
         for i in ids:
             arr = read_npy_verified(pred_dir / f"{i}.npy", earlier[i][1])
@@ -859,7 +860,9 @@ def _run_part_detector(
         scores, sums = [], []
         for r in tqdm(test, desc=spec.key, unit="part", disable=not progress):
             check_stop()
-            pred = det.predict(load_part(out, r))
+            part = load_part(out, r)
+            labels[r["id"]] = part.gt_point_labels
+            pred = det.predict(part)
             ps = np.asarray(pred.point_scores, dtype=np.float32)
             if ps.shape != (r["n_points"],):
                 raise RuntimeError(
@@ -872,7 +875,9 @@ def _run_part_detector(
         _write_scores(pred_dir, ids, scores, sums)
         seconds["predict"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    labels = {r["id"]: load_part(out, r).gt_point_labels for r in test}
+    for r in test:
+        if r["id"] not in labels:  # reused predictions: the parts were not loaded
+            labels[r["id"]] = load_part(out, r).gt_point_labels
     by_id = dict(zip(ids, scores, strict=True))
 
     def scored(rows: Sequence[dict[str, Any]]) -> dict[str, float]:

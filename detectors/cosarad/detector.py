@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 from detectors.backbones.weights import file_sha256
 from detectors.cosarad.banks import GlobalBank, LocationBanks, aggregate, point_scores
 from detectors.cosarad.patches import farthest_point_sample, normalised_patches, patch_members
-from detectors.cosarad.registration import register, to_pcd, transform
+from detectors.cosarad.registration import Prepared, prepare, register, to_pcd, transform
 from scenarios.interfaces import PartSample, Prediction, SpecError
 
 log = logging.getLogger(__name__)
@@ -120,10 +120,11 @@ def checkpoint_meta(path: Path) -> dict[str, Any]:
 
 
 class _Family:
-    """What COSARAD keeps per part family: template frame, centres, |P|_min, bank."""
+    """What COSARAD keeps per part family: the first template prepared for registration
+    (its frame is the family's), centres, |P|_min, bank."""
 
     def __init__(
-        self, ref: np.ndarray, centres: np.ndarray, p_min: float, bank: Any, extractor: Any
+        self, ref: Prepared, centres: np.ndarray, p_min: float, bank: Any, extractor: Any
     ) -> None:
         self.ref = ref
         self.centres = centres
@@ -256,7 +257,8 @@ class COSARAD:
                     f"(Cohen's d compares the templates with each other), got {len(templates)}"
                 )
             ref = np.asarray(templates[0].points, dtype=np.float64)
-            clouds = [ref] + [self._registered(t.points, ref) for t in templates[1:]]
+            target = prepare(ref, p.register_voxel_mm / 1000.0, p.feature_voxel_mm / 1000.0)
+            clouds = [ref] + [self._registered(t.points, target) for t in templates[1:]]
             coarse = np.asarray(to_pcd(ref).voxel_down_sample(p.feature_voxel_mm / 1000).points)
             centres = coarse[farthest_point_sample(coarse, p.patches)]
             extractor = self._extractor_for(family) if p.features == "contrastive" else None
@@ -270,7 +272,7 @@ class COSARAD:
             valid = (C >= max(p_min, 1.0)) & (C > 0)
             F = np.stack(feats)
             bank = LocationBanks(F, valid) if p.bank == "local" else GlobalBank(F, valid)
-            self.families[family] = _Family(ref, centres, p_min, bank, extractor)
+            self.families[family] = _Family(target, centres, p_min, bank, extractor)
         if not self.families:
             raise ValueError("cosarad was fitted on no normal part")
         if p.features == "contrastive":
@@ -279,7 +281,7 @@ class COSARAD:
                 "extractors": {f: v.extractor[1] for f, v in self.families.items()},
             }
 
-    def _registered(self, points: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    def _registered(self, points: np.ndarray, ref: Prepared) -> np.ndarray:
         p = self.params
         reg = register(
             np.asarray(points, dtype=np.float64),

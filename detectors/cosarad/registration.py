@@ -71,6 +71,25 @@ def _prepared(points: np.ndarray, voxel_m: float) -> tuple[Any, Any]:
     return pcd, fpfh
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A cloud made ready for ``register``: its ``voxel_m`` downsampling with normals and
+    FPFH features (coarse), and its ``fine_voxel_m`` downsampling with normals (fine ICP,
+    Chamfer). A template registered against many times is prepared once."""
+
+    coarse: Any
+    fpfh: Any
+    fine: Any
+    voxel_m: float
+    fine_voxel_m: float
+
+
+def prepare(points: np.ndarray, voxel_m: float = 0.004, fine_voxel_m: float = 0.0015) -> Prepared:
+    """``points`` (N, 3) m prepared for ``register`` with these voxels."""
+    coarse, fpfh = _prepared(points, voxel_m)
+    return Prepared(coarse, fpfh, _with_normals(points, fine_voxel_m), voxel_m, fine_voxel_m)
+
+
 def transform(points: np.ndarray, T: np.ndarray) -> np.ndarray:
     """(N, 3) ``points`` moved by the 4 x 4 rigid transform ``T``."""
     P = np.asarray(points, dtype=np.float64).reshape(-1, 3)
@@ -86,14 +105,15 @@ def chamfer_one_sided(target: np.ndarray, moved: np.ndarray) -> float:
 
 def register(
     source: np.ndarray,
-    target: np.ndarray,
+    target: np.ndarray | Prepared,
     voxel_m: float = 0.004,
     fine_voxel_m: float = 0.0015,
     tries: int = 5,
     accept_m: float = 0.0015,
     seed: int = 0,
 ) -> Registration:
-    """Register ``source`` (N, 3) m onto ``target`` (M, 3) m: FPFH + RANSAC, then ICP.
+    """Register ``source`` (N, 3) m onto ``target`` (M, 3) m, or onto a ``prepare``d target
+    (with the same voxels): FPFH + RANSAC, then ICP.
 
     Coarse: both clouds downsampled on ``voxel_m``, FPFH over 5 voxels (normals over 2.5),
     RANSAC on mutual feature matches accepting correspondences within 1.5 voxels, then
@@ -104,15 +124,22 @@ def register(
     """
     o3d = open3d()
     reg = o3d.pipelines.registration
+    if not isinstance(target, Prepared):
+        target = prepare(target, voxel_m, fine_voxel_m)
+    elif (target.voxel_m, target.fine_voxel_m) != (voxel_m, fine_voxel_m):
+        raise ValueError(
+            f"the target was prepared with voxels {target.voxel_m} / {target.fine_voxel_m} m, "
+            f"not {voxel_m} / {fine_voxel_m} m"
+        )
     src, f_src = _prepared(source, voxel_m)
-    tgt, f_tgt = _prepared(target, voxel_m)
+    tgt, f_tgt = target.coarse, target.fpfh
     if len(src.points) < 3 or len(tgt.points) < 3:
         raise ValueError(
             f"registration needs at least 3 points after {voxel_m * 1e3:g} mm voxels "
             f"(source {len(src.points)}, target {len(tgt.points)})"
         )
     fine_src = _with_normals(source, fine_voxel_m)
-    fine_tgt = _with_normals(target, fine_voxel_m)
+    fine_tgt = target.fine
     tgt_pts = np.asarray(fine_tgt.points)
     src_pts = np.asarray(fine_src.points)
     plane = reg.TransformationEstimationPointToPlane()

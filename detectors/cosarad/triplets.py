@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detectors.cosarad.patches import farthest_point_sample, normalised_patches, patch_members
-from detectors.cosarad.registration import register, transform
+from detectors.cosarad.registration import prepare, register, transform
 from scenarios.interfaces import PartSample
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def make_triplets(
         C = defect_pts[farthest_point_sample(defect_pts, centres)]
         members_b = patch_members(Xb, C, radius_m)
         Pb = normalised_patches(Xb, C, members_b, radius_m, patch_points, seed)
+        target = prepare(Xb, register_voxel_m, fine_voxel_m)  # once for all its normals
         moved: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
         for _ in range(pairs):
             g, p = rng.choice(len(pool), size=2, replace=False)
@@ -87,7 +88,7 @@ def make_triplets(
                 if part.id not in moved:
                     reg = register(
                         np.asarray(part.points, dtype=np.float64),
-                        Xb,
+                        target,
                         voxel_m=register_voxel_m,
                         fine_voxel_m=fine_voxel_m,
                         seed=seed,
