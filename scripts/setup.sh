@@ -4,7 +4,8 @@
 #
 #   bash scripts/setup.sh                    # what the simulator, detectors and tests need:
 #                                            # torch 2.13.0 (CPU) for the learned detectors,
-#                                            # open3d (+ Debian's libusb) for the 3D detector
+#                                            # open3d (+ Debian's libusb) for the 3D detector,
+#                                            # ray for `twincell study --executor ray`
 #
 # `--extras torch,3d` (or TWINCELL_EXTRAS) is still accepted; both are always installed.
 set -euo pipefail
@@ -72,5 +73,9 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
 fi
 if ((want_3d)) && ! .venv/bin/python -c 'import open3d' 2>/dev/null; then
   .venv/bin/python -m pip install -q -e ".[dev,blender,3d]"
+fi
+# Ray: `twincell study --executor ray` and its tests (a local Ray instance).
+if ! .venv/bin/python -c 'import ray' 2>/dev/null; then
+  .venv/bin/python -m pip install -q -e ".[dev,blender,ray]"
 fi
 echo "twincell is set up in .venv"
