@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from scenarios.interfaces import (
+    EXIT_CELLS_FAILED,
     EXIT_ERROR,
     EXIT_EXPECTATION,
     EXIT_INPUT,
@@ -40,6 +41,7 @@ examples:
   twincell check tiny --expect "ssim_residual.p_auroc >= 0.8" --junit gate.xml
                                              CI gate: run, then judge the metrics
   twincell train cosarad --out my-extractors train COSARAD's 3D extractors (one per fold)
+  twincell study jitter-sweep --workers 2   a robustness study: a grid of runs, a table, plots
 
 exit codes:
   {EXIT_OK}    success
@@ -48,6 +50,7 @@ exit codes:
   {EXIT_UNSCORED}    the run completed but cannot be scored (no test pair, or one class only);
        the report says why
   {EXIT_EXPECTATION}    twincell check: an expectation did not hold (one line each says why)
+  {EXIT_CELLS_FAILED}    twincell study: done, but some cells failed (listed); rerun to retry them
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); finished samples are kept, rerun to resume"""
 
 
@@ -142,6 +145,48 @@ def _cmd_check(args: argparse.Namespace) -> int:
     failed = sum(not v.passed for v in verdicts)
     print(f"check: {len(verdicts) - failed} of {len(verdicts)} expectations hold ({out})")
     return EXIT_EXPECTATION if failed else EXIT_OK
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from scenarios.study import cells_by_status, load_study, run_study
+
+    if args.ray_address is not None and args.executor != "ray":
+        raise SpecError("--ray-address: only with --executor ray")
+    study = load_study(args.study)
+    out = Path(args.out) if args.out is not None else Path("runs") / study.spec.name
+    n_points = len({tuple(sorted(map(str, c.values.items()))) for c in study.cells})
+    print(
+        f"study {study.spec.name} (digest {study.digest()}): {len(study.cells)} cells "
+        f"({study.spec.design}, {n_points} points x {len(study.spec.seeds)} seeds) on "
+        f"{study.cells[0].scenario.name}"
+    )
+    if args.dry_run:
+        for c in study.cells:
+            values = "  ".join(f"{k}={v}" for k, v in c.values.items())
+            print(f"  cell {c.dirname}  seed {c.seed}  {values}")
+        return EXIT_OK
+    result = run_study(
+        study,
+        out,
+        executor=args.executor,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        progress=not args.quiet,
+    )
+    counts = cells_by_status(result.outcomes.values())
+    pairs = sum(o.pairs for o in result.outcomes.values() if not o.reused)
+    reused = sum(o.reused for o in result.outcomes.values())
+    print(
+        f"study: {out}  ({', '.join(f'{n} {s}' for s, n in counts.items())}; {reused} "
+        f"finished before; {pairs} pairs in {result.seconds:.1f} s, {args.executor} x "
+        f"{args.workers})"
+    )
+    print(f"table: {out / 'results.csv'} (and .parquet)\nreport: {out / 'report.html'}")
+    if result.failed:
+        for o in result.failed:
+            print(f"twincell: cell {o.index:04d} failed: {o.error}", file=sys.stderr)
+        return EXIT_CELLS_FAILED
+    return EXIT_OK
 
 
 class _Parser(argparse.ArgumentParser):
@@ -272,6 +317,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     k.set_defaults(func=_cmd_check)
+    st = sub.add_parser(
+        "study",
+        help="run a robustness study: a scenario over a grid of its fields and seeds",
+        description="Run every cell of a study (a bundled name or a YAML file: a base "
+        "scenario, the axes to sweep by dotted field path, the seeds) as an ordinary run "
+        "directory under OUT/cells/, then write results.csv/.parquet (one row per cell and "
+        "detector), views.csv/.parquet and report.html with metric-vs-axis plots. Rerun the "
+        "same command to resume: finished cells are kept, failed ones retried. "
+        "docs/studies.md has the spec format.",
+    )
+    st.add_argument("study", help="bundled study name (e.g. jitter-sweep) or YAML path")
+    st.add_argument("--out", help="study directory (default runs/<name>)")
+    st.add_argument(
+        "--executor",
+        choices=["pool", "ray"],
+        default="pool",
+        help="pool: local processes (default); ray: one Ray task per cell",
+    )
+    st.add_argument(
+        "--workers", type=int, default=1, help="cells at once (pool processes, or local Ray CPUs)"
+    )
+    st.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --executor ray: the cluster to join (e.g. auto, ray://head:10001); "
+        "default: start a local Ray",
+    )
+    st.add_argument(
+        "--dry-run", action="store_true", help="validate the study and list its cells, run nothing"
+    )
+    st.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    st.set_defaults(func=_cmd_study)
+
     c = sub.add_parser(
         "train",
         help="train a detector's model on simulated labelled data (cosarad)",
@@ -443,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "twincell: %(message)s",
     )
     previous = {}
-    if args.command in ("run", "check", "pretrain", "train"):
+    if args.command in ("run", "check", "pretrain", "train", "study"):
         for sig in (signal.SIGINT, signal.SIGTERM):
             # A SIGINT ignored by whoever started us (a background job) stays ignored.
             if signal.getsignal(sig) is not signal.SIG_IGN:

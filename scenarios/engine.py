@@ -988,6 +988,75 @@ def part_decisions(
     return result
 
 
+#: The metrics computed for each viewpoint on its own (``view_metrics``).
+VIEW_METRIC_NAMES = ("i_auroc", "p_auroc", "aupro")
+
+
+def view_direction_deg(T_obj_cam: Any) -> tuple[float, float]:
+    """(elevation, azimuth) in degrees of a camera position in the part's frame: elevation
+    above the part's xy plane, azimuth ``atan2(y, x)`` in (-180, 180]."""
+    p = np.asarray(T_obj_cam, dtype=np.float64)[:3, 3]
+    r = float(np.linalg.norm(p))
+    if r == 0.0:
+        return 90.0, 0.0
+    return (
+        float(np.degrees(np.arcsin(np.clip(p[2] / r, -1.0, 1.0)))),
+        float(np.degrees(np.arctan2(p[1], p[0]))),
+    )
+
+
+def view_metrics(out: Path, test: Sequence[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """Detector ``name``'s metrics at each viewpoint on its own: which directions it fails
+    from (AVATAR's motivation: a detector that needs one canonical view is of little use to
+    a robot that sees the part from many).
+
+    One row per view id with test pairs: the planned direction in the part's frame
+    (``elevation_deg``, ``azimuth_deg``, from ``T_obj_cam_planned``), the number of normal
+    and anomalous test pairs there, and ``VIEW_METRIC_NAMES`` over that view's pairs only
+    (the same definitions as the run's metrics; None where the view lacks a class).
+    """
+    by_view: dict[int, list[dict[str, Any]]] = {}
+    for r in test:
+        by_view.setdefault(int(r["view_id"]), []).append(r)
+    pred_dir = out / "predictions" / name
+    scores = {}
+    with open(pred_dir / "scores.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            scores[row["id"]] = float(row["score"])
+    rows = []
+    for view_id in sorted(by_view):
+        recs = by_view[view_id]
+        elevation, azimuth = view_direction_deg(recs[0]["T_obj_cam_planned"])
+        labels = np.array([int(r["label"]) for r in recs], dtype=np.int64)
+        pixels = PixelMetrics(spill_dir=out)
+
+        def pairs(
+            recs: Sequence[dict[str, Any]] = recs,
+        ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for r in recs:
+                yield _gt_mask(out, r), np.load(pred_dir / f"{r['id']}.npy")
+
+        for gt, amap in pairs():
+            pixels.add(gt, amap)
+        px = pixels.result(pairs)
+        values = {
+            "i_auroc": auroc(labels, np.array([scores[r["id"]] for r in recs])),
+            "p_auroc": px["p_auroc"],
+            "aupro": px["aupro"],
+        }
+        rows.append(
+            {
+                "view_id": view_id,
+                "elevation_deg": round(elevation, 3),
+                "azimuth_deg": round(azimuth, 3),
+                "n_normal": int((labels == 0).sum()),
+                "n_anomalous": int(labels.sum()),
+                **{k: _finite_or_none(v) for k, v in values.items()},
+            }
+        )
+    return rows
+
+
 def _finite_or_none(x: float) -> float | None:
     """``x`` for JSON: None where it is not finite (JSON has no inf or NaN)."""
     return float(x) if np.isfinite(x) else None
@@ -1184,12 +1253,14 @@ def _run_phases(
         test = [r for r in sample_records(out / "samples.jsonl") if r["split"] == "test"]
         views = [d.key for d in sc.detectors if levels[d.key] == "view"]
         parts = {k: part_decisions(sc, out, test, k) for k in views} if test else {}
+        by_view = {k: view_metrics(out, test, k) for k in views} if test else {}
         write_json(
             out / "metrics.json",
             {
                 "detectors": _json_finite(metrics),
                 "levels": levels,
                 "parts": parts,
+                "views": by_view,
                 "families": {k: _json_finite(v) for k, v in found.families.items()},
             },
         )

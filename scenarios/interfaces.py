@@ -313,6 +313,7 @@ EXIT_ERROR = 1  # an unexpected failure inside twincell (a bug: please report it
 EXIT_INPUT = 2  # bad input: scenario file, command-line arguments or an existing --out
 EXIT_UNSCORED = 3  # the run completed but cannot be scored (no test pair, one class only)
 EXIT_EXPECTATION = 4  # `twincell check`: the run completed and an expectation did not hold
+EXIT_CELLS_FAILED = 5  # `twincell study`: it finished but some cells failed; rerun retries them
 EXIT_INTERRUPTED = 130  # Ctrl-C; finished samples are kept and a rerun resumes
 
 #: Longest one-line validation message (field path, what is wrong, what was given).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,61 @@ def viewpoint_figure(out: Path, captured: np.ndarray, dropped: list[dict[str, An
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("camera positions around each part", fontsize=9)
     path = out / "figures" / "viewpoints.png"
+    _savefig(fig, path)
+    return path
+
+
+def polar_views(
+    ax: Any, rows: Sequence[Mapping[str, Any]], metric: str, title: str, vmin: float = 0.5
+) -> Any:
+    """Draw per-viewpoint ``metric`` values on polar axes ``ax``: the angle is the view's
+    azimuth in the part's frame, the radius its angle from the zenith (90 deg - elevation:
+    the centre looks straight down), the colour the metric (grey: undefined, the view lacks
+    a class). Returns the scatter (for a colour bar)."""
+    az = np.radians([float(r["azimuth_deg"]) for r in rows])
+    zen = [90.0 - float(r["elevation_deg"]) for r in rows]
+    vals = np.array(
+        [np.nan if r.get(metric) is None else float(r[metric]) for r in rows], dtype=np.float64
+    )
+    ok = np.isfinite(vals)
+    ax.scatter(az[~ok], np.asarray(zen)[~ok], s=40, c="lightgrey", edgecolors="grey")
+    sc = ax.scatter(
+        az[ok],
+        np.asarray(zen)[ok],
+        s=60,
+        c=vals[ok],
+        cmap="RdYlGn",
+        vmin=vmin,
+        vmax=1.0,
+        edgecolors="black",
+        linewidths=0.4,
+    )
+    ax.set_ylim(0, 90)
+    ax.set_yticks([30, 60, 90])
+    ax.set_yticklabels(["60°", "30°", ""], fontsize=6)  # elevation at those radii
+    ax.set_rlabel_position(250)  # clear of the azimuth labels
+    ax.tick_params(axis="x", labelsize=6, pad=0)
+    ax.set_title(title, fontsize=8, pad=14)
+    return sc
+
+
+def view_metric_figure(
+    rows_by_detector: Mapping[str, Sequence[Mapping[str, Any]]], metric: str, path: Path
+) -> Path:
+    """One polar panel per detector of its per-viewpoint ``metric`` (``polar_views``)."""
+    dets = list(rows_by_detector)
+    fig, axes = plt.subplots(
+        1,
+        len(dets),
+        figsize=(3.0 * len(dets), 3.3),
+        squeeze=False,
+        subplot_kw={"projection": "polar"},
+    )
+    sc = None
+    for ax, d in zip(axes[0], dets, strict=True):
+        sc = polar_views(ax, rows_by_detector[d], metric, d)
+    if sc is not None:
+        fig.colorbar(sc, ax=axes[0].tolist(), shrink=0.7, label=metric)
     _savefig(fig, path)
     return path
 
@@ -450,6 +505,17 @@ def write_report(out: Path) -> None:
     has_test = any(r["split"] == "test" for r in records)
     gallery = gallery_figure(out, records, dets) if has_test else None
     views = viewpoint_figure(out, positions, dropped)
+    by_view = {d: rows for d, rows in all_metrics.get("views", {}).items() if rows}
+    polar = (
+        view_metric_figure(by_view, "p_auroc", out / "figures" / "by_view.png") if by_view else None
+    )
+    polar_intro = (
+        "Pixel AUROC of each detector at each viewpoint on its own, in the part's frame: "
+        "the angle is the azimuth, the distance from the centre the angle from straight "
+        "above (rings at 60, 30 and 0 deg elevation); red views are where a detector "
+        "fails, grey ones have no anomalous pixel. metrics.json (`views`) has the values, "
+        "with image AUROC and AUPRO."
+    )
     unscored = manifest.get("unscored_reason", "")
     why = (
         f"This run is not scored: {unscored}. Metrics that need the missing class are n/a; "
@@ -520,6 +586,15 @@ def write_report(out: Path) -> None:
         f"![viewpoints]({views.relative_to(out).as_posix()})",
         "",
     ]
+    if polar is not None:
+        md += [
+            "## By viewpoint",
+            "",
+            polar_intro,
+            "",
+            f"![by viewpoint]({polar.relative_to(out).as_posix()})",
+            "",
+        ]
     md += part_md
     md += points_md
     if acquisition:
@@ -585,6 +660,12 @@ def write_report(out: Path) -> None:
         if acquisition
         else ""
     )
+    polar_html = (
+        f"<h2>By viewpoint</h2><p>{html.escape(polar_intro)}</p>"
+        f'<img src="{polar.relative_to(out).as_posix()}" alt="metrics by viewpoint">'
+        if polar is not None
+        else ""
+    )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>twincell run: {html.escape(sc["name"])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
@@ -599,6 +680,7 @@ td:first-child{{text-align:left}}img{{max-width:100%}}
 {points_html}
 <h2>Viewpoints</h2><img src="{views.relative_to(out).as_posix()}" alt="viewpoints">
 <ul>{dropped_html}</ul>
+{polar_html}
 {acquisition_html}
 {failed_html}
 </body></html>

@@ -818,7 +818,22 @@ def load_scenario(name_or_path: str, seed: int | None = None) -> Scenario:
     """Load a bundled scenario by name or a YAML file by path; ``seed`` overrides its seed."""
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise SpecError(f"--seed: must be >= 0 and <= {MAX_SEED}, got {seed}")
-    bundled = bundled_scenarios()
+    data, where, base_dir = load_scenario_data(name_or_path)
+    if isinstance(data, dict) and seed is not None:
+        data = {**data, "seed": seed}
+    return parse_scenario(data, where, base_dir)
+
+
+def load_scenario_data(
+    name_or_path: str, bundled: dict[str, Path] | None = None, kind: str = "scenario"
+) -> tuple[Any, str, Path]:
+    """The YAML data of a bundled scenario (by name) or a scenario file (by path), not yet
+    validated: (data, where it came from for messages, the folder relative paths start
+    from). ``bundled``: names to look up (default ``bundled_scenarios()``); ``kind``: what
+    the file is, for messages (a study spec is read the same way). SpecError (one line)
+    when it cannot be read."""
+    if bundled is None:
+        bundled = bundled_scenarios()
     path = Path(name_or_path)
     try:
         if name_or_path in bundled and not path.exists():
@@ -826,18 +841,18 @@ def load_scenario(name_or_path: str, seed: int | None = None) -> Scenario:
         is_file = path.is_file()
     except OSError as exc:  # e.g. a name longer than the file system allows
         raise SpecError(
-            f"scenario: cannot open {excerpt(name_or_path, 60)} ({exc.strerror})"
+            f"{kind}: cannot open {excerpt(name_or_path, 60)} ({exc.strerror})"
         ) from None
     where = _short_path(path)
     if not is_file:
         raise SpecError(
-            f"scenario: no bundled scenario or file named {excerpt(name_or_path, 100)}; "
+            f"{kind}: no bundled {kind} or file named {excerpt(name_or_path, 100)}; "
             f"bundled: {', '.join(bundled) or 'none'}"
         )
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise SpecError(f"{where}: {size} bytes; a scenario holds at most {MAX_FILE_BYTES}")
+            raise SpecError(f"{where}: {size} bytes; a {kind} holds at most {MAX_FILE_BYTES}")
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -848,8 +863,6 @@ def load_scenario(name_or_path: str, seed: int | None = None) -> Scenario:
     except RecursionError:
         raise SpecError(f"{where}: nested more than {MAX_DEPTH} levels deep") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{where}: cannot read scenario file ({type(exc).__name__})") from None
+        raise SpecError(f"{where}: cannot read {kind} file ({type(exc).__name__})") from None
     check_shape(data, where)
-    if isinstance(data, dict) and seed is not None:
-        data = {**data, "seed": seed}
-    return parse_scenario(data, where, path.parent)
+    return data, where, path.parent
