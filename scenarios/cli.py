@@ -131,7 +131,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise SpecError(f"--workers: must be >= 1 and <= {MAX_WORKERS}, got {args.workers}")
     sc = load_scenario(args.scenario, seed=args.seed)
     levels = {d.key: detectors.level(d.name) for d in sc.detectors}
-    expectations = [parse_expectation(e, levels) for e in args.expect]  # before any work
+    # The scenario's own expectations (checked when it was loaded), then --expect's.
+    texts = [*sc.expect, *args.expect]
+    if not texts:
+        raise SpecError(
+            "--expect: give at least one expectation, here or under `expect:` in the scenario "
+            "(e.g. --expect 'ssim_residual.p_auroc >= 0.8')"
+        )
+    expectations = [parse_expectation(e, levels) for e in texts]  # before any work
     out = Path(args.out) if args.out is not None else Path("runs") / f"{sc.name}-seed{sc.seed}"
     manifest = run_scenario(
         sc, out, workers=args.workers, progress=not args.quiet, report=write_report
@@ -306,8 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument(
         "--expect",
         action="append",
-        required=True,
-        help='expectation, repeatable, e.g. "ssim_residual.p_auroc >= 0.9"',
+        default=[],
+        help='expectation, repeatable, e.g. "ssim_residual.p_auroc >= 0.9"; added to the '
+        "scenario's own `expect:` list",
     )
     k.add_argument("--junit", default=None, help="write the verdicts as JUnit XML to this file")
     k.add_argument("--out", help="run directory (default runs/<name>-seed<seed>)")

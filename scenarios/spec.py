@@ -575,6 +575,9 @@ class Scenario(Strict):
         max_length=16,
         validate_default=True,
     )
+    # What `twincell check` judges (scenarios.gate): "<detector>.<metric> <op> <value>".
+    # Not part of the digest: a changed threshold judges the same run.
+    expect: tuple[Text, ...] = Field((), max_length=64)
 
     @field_validator("detectors", mode="before")
     @classmethod
@@ -691,6 +694,19 @@ class Scenario(Strict):
         return self
 
     @model_validator(mode="after")
+    def _expectations(self) -> Scenario:
+        import detectors
+        from scenarios.gate import parse_expectation
+
+        levels = {d.key: detectors.level(d.name) for d in self.detectors}
+        for i, text in enumerate(self.expect):
+            try:
+                parse_expectation(text, levels)
+            except SpecError as err:
+                raise SpecError(f"expect.{i}: {str(err).split(': ', 1)[1]}") from None
+        return self
+
+    @model_validator(mode="after")
     def _bounded_size(self) -> Scenario:
         import numpy as np
 
@@ -731,6 +747,8 @@ class Scenario(Strict):
         # How long a frame may take does not change any image: a rerun with a longer
         # timeout resumes the same run (and retries the samples that timed out).
         del data["render"]["timeout_s"]
+        # Expectations judge a run; they do not change it.
+        del data["expect"]
         # A CAD file is identified by its content, not where it lies.
         for fam in data["part"]["families"]:
             if fam.get("cad"):

@@ -82,3 +82,50 @@ def test_check_exit_codes_and_the_same_verdict_on_rerun(tmp_path: Path) -> None:
     assert [c.get("name") for c in ET.fromstring(junit.read_bytes()).iter("testcase")] == [
         c.get("name") for c in root.iter("testcase")
     ]
+
+
+def _tiny_with(tmp_path: Path, expect: list[str]) -> Path:
+    import yaml
+
+    from scenarios.spec import bundled_scenarios
+
+    data = yaml.safe_load(bundled_scenarios()["tiny"].read_text())
+    path = tmp_path / "gated.yaml"
+    path.write_text(yaml.safe_dump({**data, "expect": expect}))
+    return path
+
+
+def test_expectations_in_the_scenario_are_checked_at_load_and_leave_the_digest() -> None:
+    from scenarios.spec import load_scenario, parse_scenario
+
+    base = load_scenario("tiny")
+    data = base.model_dump(mode="json")
+    gated = parse_scenario({**data, "expect": ["ssim_residual.p_auroc >= 0.8"]})
+    assert gated.expect == ("ssim_residual.p_auroc >= 0.8",)
+    assert gated.digest() == base.digest()  # a threshold judges a run, it does not change it
+    with pytest.raises(SpecError, match=r"expect\.1: no detector 'ssim' .*allowed") as err:
+        parse_scenario({**data, "expect": ["rgb_residual.aupro > 0", "ssim.aupro > 0"]})
+    assert "\n" not in str(err.value)
+
+
+def test_check_needs_an_expectation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["check", "tiny", "--out", str(out)]) == EXIT_INPUT
+    assert "--expect: give at least one expectation" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_check_judges_the_scenarios_own_expectations_and_the_flags(tmp_path: Path) -> None:
+    path = _tiny_with(tmp_path, ["rgb_residual.p_auroc >= 0", "ssim_residual.p_auroc > 1"])
+    junit = tmp_path / "gate.xml"
+    args = ["check", str(path), "--out", str(tmp_path / "run"), "-q", "--junit", str(junit)]
+    assert main([*args, "--expect", "ssim_residual.i_auroc >= 0"]) == EXIT_EXPECTATION
+    names = [c.get("name") for c in ET.fromstring(junit.read_bytes()).iter("testcase")]
+    assert names == [
+        "rgb_residual.p_auroc >= 0",
+        "ssim_residual.p_auroc > 1",
+        "ssim_residual.i_auroc >= 0",
+    ]
+    failures = [c for c in ET.fromstring(junit.read_bytes()).iter("failure")]
+    assert len(failures) == 1 and "ssim_residual.p_auroc > 1" in (failures[0].text or "")
