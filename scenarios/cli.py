@@ -170,7 +170,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     if args.dry_run:
         for c in study.cells:
             values = "  ".join(f"{k}={v}" for k, v in c.values.items())
-            print(f"  cell {c.dirname}  seed {c.seed}  {values}")
+            print(f"  cell {c.index:<4} seed {c.seed:<3} {values}  (cells/{c.dirname})")
         return EXIT_OK
     result = run_study(
         study,
@@ -191,7 +191,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     print(f"table: {out / 'results.csv'} (and .parquet)\nreport: {out / 'report.html'}")
     if result.failed:
         for o in result.failed:
-            print(f"twincell: cell {o.index:04d} failed: {o.error}", file=sys.stderr)
+            print(f"twincell: {study.cells[o.index].label} failed: {o.error}", file=sys.stderr)
         return EXIT_CELLS_FAILED
     return EXIT_OK
 

@@ -122,7 +122,8 @@ def plan_parts(sc: Scenario) -> list[PartPlan]:
     return plans
 
 
-#: The module that builds the cells of each ``cell.kind``: it provides ``view_ids(sc)`` and
+#: The module that builds the cells of each ``cell.kind``: it provides ``view_ids(sc)``,
+#: ``view_frame(sc)`` ("cell" or "part": the frame a view id's direction is fixed in) and
 #: ``open_cells(sc, seed, render_threads, prior) -> CellSource`` (``prior``: an earlier
 #: ``run_info()`` of the same run, or None). A new kind of cell (hardware, a
 #: replayed run) adds a line here; the engine itself only speaks ``Cell``.
@@ -992,10 +993,17 @@ def part_decisions(
 VIEW_METRIC_NAMES = ("i_auroc", "p_auroc", "aupro")
 
 
-def view_direction_deg(T_obj_cam: Any) -> tuple[float, float]:
-    """(elevation, azimuth) in degrees of a camera position in the part's frame: elevation
-    above the part's xy plane, azimuth ``atan2(y, x)`` in (-180, 180]."""
-    p = np.asarray(T_obj_cam, dtype=np.float64)[:3, 3]
+def view_direction_deg(record: dict[str, Any], frame: str) -> tuple[float, float]:
+    """(elevation, azimuth) in degrees of the planned direction from the part to the camera
+    of a sample, in the ``frame`` its view id is fixed in: ``part`` (the part's own axes) or
+    ``cell`` (the robot base's axes, at the part: the part's true orientation, or the one
+    the cell believes where the truth is not recorded, turns the part-frame direction into
+    it). Elevation above the horizontal plane, azimuth ``atan2(y, x)`` in (-180, 180]."""
+    p = np.asarray(record["T_obj_cam_planned"], dtype=np.float64)[:3, 3]
+    if frame == "cell":
+        T_base_obj = record.get("T_base_obj") or record.get("T_base_obj_twin")
+        if T_base_obj is not None:
+            p = np.asarray(T_base_obj, dtype=np.float64)[:3, :3] @ p
     r = float(np.linalg.norm(p))
     if r == 0.0:
         return 90.0, 0.0
@@ -1005,16 +1013,20 @@ def view_direction_deg(T_obj_cam: Any) -> tuple[float, float]:
     )
 
 
-def view_metrics(out: Path, test: Sequence[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def view_metrics(
+    sc: Scenario, out: Path, test: Sequence[dict[str, Any]], name: str
+) -> list[dict[str, Any]]:
     """Detector ``name``'s metrics at each viewpoint on its own: which directions it fails
     from (AVATAR's motivation: a detector that needs one canonical view is of little use to
     a robot that sees the part from many).
 
-    One row per view id with test pairs: the planned direction in the part's frame
-    (``elevation_deg``, ``azimuth_deg``, from ``T_obj_cam_planned``), the number of normal
-    and anomalous test pairs there, and ``VIEW_METRIC_NAMES`` over that view's pairs only
-    (the same definitions as the run's metrics; None where the view lacks a class).
+    One row per view id with test pairs: the planned direction from the part to the camera
+    (``elevation_deg``, ``azimuth_deg``: the mean over the view's pairs, which agree, in
+    the ``frame`` the cell fixes its view ids in, ``view_direction_deg``), the number of
+    normal and anomalous test pairs there, and ``VIEW_METRIC_NAMES`` over that view's pairs
+    only (the same definitions as the run's metrics; None where the view lacks a class).
     """
+    frame = cell_module(sc).view_frame(sc)
     by_view: dict[int, list[dict[str, Any]]] = {}
     for r in test:
         by_view.setdefault(int(r["view_id"]), []).append(r)
@@ -1026,7 +1038,14 @@ def view_metrics(out: Path, test: Sequence[dict[str, Any]], name: str) -> list[d
     rows = []
     for view_id in sorted(by_view):
         recs = by_view[view_id]
-        elevation, azimuth = view_direction_deg(recs[0]["T_obj_cam_planned"])
+        # The mean direction (a unit vector, not the mean of angles that wrap at 180 deg).
+        units = []
+        for r in recs:
+            el, az = np.radians(view_direction_deg(r, frame))
+            units.append([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+        u = np.mean(units, axis=0)
+        elevation = float(np.degrees(np.arctan2(u[2], np.hypot(u[0], u[1]))))
+        azimuth = float(np.degrees(np.arctan2(u[1], u[0])))
         labels = np.array([int(r["label"]) for r in recs], dtype=np.int64)
         pixels = PixelMetrics(spill_dir=out)
 
@@ -1047,6 +1066,7 @@ def view_metrics(out: Path, test: Sequence[dict[str, Any]], name: str) -> list[d
         rows.append(
             {
                 "view_id": view_id,
+                "frame": frame,
                 "elevation_deg": round(elevation, 3),
                 "azimuth_deg": round(azimuth, 3),
                 "n_normal": int((labels == 0).sum()),
@@ -1253,7 +1273,7 @@ def _run_phases(
         test = [r for r in sample_records(out / "samples.jsonl") if r["split"] == "test"]
         views = [d.key for d in sc.detectors if levels[d.key] == "view"]
         parts = {k: part_decisions(sc, out, test, k) for k in views} if test else {}
-        by_view = {k: view_metrics(out, test, k) for k in views} if test else {}
+        by_view = {k: view_metrics(sc, out, test, k) for k in views} if test else {}
         write_json(
             out / "metrics.json",
             {

@@ -510,9 +510,11 @@ def write_report(out: Path) -> None:
         view_metric_figure(by_view, "p_auroc", out / "figures" / "by_view.png") if by_view else None
     )
     polar_intro = (
-        "Pixel AUROC of each detector at each viewpoint on its own, in the part's frame: "
-        "the angle is the azimuth, the distance from the centre the angle from straight "
-        "above (rings at 60, 30 and 0 deg elevation); red views are where a detector "
+        "Pixel AUROC of each detector at each viewpoint on its own. The angle is the "
+        "azimuth of the direction from the part to the camera, in the frame the cell fixes "
+        "its views in (the robot base's axes for the eye-in-hand cell, the part's own for "
+        "part-in-hand); the distance from the centre is the angle from straight above "
+        "(rings at 60 and 30 deg elevation, the rim at 0). Red views are where a detector "
         "fails, grey ones have no anomalous pixel. metrics.json (`views`) has the values, "
         "with image AUROC and AUPRO."
     )

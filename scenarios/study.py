@@ -36,7 +36,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -209,12 +209,22 @@ class Cell:
 
     @property
     def dirname(self) -> str:
-        return f"{self.index:04d}"
+        """Its run directory's name: the scenario's digest. Cells of one scenario share a
+        run (a one-at-a-time axis through the base value), and a study that gains seeds or
+        values keeps the runs it has."""
+        return self.scenario.digest()
+
+    @property
+    def label(self) -> str:
+        """For people: ``cell 3 (errors.hand_eye.rotation_deg=1.0, seed 0)``."""
+        values = ", ".join(f"{k}={v}" for k, v in self.values.items())
+        return f"cell {self.index} ({values}, seed {self.seed})"
 
     def row(self) -> dict[str, Any]:
         """The cell's identity for ``study.json`` and the tables."""
         return {
-            "cell": self.dirname,
+            "cell": self.index,
+            "run": f"cells/{self.dirname}",
             "seed": self.seed,
             "varied": self.varied,
             "digest": self.scenario.digest(),
@@ -487,8 +497,9 @@ def run_ray(
 
 @contextmanager
 def _study_dir(out: Path, study: Study) -> Iterator[None]:
-    """Open (or resume) the study directory ``out``: refuse one of another study, or one
-    that holds something else, before anything is written."""
+    """Open (or resume) the study directory ``out``: refuse one of another study (another
+    name), or one that holds something else, before anything is written. The same study
+    with other axes or seeds may go on there: the cells it shares are kept."""
     record = out / STUDY_FILE
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out: {out} exists and is not a directory")
@@ -497,11 +508,10 @@ def _study_dir(out: Path, study: Study) -> Iterator[None]:
             prior = json.loads(record.read_text())
         except (OSError, ValueError):
             prior = {}
-        if prior.get("digest") != study.digest():
+        if prior.get("name") != study.spec.name:
             raise RunDirError(
-                f"--out: {out} holds another study ({prior.get('name', '?')}, digest "
-                f"{prior.get('digest', '?')}; this one is {study.digest()}); choose another "
-                "directory or remove it"
+                f"--out: {out} holds another study ({excerpt(prior.get('name', '?'))}; this "
+                f"one is {study.spec.name}); choose another directory or remove it"
             )
     elif out.is_dir() and any(out.iterdir()):
         raise RunDirError(f"--out: {out} is not empty and holds no study; choose another")
@@ -595,7 +605,14 @@ def run_study(
     with _study_dir(out, study):
         outcomes: dict[int, CellOutcome] = {}
         todo: list[CellTask] = []
+        # Cells of one scenario (one run directory) run once; the others take its outcome.
+        first: dict[str, int] = {}
+        same: dict[int, list[int]] = {}
         for c in study.cells:
+            if c.dirname in first:
+                same.setdefault(first[c.dirname], []).append(c.index)
+                continue
+            first[c.dirname] = c.index
             cell_out = out / "cells" / c.dirname
             prior = cell_done(cell_out, c)
             if prior is not None:
@@ -604,6 +621,10 @@ def run_study(
             if cell_out.exists():
                 check_out_dir(cell_out, c.scenario)  # refuse a foreign run, before any work
             todo.append(CellTask(c.index, c.scenario, str(cell_out), threads))
+        for i, copies in same.items():
+            if i in outcomes:
+                for j in copies:
+                    outcomes[j] = replace(outcomes[i], index=j)
         extra = {"executor": executor, "workers": workers}
         write_study_record(out, study, outcomes, "running", extra)
         bar = tqdm(
@@ -616,9 +637,11 @@ def run_study(
 
         def on_done(o: CellOutcome) -> None:
             outcomes[o.index] = o
+            for j in same.get(o.index, []):
+                outcomes[j] = replace(o, index=j)
             if o.status == "failed":
-                bar.write(f"twincell: cell {o.index:04d} failed: {o.error}")
-            bar.update(1)
+                bar.write(f"twincell: {study.cells[o.index].label} failed: {o.error}")
+            bar.update(1 + len(same.get(o.index, [])))
             write_study_record(out, study, outcomes, "running", extra)
 
         try:

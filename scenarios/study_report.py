@@ -60,10 +60,11 @@ def collect(out: Path, study: Study) -> tuple[list[dict[str, Any]], list[dict[st
     rows: list[dict[str, Any]] = []
     view_rows: list[dict[str, Any]] = []
     for cell in study.cells:
-        info = by_cell.get(cell.dirname, {})
+        info = by_cell.get(cell.index, {})
         status = info.get("status", "pending")
         base = {
-            "cell": cell.dirname,
+            "cell": cell.index,
+            "run": f"cells/{cell.dirname}",
             "seed": cell.seed,
             **{axis: _column_value(v) for axis, v in cell.values.items()},
             "varied": cell.varied,
@@ -74,7 +75,7 @@ def collect(out: Path, study: Study) -> tuple[list[dict[str, Any]], list[dict[st
         metrics: dict[str, Any] = {}
         if status in DONE:
             try:
-                metrics = json.loads((out / "cells" / cell.dirname / "metrics.json").read_text())
+                metrics = json.loads((out / base["run"] / "metrics.json").read_text())
             except (OSError, ValueError):
                 metrics = {}
         levels = metrics.get("levels", {})
@@ -267,11 +268,18 @@ def polar_figure(
             merged = []
             for vid, rs in sorted(at.items()):
                 vals = [r["p_auroc"] for r in rs if r.get("p_auroc") is not None]
+                # A view's direction is the same in every cell; averaged as unit vectors,
+                # not as angles (which wrap at 180 deg), in case it is not quite.
+                el, az = (
+                    np.radians([r["elevation_deg"] for r in rs]),
+                    np.radians([r["azimuth_deg"] for r in rs]),
+                )
+                u = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)]).mean(1)
                 merged.append(
                     {
                         "view_id": vid,
-                        "elevation_deg": float(np.mean([r["elevation_deg"] for r in rs])),
-                        "azimuth_deg": float(np.mean([r["azimuth_deg"] for r in rs])),
+                        "elevation_deg": float(np.degrees(np.arctan2(u[2], np.hypot(u[0], u[1])))),
+                        "azimuth_deg": float(np.degrees(np.arctan2(u[1], u[0]))),
                         "p_auroc": float(np.mean(vals)) if vals else None,
                     }
                 )
@@ -281,6 +289,11 @@ def polar_figure(
         fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.6, label="p_auroc")
     _savefig(fig, path)
     return path
+
+
+def _cell_label(c: Mapping[str, Any]) -> str:
+    values = ", ".join(f"{k}={v}" for k, v in c.get("values", {}).items())
+    return f"cell {c['cell']} ({values}, seed {c['seed']})"
 
 
 def _fmt(v: Any) -> str:
@@ -374,7 +387,7 @@ def write_study_report(out: Path, study: Study) -> None:
         md += [f"## {title}", "", f"![{title}]({p.relative_to(out).as_posix()})", ""]
     if failed:
         md += ["## Failed cells", "", "Rerun the same command to retry them.", ""]
-        md += [f"- cell {c['cell']} (seed {c['seed']}): {c.get('error', '')}" for c in failed]
+        md += [f"- {_cell_label(c)}: {c.get('error', '')}" for c in failed]
     write_text(out / "report.md", "\n".join(md) + "\n")
 
     esc = html.escape
@@ -393,8 +406,8 @@ def write_study_report(out: Path, study: Study) -> None:
     failed_html = (
         "<h2>Failed cells</h2><p>Rerun the same command to retry them.</p><ul>"
         + "".join(
-            f'<li><a href="cells/{esc(c["cell"])}/">cell {esc(c["cell"])}</a> (seed '
-            f"{c['seed']}): {esc(c.get('error', ''))}</li>"
+            f'<li><a href="{esc(c["run"])}/">{esc(_cell_label(c))}</a>: '
+            f"{esc(c.get('error', ''))}</li>"
             for c in failed
         )
         + "</ul>"

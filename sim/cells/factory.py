@@ -322,6 +322,13 @@ def view_ids(sc: Any) -> list[int]:
     ]
 
 
+def view_frame(sc: Any) -> str:
+    """The frame a view id's direction is fixed in: ``cell`` (eye-in-hand: the viewpoints
+    are planned around the part in the robot base's axes, whatever the part's yaw) or
+    ``part`` (part-in-hand: each presentation turns the part to the fixed camera)."""
+    return "part" if sc.cell.kind == "part_in_hand" else "cell"
+
+
 def open_cells(
     sc: Any, seed: int, render_threads: int = 0, prior: dict[str, Any] | None = None
 ) -> SimCells:

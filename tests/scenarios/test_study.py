@@ -115,7 +115,9 @@ def test_grid_expands_every_combination_and_seed() -> None:
         assert sc.errors.hand_eye is not None
         assert sc.errors.hand_eye.rotation_deg == c.values["errors.hand_eye.rotation_deg"]
         assert sc.viewpoints.elevation_min_deg == c.values["viewpoints.elevation_min_deg"]
-    assert [c.dirname for c in study.cells[:2]] == ["0000", "0001"]
+    # Each cell's run directory is named by its scenario's digest.
+    assert [c.dirname for c in study.cells] == [c.scenario.digest() for c in study.cells]
+    assert len({c.dirname for c in study.cells}) == 12
 
 
 def test_one_at_a_time_keeps_the_other_axes_at_the_base_and_reaches_into_lists() -> None:
@@ -148,7 +150,8 @@ def test_one_at_a_time_keeps_the_other_axes_at_the_base_and_reaches_into_lists()
 def test_bundled_jitter_sweep_is_valid() -> None:
     study = load_study("jitter-sweep")
     assert {d.name for d in study.cells[0].scenario.detectors} >= {"avatar", "ssim_residual"}
-    assert len(study.cells) == 16
+    assert len(study.cells) == 30
+    assert len({c.dirname for c in study.cells}) == 27  # the base point is on both axes
 
 
 # --- running ----------------------------------------------------------------------------
@@ -183,7 +186,7 @@ def test_a_study_writes_run_directories_tables_and_a_report(finished: Path) -> N
     assert record["status"] == "complete"
     assert [c["status"] for c in record["cells"]] == ["complete", "complete"]
     for c in record["cells"]:  # each cell is an ordinary run directory
-        cell = finished / "cells" / c["cell"]
+        cell = finished / c["run"]
         manifest = json.loads((cell / "manifest.json").read_text())
         assert manifest["digest"] == c["digest"] and (cell / "report.html").is_file()
     with open(finished / "results.csv") as f:
@@ -198,7 +201,7 @@ def test_a_study_writes_run_directories_tables_and_a_report(finished: Path) -> N
     # Per-viewpoint rows: every test pair of each cell counted once per detector.
     views = pq.read_table(finished / "views.parquet").to_pylist()
     for c in record["cells"]:
-        test = json.loads((finished / "cells" / c["cell"] / "manifest.json").read_text())
+        test = json.loads((finished / c["run"] / "manifest.json").read_text())
         n = test["counts"]["test_normal"] + test["counts"]["test_anomalous"]
         at = [v for v in views if v["cell"] == c["cell"] and v["detector"] == "ssim_residual"]
         assert sum(v["n_normal"] + v["n_anomalous"] for v in at) == n
@@ -216,7 +219,7 @@ def test_a_finished_study_reruns_nothing_and_another_study_is_refused(
     result = run_study(parse_study(TWO_CELLS), finished, progress=False)
     assert all(o.reused for o in result.outcomes.values())
     assert _metrics(finished) == before
-    other = parse_study({**TWO_CELLS, "seeds": [1]})
+    other = parse_study({**TWO_CELLS, "name": "other"})
     with pytest.raises(RunDirError, match="holds another study"):
         run_study(other, finished, progress=False)
     foreign = tmp_path / "foreign"
@@ -244,12 +247,13 @@ def test_a_failed_cell_is_reported_not_fatal_and_retried(
     path.write_text(yaml.safe_dump(TWO_CELLS))
     out = tmp_path / "out"
     assert main(["study", str(path), "--out", str(out), "-q"]) == EXIT_CELLS_FAILED
-    assert "cell 0001 failed: RuntimeError: the render farm is on fire" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cell 1 (errors.hand_eye.rotation_deg=1.0, seed 0) failed: RuntimeError: the " in err
     record = json.loads((out / "study.json").read_text())
     assert [c["status"] for c in record["cells"]] == ["complete", "failed"]
     assert "the render farm is on fire" in (out / "report.html").read_text()
     with open(out / "results.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r["cell"] == "0001"]
+        rows = [r for r in csv.DictReader(f) if r["cell"] == "1"]
     assert rows and all(r["status"] == "failed" and r["p_auroc"] == "" for r in rows)
     # The rerun retries only the failed cell.
     monkeypatch.setattr(engine, "run_scenario", real)
@@ -290,7 +294,7 @@ def test_a_killed_study_resumes_and_runs_only_the_missing_cells(tmp_path: Path) 
     done = {c["cell"] for c in cells if c["status"] == "complete"}
     assert done and len(done) < 3
     result = run_study(parse_study(spec), out, progress=False)
-    reused = {f"{i:04d}" for i, o in result.outcomes.items() if o.reused}
+    reused = {i for i, o in result.outcomes.items() if o.reused}
     assert reused == done  # the finished cells are kept, the others run
     assert all(o.status == "complete" for o in result.outcomes.values())
     assert json.loads((out / "study.json").read_text())["status"] == "complete"
@@ -309,3 +313,32 @@ def test_a_missing_ray_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(SpecError, match="--executor ray: needs ray.*setup.sh"):
         study_mod.run_ray([], 1, lambda o: None)
+
+
+@pytest.mark.slow
+def test_a_study_that_gains_a_value_keeps_its_runs_and_shared_cells_run_once(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    run_study(parse_study(TWO_CELLS), out, progress=False)
+    # tiny's own hand-eye rotation is 0.05: one at a time, the radius axis's cell at
+    # tiny's radius is the very scenario of the rotation axis's cell at 0.05.
+    grown = parse_study(
+        {
+            **TWO_CELLS,
+            "design": "one_at_a_time",
+            "axes": {
+                "errors.hand_eye.rotation_deg": [0, 1, 0.05],
+                "viewpoints.radius_m": [0.2],
+            },
+        }
+    )
+    assert grown.cells[2].dirname == grown.cells[3].dirname
+    result = run_study(grown, out, progress=False)
+    assert result.outcomes[0].reused and result.outcomes[1].reused
+    assert not result.outcomes[2].reused and not result.outcomes[3].reused
+    assert result.outcomes[2].seconds == result.outcomes[3].seconds  # one run, two cells
+    assert len(list((out / "cells").iterdir())) == 3
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and all(r["status"] == "complete" for r in rows)
