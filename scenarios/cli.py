@@ -161,10 +161,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
         raise SpecError("--ray-address: only with --executor ray")
     study = load_study(args.study)
     out = Path(args.out) if args.out is not None else Path("runs") / study.spec.name
-    n_points = len({tuple(sorted(map(str, c.values.items()))) for c in study.cells})
+    n_points = len(study.cells) // len(study.spec.seeds)
+    runs = len({c.dirname for c in study.cells})
+    shared = f"; {runs} distinct runs" if runs != len(study.cells) else ""
     print(
         f"study {study.spec.name} (digest {study.digest()}): {len(study.cells)} cells "
-        f"({study.spec.design}, {n_points} points x {len(study.spec.seeds)} seeds) on "
+        f"({study.spec.design}: {n_points} points x {len(study.spec.seeds)} seeds{shared}) on "
         f"{study.cells[0].scenario.name}"
     )
     if args.dry_run:
@@ -542,6 +544,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("twincell: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`twincell study x --dry-run | head`): not an error. Point
+        # stdout at nothing so the interpreter's final flush does not raise again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
