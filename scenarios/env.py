@@ -600,7 +600,15 @@ class ActiveInspectionEnv(gymnasium.Env[dict[str, Any], Any]):
     def _parse(self, action: Any) -> tuple[int | None, int | None, FloatArray | None]:
         """(decision 0/1 or None, target view index or None, requested direction or None)."""
         if self.action_type == "discrete":
-            k = int(action)
+            # An integer (Python or numpy, a 0-d array of one), as Discrete samples it: a
+            # float or a vector is a caller's bug, not a view to round to.
+            a = np.asarray(action)
+            if a.ndim != 0 or not np.issubdtype(a.dtype, np.integer):
+                raise ValueError(
+                    f"action must be an integer of Discrete({len(self.view_ids) + 2}), got "
+                    f"{excerpt(action)}"
+                )
+            k = int(a)
             if not 0 <= k < len(self.view_ids) + 2:
                 raise ValueError(f"action {k} outside Discrete({len(self.view_ids) + 2})")
             if k == self.DECLARE_NORMAL:

@@ -69,10 +69,11 @@ class Verdict:
         return f"{'PASS' if self.passed else 'FAIL'} {self.expectation.text}: {got}"
 
 
-def parse_expectation(text: str, levels: Mapping[str, str]) -> Expectation:
+def parse_expectation(text: str, levels: Mapping[str, str], where: str = "") -> Expectation:
     """Parse one expectation against the scenario's detectors (``levels``: key -> "view" or
-    "part"); SpecError (``--expect``, one line) when it cannot hold."""
-    where = f"--expect {excerpt(text)}"
+    "part"); SpecError (one line, starting with ``where``: by default ``--expect`` and the
+    text) when it cannot hold."""
+    where = where or f"--expect {excerpt(text)}"
     m = _EXPECTATION.match(text)
     if m is None or "." not in m["lhs"]:
         raise SpecError(

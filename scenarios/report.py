@@ -134,9 +134,11 @@ def polar_views(
     ax: Any, rows: Sequence[Mapping[str, Any]], metric: str, title: str, vmin: float = 0.5
 ) -> Any:
     """Draw per-viewpoint ``metric`` values on polar axes ``ax``: the angle is the view's
-    azimuth in the part's frame, the radius its angle from the zenith (90 deg - elevation:
-    the centre looks straight down), the colour the metric (grey: undefined, the view lacks
-    a class). Returns the scatter (for a colour bar)."""
+    azimuth (in the frame of its row's ``frame``, see ``engine.view_metrics``), the radius
+    its angle from the zenith (90 deg - elevation: the centre looks straight down), the
+    colour the metric from ``vmin`` (red; chance for an AUROC, and anything below) to 1
+    (green); grey where it is undefined (the view lacks a class). Returns the scatter (for
+    a colour bar)."""
     az = np.radians([float(r["azimuth_deg"]) for r in rows])
     zen = [90.0 - float(r["elevation_deg"]) for r in rows]
     vals = np.array(
@@ -515,8 +517,8 @@ def write_report(out: Path) -> None:
         "its views in (the robot base's axes for the eye-in-hand cell, the part's own for "
         "part-in-hand); the distance from the centre is the angle from straight above "
         "(rings at 60 and 30 deg elevation, the rim at 0). Red views are where a detector "
-        "fails, grey ones have no anomalous pixel. metrics.json (`views`) has the values, "
-        "with image AUROC and AUPRO."
+        "fails (at or below chance, 0.5), grey ones have no anomalous pixel. "
+        "metrics.json (`views`) has the values, with image AUROC and AUPRO."
     )
     unscored = manifest.get("unscored_reason", "")
     why = (

@@ -700,10 +700,7 @@ class Scenario(Strict):
 
         levels = {d.key: detectors.level(d.name) for d in self.detectors}
         for i, text in enumerate(self.expect):
-            try:
-                parse_expectation(text, levels)
-            except SpecError as err:
-                raise SpecError(f"expect.{i}: {str(err).split(': ', 1)[1]}") from None
+            parse_expectation(text, levels, where=f"expect.{i}")
         return self
 
     @model_validator(mode="after")

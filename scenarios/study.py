@@ -9,7 +9,8 @@ field by its dotted path with a list of values (``errors.hand_eye.rotation_deg: 
 fraction of a grid's cost).
 
 Each cell, a (point of the design, seed), is an ordinary run directory
-(``<study>/cells/<k>``), run by ``scenarios.engine.run_scenario``: a cell is a pure
+(``<study>/cells/<digest>``, named by its scenario's digest: cells of one scenario share
+it), run by ``scenarios.engine.run_scenario``: a cell is a pure
 function of its scenario and seed, so cells run in any order, in any process, on any
 machine that sees the study directory. A finished cell (its manifest ``complete`` or
 ``unscored`` with the cell's digest) is never run again, so a rerun resumes a study and
@@ -283,7 +284,9 @@ def parse_study(data: Any, where: str = "study", base_dir: Path | None = None) -
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as err:
-        raise SpecError(f"{where}: {validation_error_line(err, StudySpec)}") from None
+        # A whole-study check has no field path: its message names the fields itself.
+        line = validation_error_line(err, StudySpec).removeprefix("scenario: ")
+        raise SpecError(f"{where}: {line}") from None
     except SpecError as err:
         raise SpecError(f"{where}: {err}") from None
     points = design_points(spec)
@@ -303,6 +306,9 @@ def parse_study(data: Any, where: str = "study", base_dir: Path | None = None) -
         raise SpecError(f"{where}: scenario: {base_where} holds no mapping of fields")
     for p, value in spec.set.items():
         set_path(base, p, value, f"{where}: set.{p}")
+    # The base with its fixed changes, checked once: an error there is the `set`'s, not
+    # the first cell's.
+    parse_scenario(base, f"{where}: scenario {spec.scenario} with set", scenario_dir)
     cells: list[Cell] = []
     resolved: dict[str, Scenario] = {}  # one validation per point and seed, cached by data
     for point, varied in points:
@@ -323,6 +329,27 @@ def parse_study(data: Any, where: str = "study", base_dir: Path | None = None) -
             dump = sc.model_dump(mode="json")
             values = {p: get_path(dump, p) for p in spec.axes}
             cells.append(Cell(len(cells), seed, values, varied, sc))
+    # Cells of one scenario share a run; they must then agree on every axis, or the table
+    # would show one run's metrics under several values: a field that does not change a
+    # run (render.timeout_s, expect) or values that are equal once validated (1 and 1.0).
+    seen: dict[str, Cell] = {}
+    for c in cells:
+        other = seen.setdefault(c.dirname, c)
+        if other is not c and other.values == c.values and other.varied == c.varied:
+            what = (
+                f"axes.{c.varied}: a value is given twice (equal once validated: "
+                f"{excerpt(c.values[c.varied], 30)})"
+                if c.varied
+                else f"axes: a value is given twice (equal once validated: {excerpt(c.values)})"
+            )
+            raise SpecError(f"{where}: {what}")
+        if other.values != c.values:
+            axis = next(a for a in spec.axes if other.values[a] != c.values[a])
+            raise SpecError(
+                f"{where}: axes.{axis}: the values {excerpt(other.values[axis], 30)} and "
+                f"{excerpt(c.values[axis], 30)} make the same run (equal once validated, or "
+                "a field that does not change a run); sweep another field or drop one"
+            )
     return Study(spec, tuple(cells), where)
 
 
@@ -414,36 +441,73 @@ def cell_done(out: Path, cell: Cell) -> CellOutcome | None:
     return CellOutcome(cell.index, manifest["status"], seconds, pairs, reused=True)
 
 
-def _pool_init(threads: int) -> None:
-    _limit_threads(threads)
+def _pool_init() -> None:
+    # Ctrl-C goes to the parent, which terminates the pool; a worker that saw it too would
+    # print a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+#: Why a cell failed when the process running it died (or the pool broke under it).
+WORKER_DIED = (
+    "the worker process died (killed, out of memory or crashed); the pool's other "
+    "unfinished cells failed with it; rerun to retry"
+)
 
 
 def run_pool(
-    tasks: Sequence[CellTask], workers: int, on_done: Callable[[CellOutcome], None]
+    tasks: Sequence[CellTask],
+    workers: int,
+    on_done: Callable[[CellOutcome], None],
+    fn: Callable[[CellTask], CellOutcome] = run_cell,
 ) -> None:
-    """Run ``tasks`` on a local process pool of ``workers`` (in this process when 1); each
-    outcome goes to ``on_done`` as it finishes. On Ctrl-C the pool is terminated at once
-    (the cells it was running are left to resume)."""
+    """Run ``tasks`` (with ``fn``, ``run_cell``) on a local process pool of ``workers``
+    (in this process when 1); each outcome goes to ``on_done`` as it finishes.
+
+    A worker process that dies (killed, out of memory, a crashed renderer) breaks the pool:
+    every cell not finished by then is reported failed (``WORKER_DIED``) instead of waiting
+    for a result that never comes, and a rerun retries them. On Ctrl-C the workers are
+    terminated at once (their cells are left to resume)."""
     if workers <= 1 or len(tasks) <= 1:
         for t in tasks:
-            on_done(run_cell(t))
+            on_done(fn(t))
         return
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     # spawn, not fork: a forked child would inherit this process's GL/EGL state.
-    ctx = multiprocessing.get_context("spawn")
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # children ignore Ctrl-C
+    ex = ProcessPoolExecutor(
+        min(workers, len(tasks)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_pool_init,
+    )
     try:
-        pool = ctx.Pool(min(workers, len(tasks)), initializer=_pool_init, initargs=(1,))
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    try:
-        for outcome in pool.imap_unordered(run_cell, tasks):
-            on_done(outcome)
+        pending = {ex.submit(fn, t): t for t in tasks}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                task = pending.pop(fut)
+                try:
+                    on_done(fut.result())
+                except BrokenProcessPool:
+                    on_done(CellOutcome(task.index, "failed", error=WORKER_DIED))
     except BaseException:
-        pool.terminate()
-        pool.join()
+        # Python 3.11's executor cannot stop a running task: end its processes.
+        for proc in list(getattr(ex, "_processes", {}).values()):
+            proc.terminate()
+        ex.shutdown(wait=True, cancel_futures=True)
         raise
-    pool.close()
-    pool.join()
+    ex.shutdown(wait=True)
+
+
+def check_ray(address: str | None) -> None:
+    """Refuse ``--executor ray`` without ray installed (SpecError: what to install)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise SpecError(
+            "--executor ray: needs ray, which is not installed; run `bash scripts/setup.sh` "
+            "(or `pip install 'ray>=2.9'`)"
+        ) from None
 
 
 def run_ray(
@@ -451,18 +515,18 @@ def run_ray(
     workers: int,
     on_done: Callable[[CellOutcome], None],
     address: str | None = None,
+    fn: Callable[[CellTask], CellOutcome] = run_cell,
 ) -> None:
-    """Run ``tasks`` as Ray tasks, one per cell (each asks for one CPU): on the cluster at
-    ``address`` (``ray.init(address=...)``: "auto", "ray://host:10001", ...), or on a local
-    Ray instance of ``workers`` CPUs. The study directory must be on storage every node
-    sees. On Ctrl-C the tasks are cancelled."""
-    try:
-        import ray
-    except ImportError:
-        raise SpecError(
-            "--executor ray: needs ray, which is not installed; run `bash scripts/setup.sh` "
-            "(or `pip install 'ray>=2.9'`)"
-        ) from None
+    """Run ``tasks`` as Ray tasks, one per cell (``fn``, ``run_cell``; each asks for one
+    CPU): on the cluster at ``address`` (``ray.init(address=...)``: "auto",
+    "ray://host:10001", ...), or on a local Ray instance of ``workers`` CPUs. The study
+    directory must be on storage every node sees. A task Ray loses (its worker or node
+    died) is a failed cell, not a failed study. On Ctrl-C the tasks are cancelled. A Ray
+    already initialised in this process (a caller's) is used as it is."""
+    check_ray(address)
+    import ray
+    from ray.exceptions import RayError
+
     started = not ray.is_initialized()
     if started:
         kwargs: dict[str, Any] = {
@@ -477,15 +541,27 @@ def run_ray(
         try:
             ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise SpecError(f"--ray-address: cannot connect to Ray at {address}: {exc}") from None
+            where = f"cannot connect to Ray at {address}" if address else "cannot start Ray"
+            raise SpecError(f"--executor ray: {where}: {exc}") from None
+    elif address is not None:
+        log.warning("Ray is already initialised in this process: --ray-address is not used")
     try:
-        remote = ray.remote(num_cpus=1, max_retries=0)(run_cell)
-        pending = [remote.remote(t) for t in tasks]
+        remote = ray.remote(num_cpus=1, max_retries=0)(fn)
+        pending = {remote.remote(t): t for t in tasks}
         try:
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
+                done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
-                    on_done(ray.get(ref))
+                    task = pending.pop(ref)
+                    try:
+                        outcome = ray.get(ref)
+                    except RayError as exc:  # the task's worker or node died, an object lost
+                        outcome = CellOutcome(
+                            task.index,
+                            "failed",
+                            error=f"Ray lost the task: {type(exc).__name__}: {exc}"[:500],
+                        )
+                    on_done(outcome)
         except BaseException:
             for ref in pending:
                 ray.cancel(ref, force=True)
@@ -588,15 +664,22 @@ def run_study(
     progress: bool = True,
     report: bool = True,
 ) -> StudyResult:
-    """Run every cell of ``study`` that has not finished into ``out/cells/<k>``, then
-    collect the tables and the report (``scenarios.study_report``)."""
+    """Run every cell of ``study`` that has not finished into ``out/cells/<digest>``, then
+    collect the tables and the report (``scenarios.study_report``). Everything that can be
+    refused (arguments, a missing backend or Ray, ``out``) is, before anything is written.
+    """
     if executor not in EXECUTORS:
         raise SpecError(f"--executor: {excerpt(executor)}; allowed: {', '.join(EXECUTORS)}")
     from scenarios.engine import check_backends, check_out_dir
 
-    check_backends(study.cells[0].scenario)
     if not 1 <= workers <= MAX_WORKERS:
         raise SpecError(f"--workers: must be >= 1 and <= {MAX_WORKERS}, got {workers}")
+    for sc in {c.dirname: c.scenario for c in study.cells}.values():
+        check_backends(sc)  # an axis may switch the renderer or add a 3D detector
+    if executor == "ray":
+        check_ray(ray_address)
+    # Ray's workers (on other nodes too) get absolute paths on the shared storage.
+    out = out.absolute()
     # Each local worker gets its share of the cores (BLAS, OpenMP, the path tracer); a
     # task on a cluster asks Ray for one CPU and takes one.
     cores = os.cpu_count() or 1
@@ -653,6 +736,10 @@ def run_study(
         except KeyboardInterrupt:
             write_study_record(out, study, outcomes, "interrupted", extra)
             raise
+        except BaseException as exc:
+            extra["error"] = f"{type(exc).__name__}: {exc}"[:500]
+            write_study_record(out, study, outcomes, "failed", extra)
+            raise
         seconds = time.perf_counter() - t0
         failed = any(o.status == "failed" for o in outcomes.values())
         result = StudyResult(outcomes, seconds, executor, workers)
@@ -671,8 +758,3 @@ def cells_by_status(outcomes: Iterable[CellOutcome]) -> dict[str, int]:
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
     return dict(sorted(counts.items()))
-
-
-def default_workers() -> int:
-    """Worker processes by default: the machine's cores."""
-    return max(1, os.cpu_count() or 1)

@@ -42,6 +42,11 @@ from scenarios.study import DONE, STUDY_FILE, Study  # noqa: E402
 #: Metrics plotted against each axis, by detector level (all are in the tables).
 PLOT_METRICS = {"view": ("i_auroc", "p_auroc", "aupro"), "part": ("o_auroc", "p_auroc")}
 MAX_PANEL_COLUMNS = 4
+#: Columns of the tables whose type does not depend on the values.
+FLOAT_COLUMNS = frozenset(
+    {*METRIC_NAMES, *PART_METRIC_NAMES, "seconds", "elevation_deg", "azimuth_deg"}
+)
+INT_COLUMNS = frozenset({"cell", "seed", "pairs", "view_id", "n_normal", "n_anomalous"})
 RESULTS = "results"
 VIEWS = "views"
 
@@ -118,7 +123,15 @@ def write_table(path_stem: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     arrays = {}
     for c, vals in data.items():
         present = [v for v in vals if v is not None]
-        if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        # Known columns keep their type whatever the values (a metric undefined in every
+        # cell is still float64), so tables of different studies concatenate.
+        if c in FLOAT_COLUMNS:
+            arrays[c] = pa.array([None if v is None else float(v) for v in vals], pa.float64())
+        elif c in INT_COLUMNS:
+            arrays[c] = pa.array([None if v is None else int(v) for v in vals], pa.int64())
+        elif present and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in present
+        ):
             if all(isinstance(v, int) for v in present):
                 arrays[c] = pa.array(vals, type=pa.int64())
             else:
@@ -208,6 +221,7 @@ def axis_figure(
         figsize=(3.6 * len(panels) + 1.2, 2.4 * len(metrics)),
         squeeze=False,
         sharex=True,
+        sharey="row",  # one metric, one scale across the panels
     )
     colours = plt.get_cmap("tab10")
     for j, (title, sub) in enumerate(panels):
@@ -242,8 +256,9 @@ def axis_figure(
 def polar_figure(
     study: Study, axis: str, view_rows: Sequence[Mapping[str, Any]], path: Path
 ) -> Path | None:
-    """Per-viewpoint pixel AUROC of each view-level detector at the lowest and the highest
-    value of ``axis`` (mean over seeds and other cells there); None without view rows."""
+    """Per-viewpoint pixel AUROC of each view-level detector at the two ends of ``axis``
+    (the lowest and highest value of a numeric axis, the first and last listed of another;
+    mean over seeds and other cells there); None without view rows."""
     if study.spec.design == "one_at_a_time":
         view_rows = [r for r in view_rows if r["varied"] == axis]
     if not view_rows:
@@ -289,6 +304,11 @@ def polar_figure(
         fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.6, label="p_auroc")
     _savefig(fig, path)
     return path
+
+
+def _distinct(cells: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One cell per run directory (cells of one scenario share a run)."""
+    return list({c["run"]: c for c in cells}.values())
 
 
 def _cell_label(c: Mapping[str, Any]) -> str:
@@ -338,6 +358,9 @@ def write_study_report(out: Path, study: Study) -> None:
     write_table(out / VIEWS, view_rows)
     record = json.loads((out / STUDY_FILE).read_text())
     figures: list[tuple[str, Path]] = []
+    # A study that changed its axes leaves no figure of an axis it no longer has.
+    for old in (out / "figures").glob("*.png"):
+        old.unlink()
     for axis in study.spec.axes:
         for level in ("view", "part"):
             name = axis.replace(".", "_")
@@ -346,7 +369,13 @@ def write_study_report(out: Path, study: Study) -> None:
                 figures.append((f"{level}-level detectors vs {axis}", p))
         p = polar_figure(study, axis, view_rows, out / "figures" / f"{name}_by_view.png")
         if p is not None:
-            figures.append((f"by viewpoint, at the ends of {axis}", p))
+            figures.append(
+                (
+                    f"pixel AUROC by viewpoint at the ends of {axis} (red: at or below "
+                    "chance; grey: no anomalous pixel there)",
+                    p,
+                )
+            )
     header, body = summary_table(study, rows)
     statuses: dict[str, int] = {}
     for c in record["cells"]:
@@ -361,9 +390,11 @@ def write_study_report(out: Path, study: Study) -> None:
         ("seeds", ", ".join(map(str, spec.seeds))),
         ("cells", ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))),
         (
-            "wall time",
-            f"{record.get('seconds', 0.0):.0f} s ({record.get('executor')}, "
-            f"{record.get('workers')} workers)",
+            "time",
+            f"this invocation {record.get('seconds', 0.0):.0f} s ({record.get('executor')}, "
+            f"{record.get('workers')} workers); the runs' own "
+            f"{sum(float(c.get('seconds') or 0.0) for c in _distinct(record['cells'])):.0f} s "
+            "of worker time",
         ),
     ]
     md = [f"# twincell study: {spec.name}", ""] + (

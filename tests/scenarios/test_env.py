@@ -248,3 +248,11 @@ def test_package_and_cli_do_not_import_gymnasium() -> None:
 
     code = "import sys, scenarios, scenarios.cli; sys.exit('gymnasium' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_discrete_action_must_be_an_integer(env: ActiveInspectionEnv) -> None:
+    env.reset(seed=0)
+    for bad in (2.7, np.array([1]), "1"):
+        with pytest.raises(ValueError, match="must be an integer"):
+            env.step(bad)
+    env.step(np.int64(1))  # numpy integers, as Discrete.sample() gives, are fine

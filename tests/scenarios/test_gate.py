@@ -106,6 +106,9 @@ def test_expectations_in_the_scenario_are_checked_at_load_and_leave_the_digest()
     with pytest.raises(SpecError, match=r"expect\.1: no detector 'ssim' .*allowed") as err:
         parse_scenario({**data, "expect": ["rgb_residual.aupro > 0", "ssim.aupro > 0"]})
     assert "\n" not in str(err.value)
+    # A text with ": " in it is named by its place, not cut at the colon.
+    with pytest.raises(SpecError, match=r"^scenario: expect\.0: write <detector>"):
+        parse_scenario({**data, "expect": ["rgb_residual.p_auroc: 0.5"]})
 
 
 def test_check_needs_an_expectation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -342,3 +343,137 @@ def test_a_study_that_gains_a_value_keeps_its_runs_and_shared_cells_run_once(
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8 and all(r["status"] == "complete" for r in rows)
+
+
+# --- failures of the executors themselves -----------------------------------------------
+
+
+def _die_on_cell_1(task: study_mod.CellTask) -> study_mod.CellOutcome:
+    """A cell function whose process dies on cell 1 (a kill, an OOM, a segfault)."""
+    if task.index == 1:
+        os._exit(3)
+    return study_mod.CellOutcome(task.index, "complete")
+
+
+def _tasks(n: int) -> list[study_mod.CellTask]:
+    from scenarios.spec import load_scenario
+
+    sc = load_scenario("tiny")
+    return [study_mod.CellTask(i, sc, f"/nonexistent/{i}", 1) for i in range(n)]
+
+
+@pytest.mark.slow
+def test_a_dead_pool_worker_fails_its_cells_instead_of_hanging() -> None:
+    got: dict[int, study_mod.CellOutcome] = {}
+    study_mod.run_pool(_tasks(3), 2, lambda o: got.setdefault(o.index, o), fn=_die_on_cell_1)
+    assert sorted(got) == [0, 1, 2]  # every cell is reported
+    assert got[1].status == "failed" and got[1].error == study_mod.WORKER_DIED
+
+
+@pytest.mark.slow
+def test_a_task_ray_loses_is_a_failed_cell() -> None:
+    pytest.importorskip("ray")
+    got: dict[int, study_mod.CellOutcome] = {}
+    study_mod.run_ray(_tasks(2), 1, lambda o: got.setdefault(o.index, o), fn=_die_on_cell_1)
+    assert got[0].status == "complete"
+    assert got[1].status == "failed" and got[1].error.startswith("Ray lost the task")
+
+
+# --- the report on made-up metrics: text and single-value axes, a grid, a 3D detector ----
+
+
+def test_the_report_handles_text_axes_grids_part_detectors_and_undefined_metrics(
+    tmp_path: Path,
+) -> None:
+    import pyarrow.parquet as pq
+
+    from scenarios.study_report import write_study_report
+
+    study = parse_study(
+        {
+            "name": "made-up",
+            "scenario": "tiny",
+            "set": {
+                "cell.depth.points": True,
+                "split.train_normal": 2,
+                "detectors": ["ssim_residual", "cosarad"],
+            },
+            "axes": {
+                "appearance.environment": ["studio", "workshop"],
+                "errors.hand_eye.rotation_deg": [0.1],
+            },
+            "seeds": [0, 1],
+        }
+    )
+    out = tmp_path / "study"
+    rng = np.random.default_rng(0)
+    outcomes = {}
+    for c in study.cells:
+        run = out / "cells" / c.dirname
+        run.mkdir(parents=True)
+        view = {m: float(rng.uniform(0.5, 1)) for m in METRICS}
+        view["aupro"] = None  # undefined in every cell
+        metrics = {
+            "detectors": {
+                "ssim_residual": view,
+                "cosarad": {
+                    m: float(rng.uniform(0.5, 1)) for m in ("o_auroc", "o_ap", "p_auroc", "p_ap")
+                },
+            },
+            "levels": {"ssim_residual": "view", "cosarad": "part"},
+            "views": {
+                "ssim_residual": [
+                    {
+                        "view_id": v,
+                        "frame": "cell",
+                        "elevation_deg": 30.0 + 10 * v,
+                        "azimuth_deg": -170.0 + 60 * v,
+                        "n_normal": 1,
+                        "n_anomalous": 1,
+                        "i_auroc": 1.0,
+                        "p_auroc": None if v == 0 else float(rng.uniform(0.5, 1)),
+                        "aupro": None,
+                    }
+                    for v in range(4)
+                ]
+            },
+        }
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        outcomes[c.index] = study_mod.CellOutcome(c.index, "complete", 1.0, 9)
+    study_mod.write_study_record(out, study, outcomes, "complete", {"seconds": 4.0})
+    write_study_report(out, study)
+
+    table = pq.read_table(out / "results.parquet")
+    assert str(table.schema.field("aupro").type) == "double"  # typed though all null
+    assert str(table.schema.field("o_auroc").type) == "double"
+    rows = table.to_pylist()
+    assert len(rows) == 8 and {r["level"] for r in rows} == {"view", "part"}
+    assert {r["appearance.environment"] for r in rows} == {"studio", "workshop"}
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {
+        "appearance_environment_view.png",
+        "appearance_environment_part.png",
+        "appearance_environment_by_view.png",
+        "errors_hand_eye_rotation_deg_view.png",
+    } <= figures
+    page = (out / "report.html").read_text()
+    assert "n/a" in page  # aupro, undefined everywhere
+    assert pq.read_table(out / "views.parquet").num_rows == 4 * 4
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"axes": {"render.timeout_s": [10, 20]}}, "make the same run"),
+        ({"axes": {"viewpoints.radius_m": [0.3, 0.30000]}}, "a value is given twice"),
+        (
+            {"set": {"errors.hand_eye.rotaton_deg": 1}},
+            "scenario tiny with set: errors.hand_eye.rotaton_deg: unknown field",
+        ),
+    ],
+)
+def test_cells_that_would_be_one_run_and_bad_sets_are_refused(
+    tmp_path: Path, fields: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(SpecError, match=match):
+        load_study(str(_study(tmp_path, **fields)))
