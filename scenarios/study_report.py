@@ -311,6 +311,10 @@ def _distinct(cells: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return list({c["run"]: c for c in cells}.values())
 
 
+def _fmt_seconds(v: Any) -> str:
+    return "" if v is None else f"{float(v):.0f}"
+
+
 def _cell_label(c: Mapping[str, Any]) -> str:
     values = ", ".join(f"{k}={v}" for k, v in c.get("values", {}).items())
     return f"cell {c['cell']} ({values}, seed {c['seed']})"
@@ -434,6 +438,23 @@ def write_study_report(out: Path, study: Study) -> None:
         f'<h2>{esc(t)}</h2><img src="{p.relative_to(out).as_posix()}" alt="{esc(t)}">'
         for t, p in figures
     )
+    # Every cell, with a link to its run's own report (folded: a study may have many).
+    cells_html = (
+        f"<details><summary>All {len(record['cells'])} cells</summary><table><tr>"
+        + "".join(
+            f"<th>{esc(h)}</th>" for h in ["cell", "seed", *spec.axes, "status", "seconds", "run"]
+        )
+        + "</tr>"
+        + "".join(
+            "<tr>"
+            + f"<td>{c['cell']}</td><td>{c['seed']}</td>"
+            + "".join(f"<td>{esc(str(c['values'].get(a)))}</td>" for a in spec.axes)
+            + f"<td>{esc(c['status'])}</td><td>{_fmt_seconds(c.get('seconds'))}</td>"
+            + f'<td><a href="{esc(c["run"])}/report.html">{esc(c["run"])}</a></td></tr>'
+            for c in record["cells"]
+        )
+        + "</table></details>"
+    )
     failed_html = (
         "<h2>Failed cells</h2><p>Rerun the same command to retry them.</p><ul>"
         + "".join(
@@ -456,6 +477,7 @@ img{{max-width:100%}}</style></head><body>
 detector), <a href="views.csv">views.csv</a> / views.parquet (per viewpoint). Each cell is a
 run directory under <code>cells/</code> with its own report.</p>
 <h2>Mean over seeds [lowest, highest seed]</h2>{table_html}
+{cells_html}
 {figs_html}
 {failed_html}
 </body></html>
