@@ -123,10 +123,10 @@ def plan_parts(sc: Scenario) -> list[PartPlan]:
 
 
 #: The module that builds the cells of each ``cell.kind``: it provides ``view_ids(sc)``,
-#: ``view_frame(sc)`` ("cell" or "part": the frame a view id's direction is fixed in) and
 #: ``open_cells(sc, seed, render_threads, prior) -> CellSource`` (``prior``: an earlier
-#: ``run_info()`` of the same run, or None). A new kind of cell (hardware, a
-#: replayed run) adds a line here; the engine itself only speaks ``Cell``.
+#: ``run_info()`` of the same run, or None) and, optionally, ``view_frame(sc)`` ("cell" or
+#: "part": the frame a view id's direction is fixed in; "part" without it). A new kind of
+#: cell (hardware, a replayed run) adds a line here; the engine itself only speaks ``Cell``.
 CELL_KINDS: dict[str, str] = {}
 
 
@@ -1026,7 +1026,8 @@ def view_metrics(
     normal and anomalous test pairs there, and ``VIEW_METRIC_NAMES`` over that view's pairs
     only (the same definitions as the run's metrics; None where the view lacks a class).
     """
-    frame = cell_module(sc).view_frame(sc)
+    module = cell_module(sc)
+    frame = module.view_frame(sc) if hasattr(module, "view_frame") else "part"
     by_view: dict[int, list[dict[str, Any]]] = {}
     for r in test:
         by_view.setdefault(int(r["view_id"]), []).append(r)

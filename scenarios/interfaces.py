@@ -338,7 +338,7 @@ def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def allowed(given: Any, names: Sequence[str], limit: int = 120) -> str:
+def allowed(given: Any, names: Sequence[str], limit: int = 140) -> str:
     """``allowed: a, b, ...`` for an unknown name, at most about ``limit`` characters.
 
     Names close to ``given`` (a likely typo) come first; a list too long to print whole is
