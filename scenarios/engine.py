@@ -1013,6 +1013,17 @@ def view_direction_deg(record: dict[str, Any], frame: str) -> tuple[float, float
     )
 
 
+def mean_direction_deg(directions: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The mean of (elevation, azimuth) directions in degrees, as (elevation, azimuth): the
+    mean of their unit vectors, not of the angles (azimuths wrap at 180 deg)."""
+    el, az = np.radians(np.asarray(directions, dtype=np.float64).reshape(-1, 2)).T
+    u = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)]).mean(axis=1)
+    return (
+        float(np.degrees(np.arctan2(u[2], np.hypot(u[0], u[1])))),
+        float(np.degrees(np.arctan2(u[1], u[0]))),
+    )
+
+
 def view_metrics(
     sc: Scenario, out: Path, test: Sequence[dict[str, Any]], name: str
 ) -> list[dict[str, Any]]:
@@ -1039,14 +1050,7 @@ def view_metrics(
     rows = []
     for view_id in sorted(by_view):
         recs = by_view[view_id]
-        # The mean direction (a unit vector, not the mean of angles that wrap at 180 deg).
-        units = []
-        for r in recs:
-            el, az = np.radians(view_direction_deg(r, frame))
-            units.append([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-        u = np.mean(units, axis=0)
-        elevation = float(np.degrees(np.arctan2(u[2], np.hypot(u[0], u[1]))))
-        azimuth = float(np.degrees(np.arctan2(u[1], u[0])))
+        elevation, azimuth = mean_direction_deg([view_direction_deg(r, frame) for r in recs])
         labels = np.array([int(r["label"]) for r in recs], dtype=np.int64)
         pixels = PixelMetrics(spill_dir=out)
 

@@ -61,7 +61,8 @@ def _pick_gallery(records: list[dict[str, Any]], n: int) -> list[dict[str, Any]]
     return chosen[:n]
 
 
-def _savefig(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
+    """Write ``fig`` to ``path`` as a PNG (80 dpi, atomically) and close it."""
     import io
 
     buf = io.BytesIO()
@@ -104,7 +105,7 @@ def gallery_figure(out: Path, records: list[dict[str, Any]], detectors: list[str
     for ax in axes.ravel():
         ax.axis("off")
     path = out / "figures" / "gallery.png"
-    _savefig(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -126,7 +127,7 @@ def viewpoint_figure(out: Path, captured: np.ndarray, dropped: list[dict[str, An
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("camera positions around each part", fontsize=9)
     path = out / "figures" / "viewpoints.png"
-    _savefig(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -183,7 +184,7 @@ def view_metric_figure(
         sc = polar_views(ax, rows_by_detector[d], metric, d)
     if sc is not None:
         fig.colorbar(sc, ax=axes[0].tolist(), shrink=0.7, label=metric)
-    _savefig(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -364,7 +365,7 @@ def point_figure(out: Path, parts: list[dict[str, Any]], detectors: list[str]) -
             ax.set_axis_off()
             ax.set_title(title, fontsize=7)
     path = out / "figures" / "points.png"
-    _savefig(fig, path)
+    save_figure(fig, path)
     return path
 
 

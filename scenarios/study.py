@@ -421,9 +421,13 @@ def run_cell(task: CellTask) -> CellOutcome:
         )
     finally:
         root.setLevel(level)
+    return CellOutcome(task.index, manifest["status"], time.perf_counter() - t0, _pairs(manifest))
+
+
+def _pairs(manifest: dict[str, Any]) -> int:
+    """The pairs a run captured (train and test), from its manifest."""
     c = manifest.get("counts", {})
-    pairs = int(c.get("train", 0) + c.get("test_normal", 0) + c.get("test_anomalous", 0))
-    return CellOutcome(task.index, manifest["status"], time.perf_counter() - t0, pairs)
+    return int(c.get("train", 0) + c.get("test_normal", 0) + c.get("test_anomalous", 0))
 
 
 def cell_done(out: Path, cell: Cell) -> CellOutcome | None:
@@ -435,10 +439,8 @@ def cell_done(out: Path, cell: Cell) -> CellOutcome | None:
         return None
     if manifest.get("status") not in DONE or manifest.get("digest") != cell.scenario.digest():
         return None
-    c = manifest.get("counts", {})
-    pairs = int(c.get("train", 0) + c.get("test_normal", 0) + c.get("test_anomalous", 0))
     seconds = float(manifest.get("timings_s", {}).get("total", 0.0))
-    return CellOutcome(cell.index, manifest["status"], seconds, pairs, reused=True)
+    return CellOutcome(cell.index, manifest["status"], seconds, _pairs(manifest), reused=True)
 
 
 def _pool_init() -> None:

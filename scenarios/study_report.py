@@ -34,8 +34,9 @@ matplotlib.use("Agg")  # no display: always render to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from scenarios.engine import mean_direction_deg  # noqa: E402
 from scenarios.metrics import METRIC_NAMES, PART_METRIC_NAMES  # noqa: E402
-from scenarios.report import polar_views  # noqa: E402
+from scenarios.report import polar_views, save_figure  # noqa: E402
 from scenarios.rundir import write_bytes, write_text  # noqa: E402
 from scenarios.study import DONE, STUDY_FILE, Study  # noqa: E402
 
@@ -149,13 +150,6 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _savefig(fig: Any, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())
-
-
 def _axis_order(values: Sequence[Any]) -> list[Any]:
     uniq = list(dict.fromkeys(values))
     return sorted(uniq) if all(_is_number(v) for v in uniq) else uniq
@@ -249,7 +243,7 @@ def axis_figure(
         "their range)",
         fontsize=9,
     )
-    _savefig(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -283,18 +277,13 @@ def polar_figure(
             merged = []
             for vid, rs in sorted(at.items()):
                 vals = [r["p_auroc"] for r in rs if r.get("p_auroc") is not None]
-                # A view's direction is the same in every cell; averaged as unit vectors,
-                # not as angles (which wrap at 180 deg), in case it is not quite.
-                el, az = (
-                    np.radians([r["elevation_deg"] for r in rs]),
-                    np.radians([r["azimuth_deg"] for r in rs]),
-                )
-                u = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)]).mean(1)
+                # A view's direction is the same in every cell (averaged, in case not quite).
+                el, az = mean_direction_deg([(r["elevation_deg"], r["azimuth_deg"]) for r in rs])
                 merged.append(
                     {
                         "view_id": vid,
-                        "elevation_deg": float(np.degrees(np.arctan2(u[2], np.hypot(u[0], u[1])))),
-                        "azimuth_deg": float(np.degrees(np.arctan2(u[1], u[0]))),
+                        "elevation_deg": el,
+                        "azimuth_deg": az,
                         "p_auroc": float(np.mean(vals)) if vals else None,
                     }
                 )
@@ -302,7 +291,7 @@ def polar_figure(
     fig.subplots_adjust(hspace=0.5, wspace=0.35)
     if sc is not None:
         fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.6, label="p_auroc")
-    _savefig(fig, path)
+    save_figure(fig, path)
     return path
 
 
