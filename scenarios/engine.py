@@ -10,7 +10,6 @@ context, PyBullet scene, part booleans) but never state that changes a result.
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import logging
@@ -55,6 +54,7 @@ from scenarios.rundir import (
     PART_CLOUD,
     PART_RECORD,
     atomic_lines,
+    held_lock,
     is_failed,
     load_mask,
     load_part,
@@ -478,17 +478,12 @@ def open_out_dir(out: Path, sc: Scenario) -> Iterator[int]:
             f"--out {out}: cannot write there ({exc.strerror or type(exc).__name__}); "
             "choose another directory"
         ) from None
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RunDirError(
-                f"--out {out}: another twincell run is writing there; wait for it to end "
-                "or choose another directory"
-            ) from None
+    busy = (
+        f"--out {out}: another twincell run is writing there; wait for it to end or choose "
+        "another directory"
+    )
+    with held_lock(lock, busy):
         yield remove_temporaries(out)
-    finally:
-        os.close(lock)  # releases the lock
 
 
 def simulate(

@@ -100,10 +100,8 @@ from scenarios import engine
 from scenarios.interfaces import (
     BoolArray,
     CaptureFailed,
-    DefectRecord,
     Detector,
     FloatArray,
-    Observation,
     PartPlan,
     Prediction,
     Sample,
@@ -112,6 +110,7 @@ from scenarios.interfaces import (
     excerpt,
 )
 from scenarios.metrics import auroc
+from scenarios.rundir import sample_from_arrays
 from scenarios.spec import Scenario, load_scenario
 
 log = logging.getLogger(__name__)
@@ -157,51 +156,6 @@ class Capture:
     prediction: Prediction | None
     evidence: float
     reason: str = ""
-
-
-def sample_from_arrays(record: dict[str, Any], arrays: dict[str, np.ndarray]) -> Sample:
-    """The ``Sample`` of a simulated capture (``SimulatedSample.record`` and ``.arrays``),
-    built in memory exactly as ``rundir.load_sample`` rebuilds it from a run directory."""
-    K = np.asarray(record["K"], dtype=np.float64)
-    dist = None if record.get("dist") is None else np.asarray(record["dist"], dtype=np.float64)
-    real = Observation(
-        arrays["real_rgb"],
-        K,
-        np.asarray(record["T_base_cam"], dtype=np.float64),
-        depth=np.asarray(arrays["real_depth"], dtype=np.float32),
-        dist=dist,
-    )
-    twin = Observation(
-        arrays["twin_rgb"], K, np.asarray(record["T_base_cam_twin"], dtype=np.float64), dist=dist
-    )
-    defects = tuple(
-        DefectRecord(
-            d["kind"],
-            float(d["size_mm"]),
-            {k: v for k, v in d.items() if k not in ("kind", "size_mm")},
-        )
-        for d in record.get("defects", [])
-    )
-    points: dict[str, Any] = {}
-    if "real_points" in arrays:
-        points = {
-            "real_points": arrays["real_points"],
-            "twin_points": arrays["twin_points"],
-            "gt_point_labels": arrays["point_labels"],
-        }
-    return Sample(
-        id=record["id"],
-        real=real,
-        twin=twin,
-        fg_mask=np.asarray(arrays["twin_mask"], dtype=bool),
-        gt_mask=np.asarray(arrays["gt_mask"], dtype=bool),
-        label=int(record["label"]),
-        part_id=record["part_id"],
-        category=record["category"],
-        view_id=int(record["view_id"]),
-        defects=defects,
-        **points,
-    )
 
 
 def view_evidence(

@@ -15,6 +15,7 @@ sample whose files were damaged instead of trusting that they exist.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -103,6 +104,21 @@ def remove_temporaries(out: Path) -> int:
                     entry.unlink(missing_ok=True)
                 n += 1
     return n
+
+
+@contextmanager
+def held_lock(fd: int, busy: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the open file ``fd`` for the block, then close it
+    (which releases the lock); RunDirError(``busy``) at once when another process holds
+    it. Keeps a second run or study out of a directory in use."""
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunDirError(busy) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -317,20 +333,38 @@ def load_sample(run_dir: Path, record: dict[str, Any]) -> Sample:
     d = Path(run_dir) / "samples" / record["id"]
     if not d.is_dir():
         raise RunDirError(f"{d}: sample directory missing")
+    arrays: dict[str, np.ndarray] = {
+        "real_rgb": load_png(d / "real.png"),
+        "twin_rgb": load_png(d / "twin.png"),
+        "real_depth": np.load(d / "real_depth.npy"),
+        "twin_mask": load_mask(d / "twin_mask.png"),
+        "gt_mask": load_mask(d / "gt_mask.png"),
+    }
+    if (d / "real_points.ply").exists():
+        from sim.points import read_ply
+
+        arrays["real_points"] = read_ply(d / "real_points.ply")[0]
+        arrays["twin_points"] = read_ply(d / "twin_points.ply")[0]
+        arrays["point_labels"] = np.load(d / "point_labels.npy")
+    return sample_from_arrays(record, arrays)
+
+
+def sample_from_arrays(record: dict[str, Any], arrays: dict[str, np.ndarray]) -> Sample:
+    """The ``Sample`` of a record and its arrays (``real_rgb``, ``twin_rgb``, ``real_depth``,
+    ``twin_mask``, ``gt_mask``, optionally ``real_points``, ``twin_points``,
+    ``point_labels``): the one assembly for samples read from a run directory
+    (``load_sample``) and simulated ones kept in memory (the gymnasium environment)."""
     K = np.asarray(record["K"], dtype=np.float64)
     dist = None if record.get("dist") is None else np.asarray(record["dist"], dtype=np.float64)
     real = Observation(
-        load_png(d / "real.png"),
+        arrays["real_rgb"],
         K,
         np.asarray(record["T_base_cam"], dtype=np.float64),
-        depth=np.load(d / "real_depth.npy"),
+        depth=np.asarray(arrays["real_depth"], dtype=np.float32),
         dist=dist,
     )
     twin = Observation(
-        load_png(d / "twin.png"),
-        K,
-        np.asarray(record["T_base_cam_twin"], dtype=np.float64),
-        dist=dist,
+        arrays["twin_rgb"], K, np.asarray(record["T_base_cam_twin"], dtype=np.float64), dist=dist
     )
     defects = tuple(
         DefectRecord(
@@ -341,20 +375,18 @@ def load_sample(run_dir: Path, record: dict[str, Any]) -> Sample:
         for r in record.get("defects", [])
     )
     points: dict[str, Any] = {}
-    if (d / "real_points.ply").exists():
-        from sim.points import read_ply
-
+    if "real_points" in arrays:
         points = {
-            "real_points": read_ply(d / "real_points.ply")[0],
-            "twin_points": read_ply(d / "twin_points.ply")[0],
-            "gt_point_labels": np.load(d / "point_labels.npy"),
+            "real_points": arrays["real_points"],
+            "twin_points": arrays["twin_points"],
+            "gt_point_labels": arrays["point_labels"],
         }
     return Sample(
         id=record["id"],
         real=real,
         twin=twin,
-        fg_mask=load_mask(d / "twin_mask.png"),
-        gt_mask=load_mask(d / "gt_mask.png"),
+        fg_mask=np.asarray(arrays["twin_mask"], dtype=bool),
+        gt_mask=np.asarray(arrays["gt_mask"], dtype=bool),
         label=int(record["label"]),
         part_id=record["part_id"],
         category=record["category"],

@@ -26,7 +26,6 @@ anything itself: the pool and Ray do.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import itertools
 import json
@@ -51,6 +50,7 @@ from scenarios.interfaces import (
     excerpt,
     validation_error_line,
 )
+from scenarios.rundir import held_lock
 from scenarios.spec import (
     MAX_SEED,
     Count,
@@ -600,17 +600,12 @@ def _study_dir(out: Path, study: Study) -> Iterator[None]:
         raise RunDirError(
             f"--out: cannot write to {out} ({exc.strerror or type(exc).__name__})"
         ) from None
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RunDirError(
-                f"--out: another twincell study is running in {out}; wait for it to end "
-                "or choose another directory"
-            ) from None
+    busy = (
+        f"--out: another twincell study is running in {out}; wait for it to end or choose "
+        "another directory"
+    )
+    with held_lock(lock, busy):
         yield
-    finally:
-        os.close(lock)
 
 
 def write_study_record(
