@@ -197,26 +197,6 @@ class Renderer(Protocol):
         ...
 
 
-class RobotDriver(Protocol):
-    """A robot arm that can be moved to a flange pose and report where it is."""
-
-    def move_to(self, T_base_ee: FloatArray) -> bool:
-        """Move the flange to ``T_base_ee``; False if unreachable or colliding."""
-        ...
-
-    def current_pose(self) -> FloatArray:
-        """The flange pose ``T_base_ee`` the robot reports (forward kinematics)."""
-        ...
-
-
-class CameraDriver(Protocol):
-    """A camera that captures an Observation at its current pose."""
-
-    def capture(self, T_base_cam: FloatArray) -> Observation:
-        """Capture an image; ``T_base_cam`` is the pose the system believes."""
-        ...
-
-
 @dataclass(frozen=True)
 class PartInfo:
     """The part a cell holds: its id and family, the defects it carries (empty when normal
@@ -314,6 +294,7 @@ EXIT_INPUT = 2  # bad input: scenario file, command-line arguments or an existin
 EXIT_UNSCORED = 3  # the run completed but cannot be scored (no test pair, one class only)
 EXIT_EXPECTATION = 4  # `twincell check`: the run completed and an expectation did not hold
 EXIT_CELLS_FAILED = 5  # `twincell study`: it finished but some cells failed; rerun retries them
+EXIT_HARDWARE = 6  # the hardware stopped the run (link lost, protective stop); rerun resumes
 EXIT_INTERRUPTED = 130  # Ctrl-C; finished samples are kept and a rerun resumes
 
 #: Longest one-line validation message (field path, what is wrong, what was given).

@@ -1,0 +1,221 @@
+"""What every hardware driver is: a small lifecycle, a few read/write methods, its errors.
+
+The lifecycle follows ros2_control's hardware components: a driver is built
+*unconfigured* (no connection), ``configure()`` connects and reads the device's fixed
+parameters (*inactive*), ``activate()`` starts streaming or enables motion (*active*),
+then the cell reads (``read_pose``, ``capture``) and writes (``move_to``);
+``deactivate()`` stops motion or streaming and ``cleanup()`` disconnects. ``deactivate``
+and ``cleanup`` may be called in any state and twice: the cell calls them on every way out
+(a finished run, Ctrl-C, a lost connection).
+
+Errors a driver raises, and what the engine does with them:
+- ``DriverMissing`` (exit 2): the SDK is not installed; one line says what to install.
+- ``HardwareStopped`` (exit 6): connection lost, protective or emergency stop, a move that
+  did not arrive. The run stops at once; finished samples are kept and a rerun resumes.
+- ``CameraTimeout`` (a ``CaptureFailed``): no frame in time. That sample is recorded as
+  failed and the run goes on; a rerun retries it.
+- ``move_to`` returns False with ``last_failure`` for a pose the controller refuses before
+  moving (unreachable, outside its own safety limits): that viewpoint is dropped.
+
+Every SDK is imported only inside its driver module, through ``import_sdk``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from scenarios.interfaces import (
+    EXIT_HARDWARE,
+    CaptureFailed,
+    FloatArray,
+    SpecError,
+    TwincellError,
+)
+
+
+class DriverMissing(SpecError):
+    """A driver's SDK is not installed (exit 2): says which extra to install."""
+
+
+class HardwareStopped(TwincellError):
+    """The hardware cannot go on (connection lost, protective or emergency stop): the run
+    stops, finished samples are kept, and a rerun with the same ``--out`` resumes."""
+
+    exit_code = EXIT_HARDWARE
+
+
+class CameraTimeout(CaptureFailed):
+    """The camera gave no frame in time: this sample fails, the run goes on."""
+
+
+def import_sdk(module: str, driver: str, extra: str) -> ModuleType:
+    """Import an SDK module for ``driver``, or raise ``DriverMissing`` saying what to install
+    (``pip install 'twincell[<extra>]'``)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DriverMissing(
+            f"the {driver} driver needs the Python module {module}, which is not installed; "
+            f"run `pip install 'twincell[{extra}]'`"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """A camera's lens: image size (W, H) in pixels, K (3, 3) and OpenCV distortion
+    (k1, k2, p1, p2, k3) or None."""
+
+    width: int
+    height: int
+    K: FloatArray
+    dist: FloatArray | None = None
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(W, H) in pixels."""
+        return (self.width, self.height)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One camera frame: rgb (H, W, 3) uint8, depth (H, W) float32 metres aligned to the
+    colour image (0 where the sensor has no value) or None, and the capture time (s)."""
+
+    rgb: NDArray[np.uint8]
+    depth: NDArray[np.float32] | None = None
+    timestamp: float = 0.0
+
+
+class Lifecycle(Protocol):
+    """The lifecycle every driver follows (module docstring)."""
+
+    def configure(self) -> None:
+        """Connect and read the device's fixed parameters (unconfigured -> inactive)."""
+        ...
+
+    def activate(self) -> None:
+        """Start streaming or enable motion (inactive -> active)."""
+        ...
+
+    def deactivate(self) -> None:
+        """Stop motion or streaming (active -> inactive); safe in any state, and twice."""
+        ...
+
+    def cleanup(self) -> None:
+        """Disconnect (inactive -> unconfigured); safe in any state, and twice."""
+        ...
+
+
+class RobotDriver(Lifecycle, Protocol):
+    """An arm: move the flange to a pose, read where it is. Poses are ``T_base_ee``, the
+    flange (tool flange, no tool offset) in the robot base frame, 4x4 metres."""
+
+    last_failure: str
+
+    def read_pose(self) -> FloatArray:
+        """The flange pose the controller reports now (raises ``HardwareStopped`` when the
+        connection is lost)."""
+        ...
+
+    def move_to(self, T_base_ee: FloatArray, speed_m_s: float) -> bool:
+        """Move the flange to ``T_base_ee`` at most at ``speed_m_s`` and wait until it
+        arrives. False (with ``last_failure``) when the controller refuses the pose before
+        moving; ``HardwareStopped`` when the arm stops on the way or the link is lost."""
+        ...
+
+
+class CameraDriver(Lifecycle, Protocol):
+    """A camera: its lens as the device (or its calibration) states it, and frames."""
+
+    def intrinsics(self) -> Intrinsics:
+        """The colour stream's lens (after ``configure``)."""
+        ...
+
+    def capture(self) -> Frame:
+        """The next frame (``CameraTimeout`` when none comes in time; ``HardwareStopped``
+        when the device is gone)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where the robot may take the flange and the camera: an axis-aligned box in the base
+    frame (metres), and the highest linear speed (m/s) it may move at.
+
+    A straight-line move between two points in a box stays in the box (it is convex), so
+    checking each target before it is sent keeps the whole linear path inside it.
+    """
+
+    min_m: tuple[float, float, float]
+    max_m: tuple[float, float, float]
+    max_speed_m_s: float
+
+    def refusal(self, points: dict[str, FloatArray]) -> str:
+        """'' when every named point (3,) lies in the box, else one line: which point, where
+        it is and which bound it crosses."""
+        lo, hi = np.asarray(self.min_m), np.asarray(self.max_m)
+        for name, p in points.items():
+            p = np.asarray(p, dtype=np.float64)
+            for axis, (v, a, b) in enumerate(zip(p, lo, hi, strict=True)):
+                if v < a or v > b:
+                    side = f"< min {a:+.3f}" if v < a else f"> max {b:+.3f}"
+                    where = ", ".join(f"{x:+.3f}" for x in p)
+                    return (
+                        f"outside the workspace ({name} at ({where}) m: "
+                        f"{'xyz'[axis]} {v:+.3f} {side})"
+                    )
+        return ""
+
+
+def pose_to_rotvec(T: FloatArray) -> list[float]:
+    """``[x, y, z, rx, ry, rz]``: a pose as translation (m) and rotation vector (rad), the
+    form Universal Robots (and many controllers) use."""
+    from scipy.spatial.transform import Rotation
+
+    T = np.asarray(T, dtype=np.float64)
+    return [*map(float, T[:3, 3]), *map(float, Rotation.from_matrix(T[:3, :3]).as_rotvec())]
+
+
+def rotvec_to_pose(p: list[float] | tuple[float, ...] | FloatArray) -> FloatArray:
+    """The 4x4 pose of ``[x, y, z, rx, ry, rz]`` (``pose_to_rotvec``'s inverse)."""
+    from scipy.spatial.transform import Rotation
+
+    p = np.asarray(p, dtype=np.float64)
+    if p.shape != (6,) or not np.all(np.isfinite(p)):
+        raise ValueError(f"a pose needs 6 finite numbers [x, y, z, rx, ry, rz], got {p!r}")
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_rotvec(p[3:]).as_matrix()
+    T[:3, 3] = p[:3]
+    return T
+
+
+class Operator(Protocol):
+    """The person at the cell, for what only a person can do (swap the part, turn a manual
+    turntable, hold the part): ``ask`` shows one instruction and returns when it is done."""
+
+    def ask(self, message: str) -> None:
+        """Show ``message`` and wait until the operator confirms it is done."""
+        ...
+
+
+class ConsoleOperator:
+    """An operator at this terminal: prints the instruction, waits for Enter."""
+
+    def ask(self, message: str) -> None:
+        """Print ``message`` and wait for Enter (``HardwareStopped`` without a terminal, or
+        when the operator types ``q``)."""
+        import sys
+
+        if not sys.stdin.isatty():
+            raise HardwareStopped(
+                f"the cell needs an operator at a terminal to: {message}; run it interactively"
+            )
+        answer = input(f"[twincell] {message} - press Enter when done (q to stop): ")
+        if answer.strip().lower() == "q":
+            raise HardwareStopped("stopped by the operator")
