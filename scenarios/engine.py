@@ -95,6 +95,15 @@ TASK_SAMPLES = 12
 
 
 def plan_parts(sc: Scenario) -> list[PartPlan]:
+    """The scenario's parts: the cell module's own plan where it has one (a replayed run's
+    parts are the recorded ones), else ``scenario_parts``."""
+    module = cell_module(sc)
+    if hasattr(module, "plan_parts"):
+        return list(module.plan_parts(sc))
+    return scenario_parts(sc)
+
+
+def scenario_parts(sc: Scenario) -> list[PartPlan]:
     """Parts in a fixed order: training normals, test normals, then defective test parts;
     within each, the families in scenario order.
 
@@ -125,8 +134,10 @@ def plan_parts(sc: Scenario) -> list[PartPlan]:
 #: The module that builds the cells of each ``cell.kind``: it provides ``view_ids(sc)``,
 #: ``open_cells(sc, seed, render_threads, prior) -> CellSource`` (``prior``: an earlier
 #: ``run_info()`` of the same run, or None) and, optionally, ``view_frame(sc)`` ("cell" or
-#: "part": the frame a view id's direction is fixed in; "part" without it). A new kind of
-#: cell (hardware, a replayed run) adds a line here; the engine itself only speaks ``Cell``.
+#: "part": the frame a view id's direction is fixed in; "part" without it),
+#: ``plan_parts(sc)`` (the parts, where the scenario's families do not say them) and
+#: ``parallel(sc)`` (False: one process only, e.g. drivers holding one connection). A new
+#: kind of cell adds a line here; the engine itself only speaks ``Cell``.
 CELL_KINDS: dict[str, str] = {}
 
 
@@ -138,6 +149,8 @@ def register_cell_kind(kind: str, module: str) -> None:
 
 register_cell_kind("eye_in_hand", "sim.cells.factory")
 register_cell_kind("part_in_hand", "sim.cells.factory")
+register_cell_kind("hardware", "scenarios.drivers.hardware")
+register_cell_kind("replay", "scenarios.drivers.replay")
 
 
 def cell_module(sc: Scenario) -> Any:
@@ -241,20 +254,20 @@ def run_sample(sc: Scenario, seed: int, index: int, out: Path | None = None) -> 
         truth = cell.ground_truth()
     except CaptureFailed as exc:
         return SimulatedSample({**base, "split": part_plan.split}, None, failed=str(exc))
-    if truth is None:
-        # Scoring needs ground truth; recorded (hardware) runs come in through replay.
-        raise CaptureFailed(f"{base['id']}: the cell gives no ground truth to score against")
-    if len(truth.defect_px) != len(info.defects):
+    if truth is not None and len(truth.defect_px) != len(info.defects):
         raise RuntimeError(
             f"{base['id']}: ground truth counts {len(truth.defect_px)} defects, the part "
             f"{len(info.defects)}"
         )
+    # Without ground truth (hardware) the label is unknown (None) and no mask is written;
+    # the defects are what the cell knows of the part (nothing, on hardware).
     defects = []
     for i, d in enumerate(info.defects):
         rec = d.to_json()
-        rec["visible_px"] = int(truth.defect_px[i])
+        if truth is not None:
+            rec["visible_px"] = int(truth.defect_px[i])
         defects.append(rec)
-    label = int(truth.gt_mask.any())
+    label = None if truth is None else int(truth.gt_mask.any())
     w, h = real.image_size
     record = {
         **base,
@@ -281,19 +294,21 @@ def run_sample(sc: Scenario, seed: int, index: int, out: Path | None = None) -> 
     arrays: dict[str, np.ndarray] = {
         "real_rgb": real.rgb,
         "twin_rgb": twin.rgb,
-        "real_mask": truth.real_mask,
         "twin_mask": fg,
-        "gt_mask": truth.gt_mask,
         "real_depth": np.asarray(
             real.depth if real.depth is not None else np.zeros((h, w)), dtype=np.float32
         ),
     }
+    if truth is not None:
+        arrays["real_mask"] = truth.real_mask
+        arrays["gt_mask"] = truth.gt_mask
     if real.points is not None and twin.points is not None:
         arrays["real_points"] = real.points
         arrays["twin_points"] = twin.points
-        if truth.point_labels is None or len(truth.point_labels) != len(real.points):
-            raise RuntimeError(f"{base['id']}: the cell's points have no matching labels")
-        arrays["point_labels"] = np.asarray(truth.point_labels, dtype=bool)
+        if truth is not None:
+            if truth.point_labels is None or len(truth.point_labels) != len(real.points):
+                raise RuntimeError(f"{base['id']}: the cell's points have no matching labels")
+            arrays["point_labels"] = np.asarray(truth.point_labels, dtype=bool)
     return SimulatedSample(record, arrays)
 
 
@@ -356,9 +371,9 @@ def simulate_task(
             s.record,
             a["real_rgb"],
             a["twin_rgb"],
-            a["real_mask"],
+            a.get("real_mask"),
             a["twin_mask"],
-            a["gt_mask"],
+            a.get("gt_mask"),
             a["real_depth"],
             points={k: a[k] for k in ("real_points", "twin_points", "point_labels") if k in a},
         )
@@ -506,6 +521,10 @@ def simulate(
         if not tasks or len(tasks[-1]) >= TASK_SAMPLES or table[tasks[-1][0]][0] != p:
             tasks.append([])
         tasks[-1].append(i)
+    module = cell_module(sc)
+    if workers > 1 and hasattr(module, "parallel") and not module.parallel(sc):
+        log.info("a %s cell runs in one process: --workers %d ignored", sc.cell.kind, workers)
+        workers = 1
     summaries: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
@@ -613,7 +632,8 @@ def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
             T = np.linalg.inv(T_obj_b) @ T_cam_b @ np.linalg.inv(T_cam)
             P = read_ply(d / "real_points.ply")[0]
             clouds.append(P @ T[:3, :3].T + T[:3, 3])
-            labels.append(np.load(d / "point_labels.npy"))
+            known = (d / "point_labels.npy").exists()  # absent without ground truth
+            labels.append(np.load(d / "point_labels.npy") if known else np.zeros(len(P), bool))
             views.append(view)
         if not clouds:
             continue
@@ -631,11 +651,11 @@ def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
             "id": part_id,
             "category": first["category"],
             "split": first["split"],
-            "label": int(lab.any()),
+            "label": int(lab.any()) if first["label"] is not None else None,
             "defects": defects,
             "views": [v["id"] for v in views],
             "n_points": int(len(pts)),
-            "n_defect_points": int(lab.sum()),
+            "n_defect_points": int(lab.sum()) if first["label"] is not None else None,
         }
         write_json(out / "parts" / part_id / PART_RECORD, record)
 
@@ -786,8 +806,8 @@ def _run_detector(
             amap = np.asarray(pred.anomaly_map, dtype=np.float32)
             sums.append(write_npy(pred_dir / f"{r['id']}.npy", amap))
             scores.append(float(pred.score))
-            assert sample.gt_mask is not None  # simulated samples always carry ground truth
-            pixels.add(sample.gt_mask, amap)
+            if sample.gt_mask is not None:  # none on hardware: the pixel metrics are n/a
+                pixels.add(sample.gt_mask, amap)
         _write_scores(pred_dir, ids, scores, sums)
         seconds["predict"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -796,14 +816,19 @@ def _run_detector(
         for r in test:
             yield _gt_mask(out, r), np.load(pred_dir / f"{r['id']}.npy")
 
-    labels = np.array([int(r["label"]) for r in test], dtype=np.int64)
-    s = np.asarray(scores, dtype=np.float64)
-    metrics = {
-        "i_auroc": auroc(labels, s),
-        "i_ap": average_precision(labels, s),
-        "i_f1max": f1_max(labels, s),
-        **pixels.result(reread),
-    }
+    if any(r["label"] is None for r in test):
+        # Recorded without ground truth: every metric needs labels (metrics.json's
+        # ``scores`` holds what needs none).
+        metrics = dict.fromkeys(METRIC_NAMES, float("nan"))
+    else:
+        labels = np.array([int(r["label"]) for r in test], dtype=np.int64)
+        s = np.asarray(scores, dtype=np.float64)
+        metrics = {
+            "i_auroc": auroc(labels, s),
+            "i_ap": average_precision(labels, s),
+            "i_f1max": f1_max(labels, s),
+            **pixels.result(reread),
+        }
     seconds["metrics"] = time.perf_counter() - t0
     return {k: float(metrics[k]) for k in METRIC_NAMES}, seconds
 
@@ -889,9 +914,10 @@ def _run_part_detector(
         }
 
     nan = dict.fromkeys(PART_METRIC_NAMES, float("nan"))
-    metrics = scored(test) if test else nan
+    unlabelled = any(r["label"] is None for r in test)
+    metrics = scored(test) if test and not unlabelled else nan
     families: dict[str, dict[str, float]] = {}
-    for fam in sorted({r["category"] for r in test}):
+    for fam in sorted({r["category"] for r in test}) if not unlabelled else ():
         rows = [r for r in test if r["category"] == fam]
         families[fam] = {
             **scored(rows),
@@ -1136,9 +1162,21 @@ def detect(
     return found
 
 
+#: Why a run recorded without ground truth is not scored (``unscored_reason``).
+NO_TRUTH = (
+    "recorded without ground truth (hardware): the metrics that need labels are n/a; "
+    "metrics.json's `scores` holds the score statistics, and masks drawn later can be "
+    "added by replaying the run with cell.replay.masks"
+)
+
+
 def unscored_reason(records: Sequence[dict[str, Any]]) -> str:
-    """Why the test split cannot be scored ('' when it can): no test pair, or one class only."""
-    labels = Counter(int(r["label"]) for r in records if r["split"] == "test")
+    """Why the test split cannot be scored ('' when it can): no test pair, no ground truth
+    (a hardware recording), or one class only."""
+    test = [r for r in records if r["split"] == "test"]
+    if any(r["label"] is None for r in test):
+        return NO_TRUTH
+    labels = Counter(int(r["label"]) for r in test)
     if not labels:
         return "no test pair was captured"
     if not labels[1]:
@@ -1272,12 +1310,14 @@ def _run_phases(
         # Full records (K, poses) of the test pairs, streamed from samples.jsonl.
         test = [r for r in sample_records(out / "samples.jsonl") if r["split"] == "test"]
         views = [d.key for d in sc.detectors if levels[d.key] == "view"]
-        parts = {k: part_decisions(sc, out, test, k) for k in views} if test else {}
-        by_view = {k: view_metrics(sc, out, test, k) for k in views} if test else {}
+        labelled = bool(test) and all(r["label"] is not None for r in test)
+        parts = {k: part_decisions(sc, out, test, k) for k in views} if labelled else {}
+        by_view = {k: view_metrics(sc, out, test, k) for k in views} if labelled else {}
         write_json(
             out / "metrics.json",
             {
                 "detectors": _json_finite(metrics),
+                "scores": {d.key: score_stats(out / "predictions" / d.key) for d in sc.detectors},
                 "levels": levels,
                 "parts": parts,
                 "views": by_view,
@@ -1290,7 +1330,7 @@ def _run_phases(
         for r in records
         if r["split"] == "test" and r["label"]
         for d in r["defects"]
-        if d["visible_px"] > 0
+        if d.get("visible_px", 0) > 0
     )
     cell_info = out / "cell.json"
     manifest.update(
@@ -1298,9 +1338,10 @@ def _run_phases(
             "cell": json.loads(cell_info.read_text()) if cell_info.exists() else {},
             "detector_weights": detector_weights(out, [d.key for d in sc.detectors]),
             "counts": {
-                "train": counts[("train", 0)] + counts[("train", 1)],
+                "train": sum(v for (split, _), v in counts.items() if split == "train"),
                 "test_normal": counts[("test", 0)],
                 "test_anomalous": counts[("test", 1)],
+                "test_unlabelled": counts[("test", None)],
                 "visible_defect_kinds": dict(sorted(kinds.items())),
             },
             "dropped_viewpoints": {"count": len(dropped), "items": dropped},
@@ -1315,6 +1356,25 @@ def _run_phases(
             report(out)
     manifest["status"] = "unscored" if reason else "complete"
     _finish(out, manifest, timer)
+
+
+def score_stats(pred_dir: Path) -> dict[str, float | int]:
+    """What needs no ground truth: how many test items a detector scored and the spread of
+    its scores (mean, median, 95th percentile, max), from ``scores.csv``."""
+    try:
+        with (pred_dir / "scores.csv").open(newline="") as f:
+            s = np.array([float(row["score"]) for row in csv.DictReader(f)], dtype=np.float64)
+    except OSError:
+        return {"n": 0}
+    if not len(s):
+        return {"n": 0}
+    return {
+        "n": int(len(s)),
+        "mean": float(s.mean()),
+        "median": float(np.median(s)),
+        "p95": float(np.percentile(s, 95)),
+        "max": float(s.max()),
+    }
 
 
 def _json_finite(d: dict[str, Any]) -> dict[str, Any]:

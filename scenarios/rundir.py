@@ -47,6 +47,8 @@ SAMPLE_FILES = (
     "gt_mask.png",
     "real_depth.npy",
 )
+#: The sample files only a cell with ground truth writes (a simulator; not hardware).
+TRUTH_FILES = ("real_mask.png", "gt_mask.png")
 #: Files a sample has when its cell has a depth sensor (``cell.depth.points``): the real
 #: and twin points of the part's region (base frame, PLY) and the real points' labels.
 POINT_FILES = ("real_points.ply", "twin_points.ply", "point_labels.npy")
@@ -219,33 +221,38 @@ def write_sample_dir(
     record: dict[str, Any],
     real_rgb: np.ndarray,
     twin_rgb: np.ndarray,
-    real_mask: np.ndarray,
+    real_mask: np.ndarray | None,
     twin_mask: np.ndarray,
-    gt_mask: np.ndarray,
+    gt_mask: np.ndarray | None,
     real_depth: np.ndarray,
     points: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Write one sample's images, masks, depth, points and record as one atomic directory.
 
     ``points`` holds ``real_points`` and ``twin_points`` (N, 3) base-frame metres and
-    ``point_labels`` (N,) bool, or is empty. Returns the record as written: ``record`` plus
-    ``sha256`` {file name: hex digest}.
+    ``point_labels`` (N,) bool (absent without ground truth), or is empty. A capture without
+    ground truth (hardware) has no ``real_mask``/``gt_mask``: those files are not written.
+    Returns the record as written: ``record`` plus ``sha256`` {file name: hex digest}.
     """
     blobs = {
         "real.png": _png_bytes(real_rgb),
         "twin.png": _png_bytes(twin_rgb),
-        "real_mask.png": _png_bytes(mask_to_png(real_mask)),
         "twin_mask.png": _png_bytes(mask_to_png(twin_mask)),
-        "gt_mask.png": _png_bytes(mask_to_png(gt_mask)),
         "real_depth.npy": _npy_bytes(np.asarray(real_depth, dtype=np.float32)),
     }
+    if real_mask is not None:
+        blobs["real_mask.png"] = _png_bytes(mask_to_png(real_mask))
+    if gt_mask is not None:
+        blobs["gt_mask.png"] = _png_bytes(mask_to_png(gt_mask))
     if points:
         from sim.points import ply_bytes
 
-        labels = np.asarray(points["point_labels"], dtype=bool)
+        labels = points.get("point_labels")
+        labels = None if labels is None else np.asarray(labels, dtype=bool)
         blobs["real_points.ply"] = ply_bytes(points["real_points"], labels)
         blobs["twin_points.ply"] = ply_bytes(points["twin_points"])
-        blobs["point_labels.npy"] = _npy_bytes(labels)
+        if labels is not None:
+            blobs["point_labels.npy"] = _npy_bytes(labels)
     record = {**record, "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in blobs.items()}}
     with atomic_dir(final) as d:
         for name, data in blobs.items():
@@ -263,7 +270,11 @@ def read_sample_record(sample_dir: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((sample_dir / "record.json").read_bytes())
         sums = data["sha256"]
-        files = SAMPLE_FILES + tuple(f for f in POINT_FILES if f in sums)
+        # Every file the record lists must be there; every one except the ground truth
+        # (``TRUTH_FILES``, absent on hardware) and the points must be listed.
+        labelled = data["label"] is not None
+        must = [f for f in SAMPLE_FILES if labelled or f not in TRUTH_FILES]
+        files = must + [f for f in POINT_FILES if f in sums]
         ok = all(sha256_file(sample_dir / f) == sums[f] for f in files)
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -338,22 +349,25 @@ def load_sample(run_dir: Path, record: dict[str, Any]) -> Sample:
         "twin_rgb": load_png(d / "twin.png"),
         "real_depth": np.load(d / "real_depth.npy"),
         "twin_mask": load_mask(d / "twin_mask.png"),
-        "gt_mask": load_mask(d / "gt_mask.png"),
     }
+    if (d / "gt_mask.png").exists():  # absent without ground truth (hardware)
+        arrays["gt_mask"] = load_mask(d / "gt_mask.png")
     if (d / "real_points.ply").exists():
         from sim.points import read_ply
 
         arrays["real_points"] = read_ply(d / "real_points.ply")[0]
         arrays["twin_points"] = read_ply(d / "twin_points.ply")[0]
-        arrays["point_labels"] = np.load(d / "point_labels.npy")
+        if (d / "point_labels.npy").exists():
+            arrays["point_labels"] = np.load(d / "point_labels.npy")
     return sample_from_arrays(record, arrays)
 
 
 def sample_from_arrays(record: dict[str, Any], arrays: dict[str, np.ndarray]) -> Sample:
     """The ``Sample`` of a record and its arrays (``real_rgb``, ``twin_rgb``, ``real_depth``,
-    ``twin_mask``, ``gt_mask``, optionally ``real_points``, ``twin_points``,
-    ``point_labels``): the one assembly for samples read from a run directory
-    (``load_sample``) and simulated ones kept in memory (the gymnasium environment)."""
+    ``twin_mask``, optionally ``gt_mask`` (None or absent without ground truth),
+    ``real_points``, ``twin_points``, ``point_labels``): the one assembly for samples read
+    from a run directory (``load_sample``) and simulated ones kept in memory (the gymnasium
+    environment)."""
     K = np.asarray(record["K"], dtype=np.float64)
     dist = None if record.get("dist") is None else np.asarray(record["dist"], dtype=np.float64)
     real = Observation(
@@ -379,15 +393,17 @@ def sample_from_arrays(record: dict[str, Any], arrays: dict[str, np.ndarray]) ->
         points = {
             "real_points": arrays["real_points"],
             "twin_points": arrays["twin_points"],
-            "gt_point_labels": arrays["point_labels"],
+            "gt_point_labels": arrays.get("point_labels"),
         }
     return Sample(
         id=record["id"],
         real=real,
         twin=twin,
         fg_mask=np.asarray(arrays["twin_mask"], dtype=bool),
-        gt_mask=np.asarray(arrays["gt_mask"], dtype=bool),
-        label=int(record["label"]),
+        gt_mask=None
+        if arrays.get("gt_mask") is None
+        else np.asarray(arrays["gt_mask"], dtype=bool),
+        label=None if record["label"] is None else int(record["label"]),
         part_id=record["part_id"],
         category=record["category"],
         view_id=int(record["view_id"]),

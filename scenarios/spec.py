@@ -195,11 +195,124 @@ class PartInHandSpec(Strict):
     camera_distance_m: Num = Field(0.25, ge=0.1, le=1.0)
 
 
+class PoseSpec(Strict):
+    """A pose: translation (m) and roll/pitch/yaw (deg, extrinsic xyz)."""
+
+    xyz_m: tuple[Metres, Metres, Metres] = (0.0, 0.0, 0.0)  # type: ignore[valid-type]
+    rpy_deg: tuple[Degrees, Degrees, Degrees] = (0.0, 0.0, 0.0)  # type: ignore[valid-type]
+
+
+class RobotDriverSpec(Strict):
+    """What moves the camera relative to the part on a hardware cell (``driver``): ``sim``
+    the simulated arm (``cell.robot``) behind the driver interface; ``ur`` a Universal Robots
+    arm over RTDE at ``host``; ``turntable`` a fixed camera over a manual turntable
+    (``camera_pose``: the camera in the platter frame at 0 deg); ``board`` a fixed camera and
+    a hand-held part with a checkerboard (``board``) at ``board_pose`` (the part in the
+    board's frame)."""
+
+    driver: Literal["sim", "ur", "turntable", "board"]
+    host: Text | None = Field(None, min_length=1, max_length=253)
+    timeout_s: Num = Field(5.0, gt=0.0, le=60.0)
+    accel_m_s2: Num = Field(0.5, gt=0.0, le=2.0)
+    camera_pose: PoseSpec | None = None
+    board: BoardSpec | None = None
+    board_pose: PoseSpec | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_driver(self) -> RobotDriverSpec:
+        need = {"ur": ("host",), "turntable": ("camera_pose",), "board": ("board", "board_pose")}
+        for name in need.get(self.driver, ()):
+            if getattr(self, name) is None:
+                raise ValueError(f"the {self.driver} driver needs `{name}`")
+        for name in ("host", "camera_pose", "board", "board_pose"):
+            if getattr(self, name) is not None and name not in need.get(self.driver, ()):
+                raise ValueError(f"`{name}` is not used by the {self.driver} driver; remove it")
+        return self
+
+
+class CameraDriverSpec(Strict):
+    """The camera of a hardware cell (``driver``): ``sim`` the simulated camera
+    (``cell.camera``); ``realsense`` an Intel RealSense (colour + aligned depth, its lens
+    from the device); ``opencv`` any OpenCV ``VideoCapture`` ``source`` (a device index or a
+    URL/file); ``genicam`` a GenICam camera through its producer file ``cti``. The last two
+    need the lens from your calibration: ``K`` (3x3, px) and ``dist`` (k1, k2, p1, p2, k3).
+    The image size is ``cell.camera.width`` x ``height``."""
+
+    driver: Literal["sim", "realsense", "opencv", "genicam"]
+    serial: Text | None = Field(None, min_length=1, max_length=64)
+    source: Count | Text | None = None
+    cti: Text | None = Field(None, min_length=1, max_length=1000)
+    fps: Count = Field(30, ge=1, le=120)
+    timeout_s: Num = Field(5.0, gt=0.0, le=60.0)
+    K: tuple[tuple[Num, Num, Num], tuple[Num, Num, Num], tuple[Num, Num, Num]] | None = None
+    dist: tuple[Num, Num, Num, Num, Num] | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_driver(self) -> CameraDriverSpec:
+        need = {"opencv": ("source", "K"), "genicam": ("cti", "K")}
+        for name in need.get(self.driver, ()):
+            if getattr(self, name) is None:
+                raise ValueError(f"the {self.driver} camera needs `{name}`")
+        if self.driver in ("sim", "realsense") and (self.K is not None or self.dist is not None):
+            raise ValueError(f"the {self.driver} camera states its own lens; remove K and dist")
+        if self.source is not None and self.driver != "opencv":
+            raise ValueError("`source` is used by the opencv camera only; remove it")
+        if self.cti is not None and self.driver != "genicam":
+            raise ValueError("`cti` is used by the genicam camera only; remove it")
+        return self
+
+
+class SafetySpec(Strict):
+    """Where a hardware cell may move (an axis-aligned box in the robot base frame, metres;
+    the flange and the camera must both stay in it) and how fast (m/s, linear)."""
+
+    workspace_min_m: tuple[Metres, Metres, Metres]  # type: ignore[valid-type]
+    workspace_max_m: tuple[Metres, Metres, Metres]  # type: ignore[valid-type]
+    max_speed_m_s: Num = Field(0.1, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _box(self) -> SafetySpec:
+        lo, hi = self.workspace_min_m, self.workspace_max_m
+        if any(float(a) >= float(b) for a, b in zip(lo, hi, strict=True)):
+            raise ValueError("workspace_min_m must be below workspace_max_m on every axis")
+        return self
+
+
+class HardwareSpec(Strict):
+    """A hardware cell (``cell.kind: hardware``): its robot and camera drivers, the safety
+    limits, and where the part sits (``part_pose``, the part's pose in the robot base frame
+    as your fixture holds it; the ``sim`` robot places its parts itself)."""
+
+    robot: RobotDriverSpec
+    camera: CameraDriverSpec
+    safety: SafetySpec
+    part_pose: PoseSpec | None = None
+
+    @model_validator(mode="after")
+    def _part_pose(self) -> HardwareSpec:
+        if self.robot.driver == "sim" and self.part_pose is not None:
+            raise ValueError("part_pose: the sim robot places its parts itself; remove it")
+        if self.robot.driver == "ur" and self.part_pose is None:
+            raise ValueError("part_pose: give the part's pose in the robot base frame")
+        if (self.robot.driver == "sim") != (self.camera.driver == "sim"):
+            raise ValueError("robot.driver and camera.driver: sim goes with sim")
+        return self
+
+
+class ReplaySpec(Strict):
+    """A replayed run (``cell.kind: replay``): the recorded run directory ``run`` and,
+    optionally, ``masks``: a directory of defect masks drawn later, ``<sample id>.png``
+    (non-zero = defect), that give those samples the ground truth the recording lacks."""
+
+    run: Text = Field(min_length=1, max_length=1000)
+    masks: Text | None = Field(None, min_length=1, max_length=1000)
+
+
 class CellSpec(Strict):
     """The cell: its kind, robot model, camera, hand-eye transform (the true mount) and how
-    the cell acquires its poses."""
+    the cell acquires its poses; ``hardware`` and ``replay`` configure those kinds."""
 
-    kind: Literal["eye_in_hand", "part_in_hand"] = "eye_in_hand"
+    kind: Literal["eye_in_hand", "part_in_hand", "hardware", "replay"] = "eye_in_hand"
     robot: Literal["panda", "kuka_iiwa"] = "panda"
     camera: CameraSpec = CameraSpec()
     hand_eye: HandEyeSpec = HandEyeSpec()
@@ -207,6 +320,17 @@ class CellSpec(Strict):
     calibration: CalibrationSpec = CalibrationSpec()
     pose_estimation: PoseEstimationSpec = PoseEstimationSpec()
     part_in_hand: PartInHandSpec = PartInHandSpec()
+    hardware: HardwareSpec | None = None
+    replay: ReplaySpec | None = None
+
+    @model_validator(mode="after")
+    def _kind_block(self) -> CellSpec:
+        for kind in ("hardware", "replay"):
+            if (self.kind == kind) != (getattr(self, kind) is not None):
+                if self.kind == kind:
+                    raise ValueError(f"cell.kind {kind} needs the `cell.{kind}` block")
+                raise ValueError(f"`cell.{kind}` is used with cell.kind: {kind} only")
+        return self
 
 
 class ViewpointSpec(Strict):

@@ -23,9 +23,9 @@ Every SDK is imported only inside its driver module, through ``import_sdk``.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -85,11 +85,14 @@ class Intrinsics:
 @dataclass(frozen=True)
 class Frame:
     """One camera frame: rgb (H, W, 3) uint8, depth (H, W) float32 metres aligned to the
-    colour image (0 where the sensor has no value) or None, and the capture time (s)."""
+    colour image (0 where the sensor has no value) or None, and the capture time (s).
+    ``truth`` holds what only a simulated camera knows (``T_base_cam``, the true camera
+    pose; ``T_base_obj``, the true part pose); a real camera leaves it empty."""
 
     rgb: NDArray[np.uint8]
     depth: NDArray[np.float32] | None = None
     timestamp: float = 0.0
+    truth: dict[str, Any] = field(default_factory=dict)
 
 
 class Lifecycle(Protocol):

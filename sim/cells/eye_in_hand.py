@@ -196,6 +196,38 @@ def _part_items(
     return items
 
 
+def viewpoints_around(
+    vp: ViewpointPlan, T_base_obj_twin: np.ndarray, center_obj: np.ndarray
+) -> dict[int, np.ndarray]:
+    """The planned viewpoints ``T_obj_cam`` (icosphere vertex ids) around the part centre
+    ``center_obj`` (3,) of a part believed at ``T_base_obj_twin``."""
+    T_obj_base = invert_pose(T_base_obj_twin)
+    center = transform_points(T_base_obj_twin, np.asarray(center_obj)[None])[0]
+    plan = plan_viewpoints(
+        center, vp.radius_m, vp.subdivisions, vp.elevation_min_deg, vp.elevation_max_deg
+    )
+    return {v.view_id: T_obj_base @ v.T_base_cam for v in plan}
+
+
+def part_points(
+    depth: np.ndarray,
+    camera: CameraModel,
+    T_base_cam: np.ndarray,
+    T_base_obj_twin: np.ndarray,
+    bounds_obj: np.ndarray,
+    floor_m: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points (N, 3) in the base frame and their flat pixel indices (N,) of the part's
+    region of a depth image: back-projected from ``T_base_cam``, cropped to the believed
+    part's box ``bounds_obj`` (2, 3) plus a margin and lifted off the bench plane at height
+    ``floor_m``, as a real pipeline crops them."""
+    pts, pix = depth_to_base_points(depth, camera.K, T_base_cam, camera.dist)
+    keep = crop_points(
+        pts, T_base_obj_twin, bounds_obj, POINT_MARGIN_M, min_height_m=floor_m + BENCH_CUT_M
+    )
+    return pts[keep], pix[keep]
+
+
 class EyeInHandCell:
     """The eye-in-hand cell for one part placement; ``rng`` drives every capture-time draw.
 
@@ -236,15 +268,9 @@ class EyeInHandCell:
 
     def plan_viewpoints(self) -> dict[int, np.ndarray]:
         """Viewpoints ``T_obj_cam`` around the believed part centre (icosphere vertex ids)."""
-        vp = self.setup.viewpoints
-        T_obj_base = invert_pose(self.placement.T_base_obj_twin)
-        center = transform_points(self.placement.T_base_obj_twin, self.placement.center_obj[None])[
-            0
-        ]
-        plan = plan_viewpoints(
-            center, vp.radius_m, vp.subdivisions, vp.elevation_min_deg, vp.elevation_max_deg
+        return viewpoints_around(
+            self.setup.viewpoints, self.placement.T_base_obj_twin, self.placement.center_obj
         )
-        return {v.view_id: T_obj_base @ v.T_base_cam for v in plan}
 
     def move_to(self, view_id: int) -> bool:
         """Drive the camera to planned view ``view_id`` by IK; False (see ``last_failure``)
@@ -258,7 +284,11 @@ class EyeInHandCell:
 
     def move_camera(self, T_base_cam: np.ndarray) -> bool:
         """Drive the camera to ``T_base_cam`` (base frame) by IK; False if infeasible."""
-        target = RobotScene.flange_target(T_base_cam, self.setup.T_ee_cam_believed)
+        return self.move_flange(RobotScene.flange_target(T_base_cam, self.setup.T_ee_cam_believed))
+
+    def move_flange(self, target: np.ndarray) -> bool:
+        """Drive the flange to ``target`` (``T_base_ee``) by IK; False if infeasible (see
+        ``last_failure``). Afterwards ``reported_flange`` is the pose the controller reports."""
         res = self._robot.reach(target, self.setup.T_ee_cam)
         self.last_failure = res.reason
         self._T_base_ee = res.T_base_ee if res.ok else None
@@ -268,6 +298,11 @@ class EyeInHandCell:
         """Put the camera at ``T_base_cam`` as if the robot had reached it exactly (no IK,
         no reachability check): for previews such as the gallery."""
         self._T_base_ee = T_base_cam @ invert_pose(self.setup.T_ee_cam_believed)
+
+    @property
+    def reported_flange(self) -> np.ndarray:
+        """The flange pose ``T_base_ee`` the controller reports after the last move."""
+        return self._require_pose()
 
     def _require_pose(self) -> np.ndarray:
         if self._T_base_ee is None:
@@ -309,11 +344,25 @@ class EyeInHandCell:
 
         Raises ``sim.render.RenderFailed`` when a renderer cannot produce a frame.
         """
+        real, truth, poses = self.capture_real()
+        twin = self.twin_at(poses.T_base_obj_twin, poses.T_base_cam_twin, poses.T_base_ee_twin)
+        return Capture(
+            real,
+            twin,
+            twin.mask if twin.mask is not None else np.zeros_like(truth.real_mask),
+            truth.real_mask,
+            truth.gt_mask,
+            np.asarray(truth.defect_px, dtype=np.int64),
+            truth.point_labels,
+        )
+
+    def capture_real(self) -> tuple[Observation, GroundTruth, CapturePoses]:
+        """The real capture at the pose reached (a fresh repeatability error), its exact
+        ground truth and the capture's poses; every random draw of a capture is made here."""
         setup, pl = self.setup, self.placement
         cam = setup.camera
         poses = self._capture_poses()
         T_base_cam, T_base_obj = poses.T_base_cam, poses.T_base_obj
-        T_base_cam_twin, T_base_obj_twin = poses.T_base_cam_twin, poses.T_base_obj_twin
         center = transform_points(T_base_obj, pl.center_obj[None])[0]
         look = self._real_look(center)
         capture = draw_capture(setup.sensor, self._rng) if setup.sensor else None
@@ -326,33 +375,21 @@ class EyeInHandCell:
         if capture is not None:  # drawn exactly when there is a sensor
             assert setup.sensor is not None
             rgb = apply_camera(rgb, setup.sensor, capture, self._rng)
-
-        twin_out = self._render(
-            self._twin_renderer,
-            self._twin_look(center),
-            False,
-            T_base_obj_twin,
-            T_base_cam_twin,
-            extra=self._occluders(poses.T_base_ee_twin, twin=True),
-        )
         per_defect = self._defect_masks(
             real_out.mask, real_out.labels, T_base_cam, T_base_obj, occluders
         )
         gt = np.any(per_defect, axis=0) if len(per_defect) else np.zeros_like(real_out.mask)
         px = per_defect.sum(axis=(1, 2))
 
-        real_pts = twin_pts = None
+        real_pts = None
         point_labels = noisy = None
         if setup.depth_sensor is not None:
             specular = self._specularity(real_out, look)
             noisy = simulate_depth(
                 real_out.depth, cam.K, rgb, specular, setup.depth_sensor, self._rng
             )
-            real_pts = self._points(noisy, T_base_cam, poses)
+            real_pts = self._points(noisy, T_base_cam, poses.T_base_obj_twin, poses.T_base_ee_twin)
             point_labels = labels_from_mask(gt, real_pts[1])
-            # The twin's bench stands under the believed part (``bench_z``): crop there.
-            twin_floor = bench_z(pl, T_base_obj_twin)
-            twin_pts = self._points(twin_out.depth, T_base_cam_twin, poses, twin_floor)
         real = Observation(
             rgb,
             cam.K.copy(),
@@ -363,7 +400,35 @@ class EyeInHandCell:
             points=None if real_pts is None else real_pts[0],
             point_pixels=None if real_pts is None else real_pts[1],
         )
-        twin = Observation(
+        truth = GroundTruth(real_out.mask, gt, tuple(int(x) for x in px), point_labels)
+        return real, truth, poses
+
+    def twin_at(
+        self, T_base_obj_twin: np.ndarray, T_base_cam_twin: np.ndarray, T_base_ee_twin: np.ndarray
+    ) -> Observation:
+        """The twin: the nominal part at the believed pose ``T_base_obj_twin`` seen from the
+        believed camera pose ``T_base_cam_twin`` (the reported flange ``T_base_ee_twin`` and
+        the calibrated mount), with its mask, depth and (with a depth sensor) ideal points.
+        Deterministic: it draws nothing."""
+        setup, pl = self.setup, self.placement
+        cam = setup.camera
+        center = transform_points(T_base_obj_twin, pl.center_obj[None])[0]
+        twin_out = self._render(
+            self._twin_renderer,
+            self._twin_look(center),
+            False,
+            T_base_obj_twin,
+            T_base_cam_twin,
+            extra=self._occluders(T_base_ee_twin, twin=True),
+        )
+        twin_pts = None
+        if setup.depth_sensor is not None:
+            # The twin's bench stands under the believed part (``bench_z``): crop there.
+            twin_floor = bench_z(pl, T_base_obj_twin)
+            twin_pts = self._points(
+                twin_out.depth, T_base_cam_twin, T_base_obj_twin, T_base_ee_twin, twin_floor
+            )
+        return Observation(
             twin_out.rgb,
             cam.K.copy(),
             T_base_cam_twin,
@@ -374,28 +439,25 @@ class EyeInHandCell:
             points=None if twin_pts is None else twin_pts[0],
             point_pixels=None if twin_pts is None else twin_pts[1],
         )
-        return Capture(real, twin, twin_out.mask, real_out.mask, gt, px, point_labels)
 
     def _points(
         self,
         depth: np.ndarray,
         T_base_cam: np.ndarray,
-        poses: CapturePoses,
+        T_base_obj_twin: np.ndarray,
+        T_base_ee_twin: np.ndarray,
         floor_m: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Points of the part's region: back-projected, cropped to the believed part's box
-        (plus a margin) and lifted off the bench plane at height ``floor_m``, as a real
-        pipeline crops them."""
-        pl, cam = self.placement, self.setup.camera
-        pts, pix = depth_to_base_points(depth, cam.K, T_base_cam, cam.dist)
-        keep = crop_points(
-            pts,
-            poses.T_base_obj_twin,
-            pl.part.nominal.bounds,
-            POINT_MARGIN_M,
-            min_height_m=floor_m + BENCH_CUT_M,
+        """Points of the part's region (``part_points``); ``T_base_ee_twin`` is the reported
+        flange pose (a subclass filters the hand's own points with it)."""
+        return part_points(
+            depth,
+            self.setup.camera,
+            T_base_cam,
+            T_base_obj_twin,
+            self.placement.part.nominal.bounds,
+            floor_m,
         )
-        return pts[keep], pix[keep]
 
     def _specularity(self, out: RenderOutput, look: Look) -> np.ndarray:
         """(H, W) float in [0, 1]: how mirror-like each pixel's surface is (metallic and

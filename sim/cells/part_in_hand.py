@@ -456,15 +456,16 @@ class PartInHandCell(EyeInHandCell):
         self,
         depth: np.ndarray,
         T_base_cam: np.ndarray,
-        poses: CapturePoses,
+        T_base_obj_twin: np.ndarray,
+        T_base_ee_twin: np.ndarray,
         floor_m: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The part's region (``EyeInHandCell._points``) without the hand's own points:
         the believed hand (reported flange pose) grown by ``SELF_FILTER_MARGIN_M``."""
-        pts, pix = super()._points(depth, T_base_cam, poses, floor_m)
+        pts, pix = super()._points(depth, T_base_cam, T_base_obj_twin, T_base_ee_twin, floor_m)
         assert self._view is not None
         g, _ = view_grasp(self._view, self.orientations, self.grasps)
-        mine = in_gripper(pts, poses.T_base_ee_twin, self._grasps[g][2], SELF_FILTER_MARGIN_M)
+        mine = in_gripper(pts, T_base_ee_twin, self._grasps[g][2], SELF_FILTER_MARGIN_M)
         return pts[~mine], pix[~mine]
 
     def _real_look(self, center: np.ndarray) -> Look:

@@ -1,0 +1,534 @@
+"""The hardware cell (``cell.kind: hardware``): a robot driver, a camera driver and the
+same twin renderer the simulated cell uses, behind ``Cell``.
+
+One capture, in the simulated cell's own bookkeeping (``sim.cells.eye_in_hand``):
+- planned ``T_base_cam = T_base_obj_twin @ T_obj_cam``: a viewpoint around the part where
+  the cell believes it is (``cell.hardware.part_pose``; the sim robot's simulated
+  estimate);
+- the flange target ``T_base_cam @ inv(T_ee_cam)`` with the calibrated hand-eye transform
+  (``cell.hand_eye``; the sim robot's simulated calibration) is checked against the
+  workspace box *before* any motion (flange and camera both inside; a refused viewpoint is
+  dropped with its reason) and sent at the speed limit;
+- the camera captures; the robot reports its flange pose ``T_base_ee``; the twin is
+  rendered at ``T_base_ee @ T_ee_cam`` with the camera's own lens.
+
+The drivers are configured and activated when the source opens, and deactivated and
+cleaned up when it closes, on every way out. A hardware cell holds its drivers, so a run
+uses one process (``parallel`` is False). Without a simulated camera there is no ground
+truth: the samples are recorded without labels (``Cell.ground_truth`` is None).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scenarios.drivers.base import (
+    CameraDriver,
+    ConsoleOperator,
+    Operator,
+    RobotDriver,
+    Workspace,
+)
+from scenarios.drivers.sim import SimCamera, SimRobot, sim_scenario
+from scenarios.interfaces import (
+    GroundTruth,
+    Observation,
+    PartInfo,
+    PartPlan,
+)
+
+log = logging.getLogger(__name__)
+
+
+def view_ids(sc: Any) -> list[int]:
+    """The planned view ids: the eye-in-hand viewpoint set (``viewpoints``)."""
+    from sim.cells import factory
+
+    return factory.view_ids(sim_scenario(sc))
+
+
+def view_frame(sc: Any) -> str:
+    """View directions are fixed in the cell (robot base) frame, as on the eye-in-hand cell."""
+    return "cell"
+
+
+def parallel(sc: Any) -> bool:
+    """A hardware cell runs in one process: its drivers hold one connection each."""
+    return False
+
+
+def _pose(p: Any) -> np.ndarray:
+    from sim.geometry import pose_from_xyz_rpy
+
+    return pose_from_xyz_rpy(p.xyz_m, np.radians(p.rpy_deg))
+
+
+def make_camera(sc: Any) -> CameraDriver:
+    """The camera driver ``cell.hardware.camera`` names (not the sim one)."""
+    spec, cam = sc.cell.hardware.camera, sc.cell.camera
+    if spec.driver == "realsense":
+        from scenarios.drivers.realsense import RealSenseDriver
+
+        return RealSenseDriver(
+            width=cam.width,
+            height=cam.height,
+            fps=spec.fps,
+            serial=spec.serial,
+            depth=sc.cell.depth.points,
+            timeout_s=spec.timeout_s,
+        )
+    K = np.asarray(spec.K, dtype=np.float64) if spec.K is not None else None
+    dist = np.asarray(spec.dist, dtype=np.float64) if spec.dist is not None else None
+    if spec.driver == "opencv":
+        from scenarios.drivers.camera import OpenCVCamera
+
+        return OpenCVCamera(
+            spec.source, width=cam.width, height=cam.height, K=K, dist=dist,
+            timeout_s=spec.timeout_s,
+        )  # fmt: skip
+    if spec.driver == "genicam":
+        from scenarios.drivers.camera import GenICamCamera
+
+        return GenICamCamera(spec.cti, serial=spec.serial, K=K, dist=dist, timeout_s=spec.timeout_s)
+    raise ValueError(f"no hardware camera driver {spec.driver!r}")
+
+
+def make_robot(sc: Any, camera: CameraDriver, operator: Operator) -> tuple[RobotDriver, Any]:
+    """The robot driver ``cell.hardware.robot`` names (not the sim one), and the camera the
+    cell captures through (the board driver watches the frames it delivers)."""
+    spec = sc.cell.hardware.robot
+    if spec.driver == "ur":
+        from scenarios.drivers.ur import URDriver
+
+        return URDriver(spec.host, timeout_s=spec.timeout_s, accel_m_s2=spec.accel_m_s2), camera
+    if spec.driver == "turntable":
+        from scenarios.drivers.fixed import TurntableDriver
+
+        return TurntableDriver(_pose(spec.camera_pose), operator), camera
+    if spec.driver == "board":
+        from scenarios.drivers.fixed import BoardPoseDriver
+
+        b = spec.board
+        robot = BoardPoseDriver(
+            camera,
+            cols=b.cols,
+            rows=b.rows,
+            square_mm=b.square_mm,
+            T_board_obj=_pose(spec.board_pose),
+            operator=operator,
+        )
+        return robot, robot.camera
+    raise ValueError(f"no hardware robot driver {spec.driver!r}")
+
+
+def workspace(sc: Any) -> Workspace:
+    """The scenario's safety limits (``cell.hardware.safety``)."""
+    s = sc.cell.hardware.safety
+    lo = (float(s.workspace_min_m[0]), float(s.workspace_min_m[1]), float(s.workspace_min_m[2]))
+    hi = (float(s.workspace_max_m[0]), float(s.workspace_max_m[1]), float(s.workspace_max_m[2]))
+    return Workspace(lo, hi, float(s.max_speed_m_s))
+
+
+def open_cells(
+    sc: Any, seed: int, render_threads: int = 0, prior: dict[str, Any] | None = None
+) -> HardwareCells:
+    """The ``CellSource`` of a hardware scenario (``scenarios.engine.CELL_KINDS``): the
+    drivers are configured and activated now."""
+    source = HardwareCells(sc, seed, render_threads, prior)
+    try:
+        source.activate()
+    except BaseException:
+        source.close()
+        raise
+    return source
+
+
+class HardwareCells:
+    """The cells of one hardware scenario: the drivers (one connection each), the twin
+    renderer, and the part in the cell. ``robot``, ``camera`` and ``operator`` may be given
+    (tests, the dry run); by default they are the ones the scenario names."""
+
+    def __init__(
+        self,
+        sc: Any,
+        seed: int,
+        render_threads: int = 0,
+        prior: dict[str, Any] | None = None,
+        robot: RobotDriver | None = None,
+        camera: CameraDriver | None = None,
+        operator: Operator | None = None,
+    ) -> None:
+        from sim.cells.factory import RendererPool, SimCells
+
+        self.sc, self.seed = sc, seed
+        self.workspace = workspace(sc)
+        self.operator = operator or ConsoleOperator()
+        self._renderers = RendererPool(render_threads)
+        self._sim_sc = sim_scenario(sc)
+        self._world: SimCells | None = None
+        if sc.cell.hardware.robot.driver == "sim":
+            self._world = SimCells(self._sim_sc, seed, self._renderers, prior=prior)
+        self._setup: Any = None
+        self._part: tuple[int, Any] | None = None
+        self._active: list[Any] = []
+        if robot is not None and camera is not None:
+            self.robot, self.camera = robot, camera
+        elif self._world is not None:
+            self.robot, self.camera = SimRobot(), SimCamera(self._world.setup())
+        else:
+            cam = make_camera(sc)
+            self.robot, self.camera = make_robot(sc, cam, self.operator)
+
+    def activate(self) -> None:
+        """Configure and activate the camera, then the robot (lifecycle order)."""
+        for d in (self.camera, self.robot):
+            self._active.append(d)
+            d.configure()
+            d.activate()
+
+    def setup(self) -> Any:
+        """The cell set-up the twin is rendered with: the simulated one (sim drivers), or the
+        scenario's with the camera's own lens and the calibrated hand-eye transform."""
+        if self._setup is None:
+            if self._world is not None:
+                self._setup = self._world.setup()
+            else:
+                from sim.cells.eye_in_hand import CameraModel
+                from sim.cells.factory import cell_setup
+
+                base = cell_setup(self._sim_sc, self.seed)
+                lens = self.camera.intrinsics()
+                self._setup = dataclasses.replace(
+                    base,
+                    camera=CameraModel(lens.width, lens.height, np.asarray(lens.K), lens.dist),
+                    T_ee_cam_believed=base.T_ee_cam,  # cell.hand_eye: the calibration
+                    station=None,
+                    sensor=None,
+                    info={"hand_eye": {"T_ee_cam": base.T_ee_cam.tolist(), "source": "scenario"}},
+                )
+        return self._setup
+
+    def placement(self, plan: PartPlan) -> Any:
+        """The part in the cell: the simulated placement (sim drivers), or the family's
+        design at ``cell.hardware.part_pose``, after the operator has put it there."""
+        if self._world is not None:
+            return self._world.part(plan)[0]
+        if self._part is None or self._part[0] != plan.index:
+            from sim.cells.eye_in_hand import PartPlacement
+            from sim.cells.factory import build_part
+
+            part = build_part(self._sim_sc, self.seed, dataclasses.replace(plan, kinds=()))
+            fixture = self.sc.cell.hardware.part_pose
+            T = _pose(fixture) if fixture is not None else np.eye(4)
+            self.operator.ask(
+                f"put {plan.part_id} ({plan.split} part, {part.category}) in the fixture"
+            )
+            info: dict[str, object] = {
+                "part_pose": "cell.hardware.part_pose" if fixture else "support frame"
+            }
+            self._part = (plan.index, PartPlacement(part, T, T, info=info))
+        return self._part[1]
+
+    def twin_renderer(self) -> Any:
+        """The renderer of the twin (``render.twin``)."""
+        return self._renderers.get(self.sc.render.twin, self.sc)
+
+    def cell(self, plan: PartPlan, view_id: int, progress: float) -> HardwareCell:
+        """The hardware cell holding part ``plan``, about to capture view ``view_id``."""
+        world_cell = None
+        if self._world is not None:
+            world_cell = self._world.cell(plan, view_id, progress)
+            for d in (self.robot, self.camera):
+                if hasattr(d, "bind"):
+                    d.bind(world_cell)
+        return HardwareCell(self, plan, world_cell)
+
+    def part_files(self, plan: PartPlan) -> dict[str, bytes]:
+        """The simulated part as built (sim drivers); nothing for a real part (unknown)."""
+        return self._world.part_files(plan) if self._world is not None else {}
+
+    def run_info(self) -> dict[str, Any]:
+        """The drivers, the safety limits, the lens and the hand-eye transform used."""
+        hw = self.sc.cell.hardware
+        lens = self.setup().camera
+        info = dict(self.setup().info)
+        info["hardware"] = {
+            "robot": hw.robot.model_dump(mode="json", exclude_none=True),
+            "camera": hw.camera.model_dump(mode="json", exclude_none=True),
+            "safety": hw.safety.model_dump(mode="json"),
+            "K": np.asarray(lens.K).tolist(),
+            "dist": None if lens.dist is None else [float(x) for x in lens.dist],
+        }
+        return info
+
+    def close(self) -> None:
+        """Deactivate and clean up the drivers (robot first), close renderers and scenes."""
+        with ExitStack() as stack:
+            stack.callback(self._renderers.close)
+            if self._world is not None:
+                stack.callback(self._world.close)
+            for d in self._active:  # registered last, so they run first, robot first
+                stack.callback(d.cleanup)
+                stack.callback(d.deactivate)
+            self._active = []
+
+
+class HardwareCell:
+    """One capture of a hardware cell, behind ``Cell`` (module docstring)."""
+
+    def __init__(self, source: HardwareCells, plan: PartPlan, world_cell: Any = None) -> None:
+        from sim.cells.eye_in_hand import EyeInHandCell
+
+        self._src = source
+        self._plan = plan
+        self._world_cell = world_cell
+        self.placement = source.placement(plan)
+        self.setup = source.setup()
+        # The twin is the simulated cell's own twin rendering (``EyeInHandCell.twin_at``),
+        # on this cell's set-up and part: no arm, no real renderer, nothing drawn.
+        self._twin_model = EyeInHandCell(
+            self.setup,
+            self.placement,
+            None,  # type: ignore[arg-type]
+            source.twin_renderer(),
+            np.random.default_rng(0),
+        )
+        self._T_base_ee: np.ndarray | None = None
+        self._real: Observation | None = None
+        self.last_failure = ""
+
+    def part(self) -> PartInfo:
+        """The part: the simulated one (its defects known), or the plan's (defects unknown)."""
+        if self._world_cell is not None:
+            info: PartInfo = self._world_cell.part()
+            return info
+        return PartInfo(
+            self._plan.part_id, self.placement.part.category, (), dict(self.placement.info)
+        )
+
+    def plan_viewpoints(self) -> dict[int, np.ndarray]:
+        """The eye-in-hand viewpoints ``T_obj_cam`` around the believed part centre."""
+        from sim.cells.eye_in_hand import viewpoints_around
+
+        pl = self.placement
+        return viewpoints_around(self.setup.viewpoints, pl.T_base_obj_twin, pl.center_obj)
+
+    def flange_target(self, view_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(camera pose, flange target) in the base frame of planned view ``view_id``."""
+        from sim.geometry import invert_pose
+
+        T_base_cam = self.placement.T_base_obj_twin @ self.plan_viewpoints()[view_id]
+        return T_base_cam, T_base_cam @ invert_pose(self.setup.T_ee_cam_believed)
+
+    def move_to(self, view_id: int) -> bool:
+        """Check the view against the workspace, then move; False (``last_failure``) when
+        the box or the controller refuses it: then nothing moved."""
+        if view_id not in self.plan_viewpoints():
+            self.last_failure = f"no planned view {view_id}"
+            return False
+        T_base_cam, target = self.flange_target(view_id)
+        ws = self._src.workspace
+        reason = ws.refusal({"flange": target[:3, 3], "camera": T_base_cam[:3, 3]})
+        if reason:
+            self.last_failure = reason
+            return False
+        ok = self._src.robot.move_to(target, ws.max_speed_m_s)
+        self.last_failure = "" if ok else self._src.robot.last_failure
+        return bool(ok)
+
+    def capture(self) -> Observation:
+        """A frame from the camera, placed by the pose the robot reports: the camera pose
+        is ``T_base_ee @ T_ee_cam`` (a simulated camera states the true one instead)."""
+        frame = self._src.camera.capture()
+        self._T_base_ee = np.asarray(self._src.robot.read_pose(), dtype=np.float64)
+        T_believed = self._T_base_ee @ self.setup.T_ee_cam_believed
+        T_cam = np.asarray(frame.truth.get("T_base_cam", T_believed), dtype=np.float64)
+        cam = self.setup.camera
+        meta = {"T_base_obj": frame.truth["T_base_obj"]} if "T_base_obj" in frame.truth else {}
+        points = pixels = None
+        if self.setup.depth_sensor is not None and frame.depth is not None:
+            from sim.cells.eye_in_hand import part_points
+
+            pl = self.placement
+            points, pixels = part_points(
+                frame.depth, cam, T_cam, pl.T_base_obj_twin, pl.part.nominal.bounds
+            )
+        self._real = Observation(
+            frame.rgb,
+            cam.K.copy(),
+            T_cam,
+            depth=frame.depth,
+            dist=cam.dist,
+            timestamp=frame.timestamp,
+            meta=meta,
+            points=points,
+            point_pixels=pixels,
+        )
+        return self._real
+
+    def render_twin(self) -> Observation:
+        """The twin at the reported flange pose with the calibrated hand-eye transform."""
+        if self._T_base_ee is None:
+            raise RuntimeError("render_twin before capture")
+        T_cam = self._T_base_ee @ self.setup.T_ee_cam_believed
+        return self._twin_model.twin_at(self.placement.T_base_obj_twin, T_cam, self._T_base_ee)
+
+    def ground_truth(self) -> GroundTruth | None:
+        """The simulated camera's exact ground truth; None on real hardware."""
+        truth = getattr(self._src.camera, "ground_truth", None)
+        return truth() if truth is not None else None
+
+
+class PlannedRobot:
+    """A robot that does not move: it reports every commanded pose as reached (the dry
+    run: plan, check against the workspace and render the twins, with no motion)."""
+
+    def __init__(self) -> None:
+        self._pose: np.ndarray | None = None
+        self.last_failure = ""
+
+    def configure(self) -> None:
+        """Nothing to connect to."""
+
+    def activate(self) -> None:
+        """Nothing to enable."""
+
+    def deactivate(self) -> None:
+        """Nothing to stop."""
+
+    def cleanup(self) -> None:
+        """Nothing to disconnect."""
+
+    def move_to(self, T_base_ee: np.ndarray, speed_m_s: float) -> bool:
+        """Record the target; no motion."""
+        self._pose = np.asarray(T_base_ee, dtype=np.float64)
+        return True
+
+    def read_pose(self) -> np.ndarray:
+        """The last commanded pose."""
+        if self._pose is None:
+            raise RuntimeError("read_pose before move_to")
+        return self._pose
+
+
+def dry_run(sc: Any, out: Path, progress: bool = True) -> dict[str, Any]:
+    """Plan a hardware scenario without moving anything: for the first part of each family,
+    every viewpoint is checked against the workspace and its twin rendered at the planned
+    pose. Writes ``out/plan.json`` (each view: camera and flange pose, refused and why) and
+    ``out/twins/<part>_v<view>.png``, and ``out/dry-run.png`` (a contact sheet, refused
+    views marked); returns the plan. Nothing connects to the robot or the camera: the lens is
+    ``cell.camera``'s (or the calibration ``K``/``dist`` given for the camera)."""
+    from tqdm import tqdm
+
+    from scenarios.engine import plan_parts
+    from scenarios.rundir import _png_bytes, write_bytes, write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    source = HardwareCells(sc, sc.seed, robot=PlannedRobot(), camera=_SpecLens(sc))
+    firsts: dict[int, PartPlan] = {}
+    for p in plan_parts(sc):
+        firsts.setdefault(p.family, p)
+    views = view_ids(sc)
+    rows: list[dict[str, Any]] = []
+    try:
+        source.activate()
+        work = [(p, v) for p in firsts.values() for v in views]
+        for plan, v in tqdm(work, desc="dry run", unit="view", disable=not progress):
+            cell = source.cell(plan, v, 0.0)
+            T_cam, target = cell.flange_target(v)
+            row: dict[str, Any] = {
+                "part_id": plan.part_id,
+                "view_id": v,
+                "T_base_cam": T_cam.tolist(),
+                "T_base_ee": target.tolist(),
+            }
+            if cell.move_to(v):
+                cell._T_base_ee = source.robot.read_pose()
+                twin = cell.render_twin()
+                name = f"twins/{plan.part_id}_v{v:03d}.png"
+                write_bytes(out / name, _png_bytes(twin.rgb))
+                row.update(status="ok", twin=name)
+            else:
+                row.update(status="refused", reason=cell.last_failure)
+            rows.append(row)
+    finally:
+        source.close()
+    plan = {
+        "scenario": sc.name,
+        "safety": sc.cell.hardware.safety.model_dump(mode="json"),
+        "views": rows,
+        "refused": sum(r["status"] == "refused" for r in rows),
+    }
+    write_json(out / "plan.json", plan)
+    _contact_sheet(out, rows)
+    return plan
+
+
+class _SpecLens:
+    """A camera that only states the lens the scenario gives (the dry run captures
+    nothing)."""
+
+    def __init__(self, sc: Any) -> None:
+        from sim.cells.factory import cell_setup
+
+        cam = cell_setup(sim_scenario(sc), sc.seed).camera
+        spec = sc.cell.hardware.camera
+        self._K = np.asarray(spec.K if spec.K is not None else cam.K, dtype=np.float64)
+        dist = spec.dist if spec.K is not None else cam.dist
+        self._dist = None if dist is None else np.asarray(dist, dtype=np.float64)
+        self._size = (cam.width, cam.height)
+
+    def configure(self) -> None:
+        """Nothing to connect to."""
+
+    def activate(self) -> None:
+        """Nothing to start."""
+
+    def deactivate(self) -> None:
+        """Nothing to stop."""
+
+    def cleanup(self) -> None:
+        """Nothing to disconnect."""
+
+    def intrinsics(self) -> Any:
+        """The scenario's lens."""
+        from scenarios.drivers.base import Intrinsics
+
+        return Intrinsics(self._size[0], self._size[1], self._K, self._dist)
+
+    def capture(self) -> Any:
+        """The dry run never captures."""
+        raise RuntimeError("a dry run does not capture")
+
+
+def _contact_sheet(out: Path, rows: list[dict[str, Any]]) -> None:
+    """``out/dry-run.png``: the twins of the planned views, refused ones marked red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from scenarios.report import save_figure
+    from scenarios.rundir import load_png
+
+    n = len(rows)
+    cols = min(8, max(1, n))
+    nrows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(1.8 * cols, 1.9 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, rows, strict=False):
+        if r["status"] == "ok":
+            ax.imshow(load_png(out / r["twin"]))
+            ax.set_title(f"{r['part_id']} v{r['view_id']}", fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "refused", color="red", ha="center", va="center", fontsize=9)
+            ax.set_title(f"{r['part_id']} v{r['view_id']}", fontsize=7, color="red")
+    fig.suptitle("Dry run: twins at the planned poses (no motion)", fontsize=9)
+    save_figure(fig, out / "dry-run.png")
