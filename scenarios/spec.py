@@ -772,6 +772,34 @@ class Scenario(Strict):
         return self
 
     @model_validator(mode="after")
+    def _replayed_run(self, info: ValidationInfo) -> Scenario:
+        # A replayed run (and a directory of drawn masks) is found relative to the
+        # scenario file, like a CAD file, and must be a finished twincell run.
+        rp = self.cell.replay
+        if rp is None:
+            return self
+        base_dir = Path((info.context or {}).get("base_dir", "."))
+        paths = {}
+        for name in ("run", "masks"):
+            value = getattr(rp, name)
+            if value is None:
+                continue
+            p = Path(value).expanduser()
+            p = (p if p.is_absolute() else base_dir / p).resolve()
+            if not p.is_dir():
+                raise SpecError(f"cell.replay.{name}: no directory {excerpt(value, 80)}")
+            paths[name] = str(p)
+        run = Path(paths["run"])
+        if not (run / "manifest.json").is_file() or not (run / "samples.jsonl").is_file():
+            raise SpecError(
+                f"cell.replay.run: {excerpt(rp.run, 80)} holds no finished twincell run "
+                "(manifest.json and samples.jsonl)"
+            )
+        cell = self.cell.model_copy(update={"replay": rp.model_copy(update=paths)})
+        object.__setattr__(self, "cell", cell)
+        return self
+
+    @model_validator(mode="after")
     def _errors_by_mode(self) -> Scenario:
         # A Gaussian source the mode does not use is refused (it would be silently
         # ignored); one it uses and that was not given takes its default, so a resolved
