@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from detectors.decisions import PartCurve  # noqa: E402
+from scenarios.engine import NO_TRUTH  # noqa: E402
 from scenarios.metrics import METRIC_NAMES, PART_METRIC_NAMES  # noqa: E402
 from scenarios.rundir import (  # noqa: E402
     load_mask,
@@ -87,14 +88,18 @@ def gallery_figure(out: Path, records: list[dict[str, Any]], detectors: list[str
     for i, r in enumerate(rows):
         d = out / "samples" / r["id"]
         real = load_png(d / "real.png")
-        gt = load_mask(d / "gt_mask.png")
         overlay = real.copy()
-        overlay[gt] = (0.4 * overlay[gt] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
-        kinds = ",".join(sorted({x["kind"] for x in r["defects"] if x["visible_px"] > 0}))
+        if (d / "gt_mask.png").exists():
+            gt = load_mask(d / "gt_mask.png")
+            overlay[gt] = (0.4 * overlay[gt] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
+            visible = {x["kind"] for x in r["defects"] if x.get("visible_px", 0) > 0}
+            truth = f"ground truth\n{','.join(sorted(visible)) or 'normal'}"
+        else:  # a hardware recording
+            truth = "no ground truth\n(recorded)"
         panels = [
             (real, f"{r['id']}\nreal"),
             (load_png(d / "twin.png"), "twin"),
-            (overlay, f"ground truth\n{kinds or 'normal'}"),
+            (overlay, truth),
         ]
         for j, (img, title) in enumerate(panels):
             axes[i, j].imshow(img)
@@ -381,7 +386,7 @@ def _points_section(
     if not dets:
         return [], ""
     test = [p for p in parts if p["split"] == "test"]
-    n_anom = sum(int(p["label"]) for p in test)
+    n_anom = sum(int(p["label"] or 0) for p in test)
     intro = (
         f"Part-level detectors score each part's fused point cloud: {len(test)} test parts "
         f"({n_anom} anomalous: a point of the fused cloud lies on a defect). o_auroc, o_ap "
@@ -529,6 +534,13 @@ def write_report(out: Path) -> None:
         if unscored
         else ""
     )
+    if unscored == NO_TRUTH:
+        why = (
+            "This run is not scored: it was recorded without ground truth (hardware), so "
+            "every metric that needs labels is n/a. The score statistics below need none. "
+            "To score it, draw defect masks (<sample id>.png, non-zero = defect) and replay "
+            "the run with cell.replay.masks (docs/hardware.md)."
+        )
     sc = manifest["scenario"]
     counts = manifest.get("counts", {})
 
@@ -540,7 +552,12 @@ def write_report(out: Path) -> None:
         (
             "test pairs",
             f"{counts.get('test_normal', 0) + counts.get('test_anomalous', 0)} "
-            f"({counts.get('test_anomalous', 0)} anomalous)",
+            f"({counts.get('test_anomalous', 0)} anomalous)"
+            + (
+                f" and {counts['test_unlabelled']} without ground truth"
+                if counts.get("test_unlabelled")
+                else ""
+            ),
         ),
         (
             "visible defect kinds (test)",
@@ -558,6 +575,15 @@ def write_report(out: Path) -> None:
         ("dropped viewpoints", str(len(dropped))),
         ("failed samples (render)", str(len(failed))),
     ]
+    if unscored == NO_TRUTH:  # what needs no ground truth: each detector's score spread
+        summary += [
+            (
+                f"scores of {k} (no ground truth needed)",
+                f"n {v.get('n', 0)}"
+                + "".join(f"; {m} {v[m]:.4g}" for m in ("mean", "median", "p95", "max") if m in v),
+            )
+            for k, v in all_metrics.get("scores", {}).items()
+        ]
     md = [f"# twincell run: {sc['name']}", "", sc.get("description", ""), ""]
     if why:
         md += [f"> **Not scored.** {why}", ""]

@@ -210,7 +210,7 @@ class HardwareCells:
                     T_ee_cam_believed=base.T_ee_cam,  # cell.hand_eye: the calibration
                     station=None,
                     sensor=None,
-                    info={"hand_eye": {"T_ee_cam": base.T_ee_cam.tolist(), "source": "scenario"}},
+                    info={},
                 )
         return self._setup
 
@@ -262,6 +262,7 @@ class HardwareCells:
             "robot": hw.robot.model_dump(mode="json", exclude_none=True),
             "camera": hw.camera.model_dump(mode="json", exclude_none=True),
             "safety": hw.safety.model_dump(mode="json"),
+            "T_ee_cam": np.asarray(self.setup().T_ee_cam_believed).tolist(),
             "K": np.asarray(lens.K).tolist(),
             "dist": None if lens.dist is None else [float(x) for x in lens.dist],
         }
@@ -430,7 +431,9 @@ def dry_run(sc: Any, out: Path, progress: bool = True) -> dict[str, Any]:
     from scenarios.rundir import _png_bytes, write_bytes, write_json
 
     out.mkdir(parents=True, exist_ok=True)
-    source = HardwareCells(sc, sc.seed, robot=PlannedRobot(), camera=_SpecLens(sc))
+    source = HardwareCells(
+        sc, sc.seed, robot=PlannedRobot(), camera=_SpecLens(sc), operator=_NoOperator()
+    )
     firsts: dict[int, PartPlan] = {}
     for p in plan_parts(sc):
         firsts.setdefault(p.family, p)
@@ -468,6 +471,13 @@ def dry_run(sc: Any, out: Path, progress: bool = True) -> dict[str, Any]:
     write_json(out / "plan.json", plan)
     _contact_sheet(out, rows)
     return plan
+
+
+class _NoOperator:
+    """The dry run needs nobody: no part is put in the cell."""
+
+    def ask(self, message: str) -> None:
+        """Nothing to do."""
 
 
 class _SpecLens:

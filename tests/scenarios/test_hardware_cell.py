@@ -1,0 +1,322 @@
+"""The hardware and replay cells, end to end through the engine.
+
+- The hardware cell with simulated drivers gives the simulated cell's samples, byte for
+  byte (the proof that the swap works; ``hardware-dry-run`` is the bundled one).
+- With real drivers (here test doubles at the driver boundary, ``make_robot`` and
+  ``make_camera``): a view outside the workspace is refused before any motion; a lost
+  connection stops the run cleanly, keeps the finished samples, and a rerun resumes; a
+  camera timeout fails one sample; a recording has no ground truth, so it is unscored and
+  says so.
+- A replay of a run scores exactly as the run; masks drawn later label a hardware
+  recording's samples.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from scenarios import engine
+from scenarios.drivers import hardware
+from scenarios.drivers.base import CameraTimeout, Frame, HardwareStopped, Intrinsics
+from scenarios.interfaces import EXIT_HARDWARE
+from scenarios.report import write_report
+from scenarios.rundir import sample_records
+from scenarios.spec import load_scenario, parse_scenario
+
+HW = {
+    "kind": "hardware",
+    "camera": {"width": 96, "height": 96, "hfov_deg": 32},
+    "hardware": {
+        "robot": {"driver": "sim"},
+        "camera": {"driver": "sim"},
+        "safety": {
+            "workspace_min_m": [0.15, -0.4, 0.03],
+            "workspace_max_m": [0.85, 0.4, 0.6],
+            "max_speed_m_s": 0.25,
+        },
+    },
+}
+
+
+def _tiny(**cell: Any) -> Any:
+    data = load_scenario("tiny").model_dump(mode="json", exclude_none=True)
+    data["cell"] = {**data["cell"], **cell}
+    data["expect"] = []
+    return parse_scenario(data)
+
+
+def _files(out: Path) -> dict[str, dict[str, str]]:
+    return {r["id"]: r["sha256"] for r in sample_records(out / "samples.jsonl")}
+
+
+def test_the_hardware_cell_with_sim_drivers_gives_the_simulated_cells_samples(
+    tmp_path: Path,
+) -> None:
+    sim = _tiny()
+    hw = _tiny(**HW)
+    engine.run_scenario(sim, tmp_path / "sim", progress=False)
+    engine.run_scenario(hw, tmp_path / "hw", progress=False)
+    a, b = _files(tmp_path / "sim"), _files(tmp_path / "hw")
+    assert a and a == b
+    ra = {r["id"]: r for r in sample_records(tmp_path / "sim" / "samples.jsonl")}
+    rb = {r["id"]: r for r in sample_records(tmp_path / "hw" / "samples.jsonl")}
+    assert ra == rb  # poses, labels, defects: the same records
+    ma = json.loads((tmp_path / "sim" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "hw" / "metrics.json").read_text())
+    assert ma["detectors"] == mb["detectors"]
+
+
+def test_the_bundled_hardware_dry_run_is_the_quickstart_behind_drivers() -> None:
+    hw, qs = load_scenario("hardware-dry-run"), load_scenario("quickstart")
+    assert hw.cell.kind == "hardware" and hw.cell.hardware.robot.driver == "sim"
+    same = ("viewpoints", "part", "defects", "errors", "appearance", "render", "detectors")
+    assert all(getattr(hw, k) == getattr(qs, k) for k in same)
+    assert hw.cell.camera == qs.cell.camera and hw.cell.hand_eye == qs.cell.hand_eye
+    assert engine.sample_table(hw) == engine.sample_table(qs)
+
+
+class FakeArm:
+    """A robot driver test double: reaches every pose it is sent, logs each command, and
+    loses its connection after ``lose_after`` moves."""
+
+    def __init__(self, lose_after: int | None = None) -> None:
+        self.commands: list[np.ndarray] = []
+        self.speeds: list[float] = []
+        self.lose_after = lose_after
+        self.state = "unconfigured"
+        self.pose: np.ndarray | None = None
+        self.last_failure = ""
+
+    def configure(self) -> None:
+        self.state = "inactive"
+
+    def activate(self) -> None:
+        self.state = "active"
+
+    def deactivate(self) -> None:
+        self.state = "inactive" if self.state == "active" else self.state
+
+    def cleanup(self) -> None:
+        self.state = "unconfigured"
+
+    def move_to(self, T: np.ndarray, speed_m_s: float) -> bool:
+        assert self.state == "active"
+        if self.lose_after is not None and len(self.commands) >= self.lose_after:
+            raise HardwareStopped("connection to the UR controller at fake lost (test)")
+        self.commands.append(np.asarray(T))
+        self.speeds.append(speed_m_s)
+        self.pose = np.asarray(T)
+        return True
+
+    def read_pose(self) -> np.ndarray:
+        assert self.pose is not None
+        return self.pose
+
+
+class FakeCamera:
+    """A camera driver test double: a seeded image per capture, no depth; times out on the
+    captures listed in ``timeouts``."""
+
+    def __init__(self, timeouts: tuple[int, ...] = ()) -> None:
+        self.n = 0
+        self.timeouts = timeouts
+        self.state = "unconfigured"
+
+    def configure(self) -> None:
+        self.state = "inactive"
+
+    def activate(self) -> None:
+        self.state = "active"
+
+    def deactivate(self) -> None:
+        self.state = "inactive" if self.state == "active" else self.state
+
+    def cleanup(self) -> None:
+        self.state = "unconfigured"
+
+    def intrinsics(self) -> Intrinsics:
+        K = np.array([[160.0, 0, 48], [0, 160.0, 48], [0, 0, 1]])
+        return Intrinsics(96, 96, K, None)
+
+    def capture(self) -> Frame:
+        self.n += 1
+        if self.n in self.timeouts:
+            raise CameraTimeout("no frame within 5 s (test)")
+        rgb = np.random.default_rng(self.n).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+        return Frame(rgb, None, float(self.n))
+
+
+REAL = {
+    **HW,
+    "depth": {"points": False},
+    "hardware": {
+        **HW["hardware"],
+        "robot": {"driver": "ur", "host": "192.0.2.10"},
+        "camera": {"driver": "realsense"},
+        "part_pose": {"xyz_m": [0.5, 0.0, 0.0]},
+    },
+}
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    made: dict[str, Any] = {"arm": FakeArm(), "camera": FakeCamera()}
+    monkeypatch.setattr(hardware, "make_camera", lambda sc: made["camera"])
+    monkeypatch.setattr(hardware, "make_robot", lambda sc, cam, op: (made["arm"], cam))
+
+    class Nobody:
+        def ask(self, message: str) -> None:
+            made.setdefault("asked", []).append(message)
+
+    monkeypatch.setattr(hardware, "ConsoleOperator", Nobody)
+    return made
+
+
+def test_a_hardware_recording_has_no_ground_truth_and_says_so(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    sc = _tiny(**REAL)
+    manifest = engine.run_scenario(sc, tmp_path / "run", progress=False, report=write_report)
+    records = list(sample_records(tmp_path / "run" / "samples.jsonl"))
+    assert records and all(r["label"] is None for r in records)
+    assert not (tmp_path / "run" / "samples" / records[0]["id"] / "gt_mask.png").exists()
+    assert (
+        manifest["status"] == "unscored" and "without ground truth" in manifest["unscored_reason"]
+    )
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert all(v is None for v in metrics["detectors"]["ssim_residual"].values())
+    assert metrics["scores"]["ssim_residual"]["n"] == sum(r["split"] == "test" for r in records)
+    assert "without ground truth" in (tmp_path / "run" / "report.md").read_text()
+    # the operator was asked to put each part in the fixture; every move at the speed limit
+    assert len(fakes["asked"]) == len(engine.plan_parts(sc))
+    assert set(fakes["arm"].speeds) == {0.25}
+    assert fakes["arm"].state == fakes["camera"].state == "unconfigured"  # cleaned up
+
+
+def test_a_view_outside_the_workspace_is_refused_before_any_motion(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    data = json.loads(json.dumps(REAL))
+    data["hardware"]["safety"]["workspace_min_m"] = [0.15, -0.4, 0.15]  # no low views
+    sc = _tiny(**data)
+    manifest = engine.run_scenario(sc, tmp_path / "run", progress=False)
+    dropped = manifest["dropped_viewpoints"]["items"]
+    assert dropped and all(d["reason"].startswith("outside the workspace") for d in dropped)
+    assert "z " in dropped[0]["reason"] and "min +0.150" in dropped[0]["reason"]
+    # nothing was ever sent outside the box
+    zs = [T[2, 3] for T in fakes["arm"].commands]
+    assert zs and min(zs) >= 0.15
+
+
+def test_a_lost_connection_stops_the_run_and_a_rerun_resumes(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    sc = _tiny(**REAL)
+    fakes["arm"] = FakeArm(lose_after=3)
+    with pytest.raises(HardwareStopped) as stop:
+        engine.run_scenario(sc, tmp_path / "run", progress=False)
+    assert stop.value.exit_code == EXIT_HARDWARE
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "connection" in manifest["error"]
+    kept = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
+    assert len(kept) == 3
+    assert fakes["arm"].state == "unconfigured"  # deactivated and cleaned up on the way out
+    fakes["arm"] = FakeArm()
+    manifest = engine.run_scenario(sc, tmp_path / "run", progress=False)
+    assert manifest["status"] == "unscored"
+    n = len(engine.sample_table(sc))
+    assert len(fakes["arm"].commands) == n - 3  # the finished samples were not redone
+
+
+def test_a_camera_timeout_fails_one_sample_and_the_run_goes_on(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    fakes["camera"] = FakeCamera(timeouts=(2,))
+    sc = _tiny(**REAL)
+    manifest = engine.run_scenario(sc, tmp_path / "run", progress=False)
+    failed = manifest["failed_samples"]["items"]
+    assert len(failed) == 1 and "no frame" in failed[0]["reason"]
+    assert (
+        manifest["counts"]["train"] + manifest["counts"]["test_unlabelled"]
+        == len(engine.sample_table(sc)) - 1
+    )
+
+
+def test_a_replay_scores_exactly_as_the_run(tmp_path: Path) -> None:
+    sc = _tiny()
+    engine.run_scenario(sc, tmp_path / "run", progress=False)
+    replay = parse_scenario(
+        {
+            "name": "replayed",
+            "cell": {"kind": "replay", "replay": {"run": str(tmp_path / "run")}},
+            "detectors": [d.name for d in sc.detectors],
+        }
+    )
+    assert engine.sample_table(replay) == engine.sample_table(sc)
+    engine.run_scenario(replay, tmp_path / "replay", progress=False)
+    a = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "replay" / "metrics.json").read_text())
+    assert a["detectors"] == b["detectors"] and a["parts"] == b["parts"]
+    assert _files(tmp_path / "run") == _files(tmp_path / "replay")
+
+
+def test_masks_drawn_later_label_a_hardware_recording(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    from PIL import Image
+
+    engine.run_scenario(_tiny(**REAL), tmp_path / "run", progress=False)
+    test = [r for r in sample_records(tmp_path / "run" / "samples.jsonl") if r["split"] == "test"]
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    drawn = np.zeros((96, 96), dtype=np.uint8)
+    drawn[40:50, 40:50] = 255
+    for r in test:  # every test view: half of them with a defect, half clean
+        m = drawn if int(r["view_id"]) % 2 else np.zeros_like(drawn)
+        Image.fromarray(m).save(masks / f"{r['id']}.png")
+    replay = parse_scenario(
+        {
+            "name": "annotated",
+            "cell": {
+                "kind": "replay",
+                "replay": {"run": str(tmp_path / "run"), "masks": str(masks)},
+            },
+            "detectors": ["ssim_residual"],
+        }
+    )
+    manifest = engine.run_scenario(replay, tmp_path / "replay", progress=False)
+    labelled = {r["id"]: r["label"] for r in sample_records(tmp_path / "replay" / "samples.jsonl")}
+    assert all(labelled[r["id"]] == int(r["view_id"]) % 2 for r in test)
+    assert manifest["status"] in ("complete", "unscored")
+    metrics = json.loads((tmp_path / "replay" / "metrics.json").read_text())
+    if manifest["status"] == "complete":
+        assert metrics["detectors"]["ssim_residual"]["i_auroc"] is not None
+
+
+def test_a_replay_of_a_missing_run_is_refused() -> None:
+    from scenarios.interfaces import SpecError
+
+    with pytest.raises(SpecError, match=r"cell\.replay\.run"):
+        parse_scenario({"name": "x", "cell": {"kind": "replay", "replay": {"run": "/no/such/run"}}})
+
+
+def test_the_dry_run_plans_and_renders_twins_without_moving(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(REAL))
+    data["hardware"]["safety"]["workspace_min_m"] = [0.15, -0.4, 0.15]
+    sc = _tiny(**data)
+    plan = hardware.dry_run(sc, tmp_path / "dry", progress=False)
+    views = plan["views"]
+    assert len(views) == len(engine.planned_view_ids(sc))  # one family: its first part
+    ok = [v for v in views if v["status"] == "ok"]
+    refused = [v for v in views if v["status"] == "refused"]
+    assert ok and refused and plan["refused"] == len(refused)
+    assert all(v["reason"].startswith("outside the workspace") for v in refused)
+    for v in ok:
+        assert (tmp_path / "dry" / v["twin"]).is_file()
+    assert (tmp_path / "dry" / "dry-run.png").is_file()
+    assert json.loads((tmp_path / "dry" / "plan.json").read_text())["refused"] == len(refused)
