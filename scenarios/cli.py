@@ -15,6 +15,7 @@ from scenarios.interfaces import (
     EXIT_CELLS_FAILED,
     EXIT_ERROR,
     EXIT_EXPECTATION,
+    EXIT_HARDWARE,
     EXIT_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -42,6 +43,9 @@ examples:
                                              CI gate: run, then judge the metrics
   twincell train cosarad --out my-extractors train COSARAD's 3D extractors (one per fold)
   twincell study jitter-sweep --workers 2   a robustness study: a grid of runs, a table, plots
+  twincell run my-ur-cell.yaml --dry-run     a hardware cell: plan and render twins, no motion
+  twincell export runs/qs --format mvtec --out qs-mvtec
+                                             a run as an MVTec AD (or BOP, COCO) dataset
 
 exit codes:
   {EXIT_OK}    success
@@ -51,6 +55,8 @@ exit codes:
        the report says why
   {EXIT_EXPECTATION}    twincell check: an expectation did not hold (one line each says why)
   {EXIT_CELLS_FAILED}    twincell study: done, but some cells failed (listed); rerun to retry them
+  {EXIT_HARDWARE}    the hardware stopped the run (link lost, protective stop); finished samples
+       are kept, rerun to resume
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); finished samples are kept, rerun to resume"""
 
 
@@ -92,15 +98,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not 1 <= args.workers <= MAX_WORKERS:
         raise SpecError(f"--workers: must be >= 1 and <= {MAX_WORKERS}, got {args.workers}")
     sc = load_scenario(args.scenario, seed=args.seed)
+    if args.dry_run:
+        return _dry_run(sc, args)
     out = Path(args.out) if args.out is not None else Path("runs") / f"{sc.name}-seed{sc.seed}"
     manifest = run_scenario(
         sc, out, workers=args.workers, progress=not args.quiet, report=write_report
     )
     metrics = json.loads((out / "metrics.json").read_text())["detectors"]
     c = manifest["counts"]
+    unlabelled = f"{c['test_unlabelled']} without ground truth, " if c["test_unlabelled"] else ""
     print(
-        f"run: {out}  ({c['train']} train pairs, {c['test_normal'] + c['test_anomalous']} "
-        f"test pairs, {c['test_anomalous']} anomalous, "
+        f"run: {out}  ({c['train']} train pairs, "
+        f"{c['test_normal'] + c['test_anomalous'] + c['test_unlabelled']} "
+        f"test pairs, {c['test_anomalous']} anomalous, {unlabelled}"
         f"{manifest['dropped_viewpoints']['count']} viewpoints dropped, "
         f"{manifest['failed_samples']['count']} failed, "
         f"{manifest['timings_s']['total']:.1f} s)"
@@ -117,6 +127,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_UNSCORED
+    return EXIT_OK
+
+
+def _dry_run(sc: Any, args: argparse.Namespace) -> int:
+    """``twincell run --dry-run``: plan a hardware scenario and render its twins, no motion."""
+    if sc.cell.kind != "hardware":
+        raise SpecError(
+            f"--dry-run: plans a hardware cell without moving it; {sc.name} has cell.kind "
+            f"{sc.cell.kind} (allowed: hardware)"
+        )
+    from scenarios.drivers.hardware import dry_run
+
+    out = Path(args.out) if args.out is not None else Path("runs") / f"{sc.name}-dry-run"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SpecError(f"--out {out}: exists and is not empty; choose another directory")
+    plan = dry_run(sc, out, progress=not args.quiet)
+    n = len(plan["views"])
+    print(f"dry run: {out}  ({n - plan['refused']} of {n} views planned, nothing moved)")
+    for v in plan["views"]:
+        if v["status"] == "refused":
+            print(f"  {v['part_id']} view {v['view_id']}: refused: {v['reason']}")
+    print(f"twins: {out / 'dry-run.png'}")
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from scenarios.export import export_run
+
+    summary = export_run(Path(args.run), args.format, Path(args.out), progress=not args.quiet)
+    print(f"export: {args.out} ({args.format}): {summary}")
     return EXIT_OK
 
 
@@ -247,8 +287,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help=f"simulation processes, 1 to {MAX_WORKERS} (default 1); results are the same",
     )
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="hardware cells: plan every view, check it against the workspace and render "
+        "its twin, without connecting or moving (writes plan.json and dry-run.png)",
+    )
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_cmd_run)
+    x = sub.add_parser(
+        "export",
+        help="export a run directory as an MVTec AD, BOP or COCO dataset",
+        description="Write a run's samples in a layout the field's tools read: mvtec\n"
+        "(anomalib's MVTecAD/Folder), bop (bop_toolkit), coco (pycocotools instance masks\n"
+        "of the defects). See docs/exports.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    x.add_argument("run", help="a twincell run directory")
+    x.add_argument("--format", required=True, choices=["mvtec", "bop", "coco"])
+    x.add_argument("--out", required=True, help="a new (or empty) directory")
+    x.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    x.set_defaults(func=_cmd_export)
     g = sub.add_parser(
         "gallery",
         help="render a contact sheet of part families x defect kinds",
