@@ -135,8 +135,9 @@ def scenario_parts(sc: Scenario) -> list[PartPlan]:
 #: ``open_cells(sc, seed, render_threads, prior) -> CellSource`` (``prior``: an earlier
 #: ``run_info()`` of the same run, or None) and, optionally, ``view_frame(sc)`` ("cell" or
 #: "part": the frame a view id's direction is fixed in; "part" without it),
-#: ``plan_parts(sc)`` (the parts, where the scenario's families do not say them) and
-#: ``parallel(sc)`` (False: one process only, e.g. drivers holding one connection). A new
+#: ``plan_parts(sc)`` (the parts, where the scenario's families do not say them),
+#: ``parallel(sc)`` (False: one process only, e.g. drivers holding one connection) and
+#: ``check(sc)`` (raise ``SpecError`` before anything is written, e.g. a missing SDK). A new
 #: kind of cell adds a line here; the engine itself only speaks ``Cell``.
 CELL_KINDS: dict[str, str] = {}
 
@@ -1218,6 +1219,9 @@ def check_backends(sc: Scenario) -> None:
                 f"render.{side}: blender needs bpy (Blender as a Python module), which is not "
                 "installed; run `bash scripts/setup.sh` or choose pyrender"
             )
+    module = cell_module(sc)
+    if hasattr(module, "check"):  # e.g. a hardware cell's driver SDKs
+        module.check(sc)
     for i, d in enumerate(sc.detectors):
         if detectors.level(d.name) == "part" and importlib.util.find_spec("open3d") is None:
             raise SpecError(

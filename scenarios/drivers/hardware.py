@@ -63,6 +63,31 @@ def parallel(sc: Any) -> bool:
     return False
 
 
+#: The SDK module each driver imports, and the pip extra that installs it.
+SDKS = {
+    ("robot", "ur"): ("rtde_control", "ur"),
+    ("camera", "realsense"): ("pyrealsense2", "realsense"),
+    ("camera", "genicam"): ("harvesters", "genicam"),
+}
+
+
+def check(sc: Any) -> None:
+    """Refuse, before anything is written, a driver whose SDK is not installed
+    (``DriverMissing``, exit 2, naming the extra to install)."""
+    import importlib.util
+
+    from scenarios.drivers.base import DriverMissing
+
+    hw = sc.cell.hardware
+    for side, spec in (("robot", hw.robot), ("camera", hw.camera)):
+        sdk = SDKS.get((side, spec.driver))
+        if sdk is not None and importlib.util.find_spec(sdk[0]) is None:
+            raise DriverMissing(
+                f"cell.hardware.{side}.driver: {spec.driver} needs the Python module {sdk[0]}, "
+                f"which is not installed; run `pip install 'twincell[{sdk[1]}]'`"
+            )
+
+
 def _pose(p: Any) -> np.ndarray:
     from sim.geometry import pose_from_xyz_rpy
 
