@@ -229,10 +229,15 @@ class HardwareCells:
 
                 base = cell_setup(self._sim_sc, self.seed)
                 lens = self.camera.intrinsics()
+                # cell.hand_eye is the calibration; without an arm (turntable, board) the
+                # "flange" the driver reports is the camera itself.
+                fixed = self.sc.cell.hardware.robot.driver in ("turntable", "board")
+                T_ee_cam = np.eye(4) if fixed else base.T_ee_cam
                 self._setup = dataclasses.replace(
                     base,
                     camera=CameraModel(lens.width, lens.height, np.asarray(lens.K), lens.dist),
-                    T_ee_cam_believed=base.T_ee_cam,  # cell.hand_eye: the calibration
+                    T_ee_cam=T_ee_cam,
+                    T_ee_cam_believed=T_ee_cam,
                     station=None,
                     sensor=None,
                     info={},
