@@ -168,6 +168,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     made: dict[str, Any] = {"arm": FakeArm(), "camera": FakeCamera()}
     monkeypatch.setattr(hardware, "make_camera", lambda sc: made["camera"])
     monkeypatch.setattr(hardware, "make_robot", lambda sc, cam, op: (made["arm"], cam))
+    monkeypatch.setattr(hardware, "SDKS", {})  # the doubles need no SDK
 
     class Nobody:
         def ask(self, message: str) -> None:
@@ -320,3 +321,90 @@ def test_the_dry_run_plans_and_renders_twins_without_moving(tmp_path: Path) -> N
         assert (tmp_path / "dry" / v["twin"]).is_file()
     assert (tmp_path / "dry" / "dry-run.png").is_file()
     assert json.loads((tmp_path / "dry" / "plan.json").read_text())["refused"] == len(refused)
+
+
+def _write(tmp_path: Path, sc: Any) -> Path:
+    import yaml
+
+    path = tmp_path / "cell.yaml"
+    path.write_text(yaml.safe_dump(sc.model_dump(mode="json", exclude_none=True)))
+    return path
+
+
+def test_the_cli_stops_with_exit_6_and_one_line_when_the_link_is_lost(
+    tmp_path: Path, fakes: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scenarios.cli import main
+
+    fakes["arm"] = FakeArm(lose_after=2)
+    path = _write(tmp_path, _tiny(**REAL))
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "-q"]) == EXIT_HARDWARE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "connection" in err[0] and "lost" in err[0]
+    assert len(list((tmp_path / "run" / "samples").iterdir())) == 2
+
+
+def test_a_missing_driver_sdk_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from scenarios.cli import main
+
+    if importlib.util.find_spec("rtde_control") is not None:
+        pytest.skip("ur_rtde is installed here")
+    path = _write(tmp_path, _tiny(**REAL))
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'twincell[ur]'" in err and "cell.hardware.robot.driver" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_dry_run_is_refused_for_a_simulated_cell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scenarios.cli import main
+
+    assert main(["run", "tiny", "--dry-run", "--out", str(tmp_path / "d"), "-q"]) == 2
+    assert "allowed: hardware" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("hardware", "message"),
+    [
+        ({"robot": {"driver": "ur"}}, "needs `host`"),
+        ({"robot": {"driver": "sim", "host": "x"}}, "not used by the sim driver"),
+        ({"camera": {"driver": "opencv", "source": 0}}, "needs `K`"),
+        ({"camera": {"driver": "realsense", "dist": [0, 0, 0, 0, 0]}}, "states its own lens"),
+        ({"part_pose": {"xyz_m": [0.5, 0, 0]}}, "places its parts itself"),
+        ({"safety": {"workspace_min_m": [1, 0, 0], "workspace_max_m": [0, 1, 1]}}, "below"),
+        ({"robot": {"driver": "ur", "host": "h"}, "part_pose": None}, "part_pose"),
+    ],
+)
+def test_hardware_fields_are_checked_when_the_scenario_loads(
+    hardware: dict[str, Any], message: str
+) -> None:
+    from scenarios.interfaces import SpecError
+
+    block = json.loads(json.dumps(HW["hardware"]))
+    for k, v in hardware.items():
+        if v is None:
+            block.pop(k, None)
+        elif isinstance(v, dict) and k in block:
+            block[k] = v if "driver" in v or k == "safety" else {**block[k], **v}
+        else:
+            block[k] = v
+    if block["robot"]["driver"] == "ur" and block["camera"]["driver"] == "sim":
+        block["camera"] = {"driver": "realsense"}
+    with pytest.raises(SpecError, match=message):
+        _tiny(**{**HW, "hardware": block})
+
+
+def test_a_hardware_block_needs_the_hardware_kind() -> None:
+    from scenarios.interfaces import SpecError
+
+    with pytest.raises(SpecError, match="cell.kind: hardware"):
+        _tiny(hardware=HW["hardware"])
+    with pytest.raises(SpecError, match="needs the `cell.hardware` block"):
+        _tiny(kind="hardware")
