@@ -28,7 +28,7 @@ from scenarios.report import write_report
 from scenarios.rundir import sample_records
 from scenarios.spec import load_scenario, parse_scenario
 
-HW = {
+HW: dict[str, Any] = {
     "kind": "hardware",
     "camera": {"width": 96, "height": 96, "hfov_deg": 32},
     "hardware": {
@@ -73,7 +73,11 @@ def test_the_hardware_cell_with_sim_drivers_gives_the_simulated_cells_samples(
 
 def test_the_bundled_hardware_dry_run_is_the_quickstart_behind_drivers() -> None:
     hw, qs = load_scenario("hardware-dry-run"), load_scenario("quickstart")
-    assert hw.cell.kind == "hardware" and hw.cell.hardware.robot.driver == "sim"
+    assert (
+        hw.cell.kind == "hardware"
+        and hw.cell.hardware is not None
+        and hw.cell.hardware.robot.driver == "sim"
+    )
     same = ("viewpoints", "part", "defects", "errors", "appearance", "render", "detectors")
     assert all(getattr(hw, k) == getattr(qs, k) for k in same)
     assert hw.cell.camera == qs.cell.camera and hw.cell.hand_eye == qs.cell.hand_eye
@@ -151,7 +155,7 @@ class FakeCamera:
         return Frame(rgb, None, float(self.n))
 
 
-REAL = {
+REAL: dict[str, Any] = {
     **HW,
     "depth": {"points": False},
     "hardware": {
