@@ -491,6 +491,16 @@ def acquisition_lines(
     return lines
 
 
+def _test_pairs(counts: dict[str, Any]) -> str:
+    """'N (A anomalous)', with the pairs recorded without ground truth said apart."""
+    labelled = counts.get("test_normal", 0) + counts.get("test_anomalous", 0)
+    text = f"{labelled} ({counts.get('test_anomalous', 0)} anomalous)"
+    unlabelled = counts.get("test_unlabelled", 0)
+    if unlabelled and not labelled:
+        return f"{unlabelled}, recorded without ground truth"
+    return f"{text} and {unlabelled} without ground truth" if unlabelled else text
+
+
 def write_report(out: Path) -> None:
     """Write ``report.md`` and ``report.html`` (with figures) for a finished run."""
     manifest = json.loads((out / "manifest.json").read_text())
@@ -549,16 +559,7 @@ def write_report(out: Path) -> None:
     summary = [
         ("scenario", f"{sc['name']} (seed {manifest['seed']}, digest {manifest['digest']})"),
         ("training pairs", str(counts.get("train", "?"))),
-        (
-            "test pairs",
-            f"{counts.get('test_normal', 0) + counts.get('test_anomalous', 0)} "
-            f"({counts.get('test_anomalous', 0)} anomalous)"
-            + (
-                f" and {counts['test_unlabelled']} without ground truth"
-                if counts.get("test_unlabelled")
-                else ""
-            ),
-        ),
+        ("test pairs", _test_pairs(counts)),
         (
             "visible defect kinds (test)",
             ", ".join(f"{k}: {v}" for k, v in counts.get("visible_defect_kinds", {}).items())
