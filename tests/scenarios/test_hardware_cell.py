@@ -412,3 +412,65 @@ def test_a_hardware_block_needs_the_hardware_kind() -> None:
         _tiny(hardware=HW["hardware"])
     with pytest.raises(SpecError, match="needs the `cell.hardware` block"):
         _tiny(kind="hardware")
+
+
+def test_a_turntable_cell_reaches_the_views_on_its_cameras_ring(
+    tmp_path: Path, fakes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without an arm: a fixed camera over a manual turntable (the real turntable driver,
+    the fake camera). The views at the camera's elevation are reached by turning the
+    platter (the operator is asked to); the others are dropped with the driver's reason."""
+    from scipy.spatial.transform import Rotation
+
+    from scenarios.drivers.fixed import TurntableDriver
+
+    monkeypatch.setattr(
+        hardware,
+        "make_robot",
+        lambda sc, cam, op: (
+            TurntableDriver(hardware._pose(sc.cell.hardware.robot.camera_pose), op),
+            cam,
+        ),
+    )
+    base = _tiny(**REAL)
+    # The camera stands where one planned view of the part (at the platter's centre) is.
+    from sim.cells.eye_in_hand import viewpoints_around
+    from sim.cells.factory import build_part, cell_setup
+
+    part = build_part(base, 0, engine.scenario_parts(base)[0])
+    center = part.nominal.bounds.mean(axis=0)
+    views = viewpoints_around(cell_setup(base, 0).viewpoints, np.eye(4), center)
+    first = min(views)
+    T0 = views[first]
+    rpy = Rotation.from_matrix(T0[:3, :3]).as_euler("xyz", degrees=True)
+    data = json.loads(json.dumps(REAL))
+    data["hardware"]["robot"] = {
+        "driver": "turntable",
+        "camera_pose": {"xyz_m": [float(x) for x in T0[:3, 3]], "rpy_deg": [float(a) for a in rpy]},
+    }
+    data["hardware"].pop("part_pose")
+    data["hardware"]["safety"] = {
+        "workspace_min_m": [-1, -1, -1],
+        "workspace_max_m": [1, 1, 1],
+        "max_speed_m_s": 0.1,
+    }
+    sc = _tiny(**data)
+    manifest = engine.run_scenario(sc, tmp_path / "run", progress=False)
+    records = list(sample_records(tmp_path / "run" / "samples.jsonl"))
+    reached = {int(r["view_id"]) for r in records}
+    assert first in reached
+    elev = {
+        v: np.degrees(np.arcsin((T[2, 3] - center[2]) / np.linalg.norm(T[:3, 3] - center)))
+        for v, T in views.items()
+    }
+    for v in reached:  # only views on the camera's ring
+        assert abs(elev[v] - elev[first]) < 1.0
+    dropped = manifest["dropped_viewpoints"]["items"]
+    assert dropped and all(
+        "turn" in d["reason"] or "height" in d["reason"] or "axis" in d["reason"] for d in dropped
+    )
+    turns = [m for m in fakes.get("asked", []) if "turntable" in m]
+    assert turns  # the operator turned the platter between views
+    # the twin was rendered where the turntable put the camera (identity hand-eye)
+    r = records[0]
+    assert np.allclose(r["T_base_cam_twin"], r["T_base_cam"])
