@@ -156,7 +156,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from scenarios.export import export_run
 
     summary = export_run(Path(args.run), args.format, Path(args.out), progress=not args.quiet)
-    print(f"export: {args.out} ({args.format}): {summary}")
+    counts = ", ".join(
+        f"{k.replace('_', ' ')} {v if not isinstance(v, list) else ' '.join(map(str, v))}"
+        for k, v in summary.items()
+        if k not in ("format", "out")
+    )
+    print(f"export: {args.out} ({args.format}): {counts}")
     return EXIT_OK
 
 
