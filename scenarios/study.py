@@ -325,6 +325,15 @@ def parse_study(data: Any, where: str = "study", base_dir: Path | None = None) -
                     sc = parse_scenario(data_cell, f"{where}: the cell {what}", scenario_dir)
                 except SpecError as err:
                     raise SpecError(str(err)) from None
+                hw = sc.cell.hardware
+                if hw is not None and hw.robot.driver != "sim":
+                    # A study runs its cells in parallel, each a run with its own drivers:
+                    # they would all command the one real robot.
+                    raise SpecError(
+                        f"{where}: scenario: a study cannot drive real hardware "
+                        f"(cell.hardware.robot.driver {hw.robot.driver}); record one run and "
+                        "study its replays (cell.kind: replay) instead"
+                    )
                 resolved[key] = sc
             dump = sc.model_dump(mode="json")
             values = {p: get_path(dump, p) for p in spec.axes}

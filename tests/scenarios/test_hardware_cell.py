@@ -474,3 +474,30 @@ def test_a_turntable_cell_reaches_the_views_on_its_cameras_ring(
     # the twin was rendered where the turntable put the camera (identity hand-eye)
     r = records[0]
     assert np.allclose(r["T_base_cam_twin"], r["T_base_cam"])
+
+
+def test_a_study_cannot_drive_real_hardware_but_sim_drivers_are_fine() -> None:
+    from scenarios.interfaces import SpecError
+    from scenarios.study import parse_study
+
+    ok = parse_study(
+        {
+            "name": "s",
+            "scenario": "hardware-dry-run",
+            "axes": {"errors.hand_eye.rotation_deg": [0, 1]},
+        }
+    )
+    assert len(ok.cells) == 2
+    with pytest.raises(SpecError, match="cannot drive real hardware"):
+        parse_study(
+            {
+                "name": "s",
+                "scenario": "hardware-dry-run",
+                "set": {
+                    "cell.hardware.robot": {"driver": "ur", "host": "192.0.2.10"},
+                    "cell.hardware.camera": {"driver": "realsense"},
+                    "cell.hardware.part_pose": {"xyz_m": [0.5, 0, 0]},
+                },
+                "axes": {"errors.hand_eye.rotation_deg": [0, 1]},
+            }
+        )
