@@ -51,8 +51,8 @@ exit codes:
   {EXIT_OK}    success
   {EXIT_ERROR}    unexpected error inside twincell (please report it)
   {EXIT_INPUT}    bad input: scenario file, arguments or --out; nothing was written
-  {EXIT_UNSCORED}    the run completed but cannot be scored (no test pair, or one class only);
-       the report says why
+  {EXIT_UNSCORED}    the run completed but cannot be scored (no test pair, one class only, or
+       recorded without ground truth); the report says why
   {EXIT_EXPECTATION}    twincell check: an expectation did not hold (one line each says why)
   {EXIT_CELLS_FAILED}    twincell study: done, but some cells failed (listed); rerun to retry them
   {EXIT_HARDWARE}    the hardware stopped the run (link lost, protective stop); finished samples
@@ -140,8 +140,17 @@ def _dry_run(sc: Any, args: argparse.Namespace) -> int:
     from scenarios.drivers.hardware import dry_run
 
     out = Path(args.out) if args.out is not None else Path("runs") / f"{sc.name}-dry-run"
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SpecError(f"--out {out}: exists and is not empty; choose another directory")
+    try:
+        # An earlier dry run (its plan.json or twins/) is replaced; anything else is kept.
+        ours = {"plan.json", "twins", "dry-run.png"}
+        if out.exists() and (not out.is_dir() or any(p.name not in ours for p in out.iterdir())):
+            raise SpecError(
+                f"--out {out}: exists and holds something other than a dry run; choose "
+                "another directory"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError(f"--out {out}: cannot write there ({exc.strerror})") from None
     plan = dry_run(sc, out, progress=not args.quiet)
     n = len(plan["views"])
     print(f"dry run: {out}  ({n - plan['refused']} of {n} views planned, nothing moved)")

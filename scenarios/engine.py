@@ -618,6 +618,7 @@ def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
         by_part.setdefault(r["part_id"], []).append(r["id"])
     for part_id, ids in by_part.items():
         clouds, labels, views = [], [], []
+        labelled = True  # every view has ground truth (else the part's label is unknown)
         for sid in sorted(ids):
             d = out / "samples" / sid
             if not (d / "real_points.ply").exists():
@@ -635,6 +636,7 @@ def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
             clouds.append(P @ T[:3, :3].T + T[:3, 3])
             known = (d / "point_labels.npy").exists()  # absent without ground truth
             labels.append(np.load(d / "point_labels.npy") if known else np.zeros(len(P), bool))
+            labelled = labelled and known and view["label"] is not None
             views.append(view)
         if not clouds:
             continue
@@ -643,7 +645,7 @@ def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
             log.warning("part %s: %d fused points; left out of the 3D detectors", part_id, len(pts))
             (out / "parts" / part_id / PART_RECORD).unlink(missing_ok=True)
             continue
-        write_bytes(out / "parts" / part_id / PART_CLOUD, ply_bytes(pts, lab))
+        write_bytes(out / "parts" / part_id / PART_CLOUD, ply_bytes(pts, lab if labelled else None))
         first = views[0]
         defects = [
             {k: v for k, v in d.items() if k != "visible_px"} for d in first.get("defects", [])
@@ -652,11 +654,11 @@ def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
             "id": part_id,
             "category": first["category"],
             "split": first["split"],
-            "label": int(lab.any()) if first["label"] is not None else None,
+            "label": int(lab.any()) if labelled else None,
             "defects": defects,
             "views": [v["id"] for v in views],
             "n_points": int(len(pts)),
-            "n_defect_points": int(lab.sum()) if first["label"] is not None else None,
+            "n_defect_points": int(lab.sum()) if labelled else None,
         }
         write_json(out / "parts" / part_id / PART_RECORD, record)
 
@@ -758,7 +760,8 @@ def _add_verified(
         amap = read_npy_verified(pred_dir / f"{r['id']}.npy", earlier[r["id"]][1])
         if amap is None:
             return False
-        pixels.add(_gt_mask(out, r), amap)
+        if r["label"] is not None:  # a sample without ground truth adds no pixels
+            pixels.add(_gt_mask(out, r), amap)
     return True
 
 

@@ -298,6 +298,17 @@ class ActiveInspectionEnv(gymnasium.Env[dict[str, Any], Any]):
             )
         params = detectors.validate_params(detector, dict(detector_params or {}), "detector_params")
         sc = _scenario(scenario)
+        if sc.cell.kind == "replay" or (
+            sc.cell.hardware is not None and sc.cell.hardware.robot.driver != "sim"
+        ):
+            # An episode moves the cell and rewards a right call: it needs a simulated
+            # cell (one it may move freely, with ground truth to reward against).
+            raise SpecError(
+                f"scenario: cell.kind {sc.cell.kind} "
+                f"({'a recording' if sc.cell.kind == 'replay' else 'real hardware'}); the "
+                "environment needs a simulated cell (eye_in_hand, part_in_hand, or hardware "
+                "with sim drivers)"
+            )
 
         self.scenario = sc
         self.detector_name = detector

@@ -62,7 +62,7 @@ class Verdict:
     def line(self) -> str:
         """One line: PASS/FAIL, the expectation and the value found."""
         got = (
-            "undefined (the test split lacks a class)"
+            "undefined (the test split lacks a class, or has no ground truth)"
             if self.actual is None
             else f"{self.actual:.4f}"
         )

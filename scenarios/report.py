@@ -93,7 +93,8 @@ def gallery_figure(out: Path, records: list[dict[str, Any]], detectors: list[str
             gt = load_mask(d / "gt_mask.png")
             overlay[gt] = (0.4 * overlay[gt] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
             visible = {x["kind"] for x in r["defects"] if x.get("visible_px", 0) > 0}
-            truth = f"ground truth\n{','.join(sorted(visible)) or 'normal'}"
+            named = ",".join(sorted(visible)) or ("defect" if r["label"] else "normal")
+            truth = f"ground truth\n{named}"
         else:  # a hardware recording
             truth = "no ground truth\n(recorded)"
         panels = [
@@ -311,7 +312,7 @@ def _pick_parts(parts: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     test = [p for p in parts if p["split"] == "test"]
     chosen: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
-    for p in sorted(test, key=lambda p: -p.get("n_defect_points", 0)):
+    for p in sorted(test, key=lambda p: -(p.get("n_defect_points") or 0)):
         key = (p["category"], ",".join(sorted(d["kind"] for d in p.get("defects", []))))
         if p["label"] and key not in seen and len(chosen) < n - 1:
             chosen.append(p)
@@ -344,8 +345,9 @@ def point_figure(out: Path, parts: list[dict[str, Any]], detectors: list[str]) -
         keep = np.union1d(keep, np.flatnonzero(labels))
         Q = (P[keep] - P.mean(axis=0)) * 1000.0
         kinds = ",".join(sorted(d["kind"] for d in p.get("defects", []))) or "normal"
+        truth = f"ground truth: {kinds}" if p["label"] is not None else "no ground truth"
         panels: list[tuple[str, Any, Any]] = [
-            (f"{p['id']} {p['category']}\nground truth: {kinds}", labels[keep], None)
+            (f"{p['id']} {p['category']}\n{truth}", labels[keep], None)
         ]
         panels += [(d, scores[d][i][keep], vmax[d]) for d in detectors]
         for j, (title, values, vm) in enumerate(panels):

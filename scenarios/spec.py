@@ -259,6 +259,14 @@ class CameraDriverSpec(Strict):
             raise ValueError("`source` is used by the opencv camera only; remove it")
         if self.cti is not None and self.driver != "genicam":
             raise ValueError("`cti` is used by the genicam camera only; remove it")
+        if self.K is not None:
+            (fx, s, cx), (z0, fy, cy), last = self.K
+            if not (fx > 0 and fy > 0 and z0 == 0 and tuple(last) == (0, 0, 1)):
+                raise ValueError(
+                    "K must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0 (pixels)"
+                )
+        if isinstance(self.source, int) and self.source < 0:
+            raise ValueError("`source` must be a device index >= 0 or a URL/file")
         return self
 
 
@@ -292,6 +300,11 @@ class HardwareSpec(Strict):
     def _part_pose(self) -> HardwareSpec:
         if self.robot.driver == "sim" and self.part_pose is not None:
             raise ValueError("part_pose: the sim robot places its parts itself; remove it")
+        if self.robot.driver == "board" and self.part_pose is not None:
+            raise ValueError(
+                "part_pose: with the board driver the part's frame is the base frame "
+                "(robot.board_pose places it on the board); remove it"
+            )
         if self.robot.driver == "ur" and self.part_pose is None:
             raise ValueError("part_pose: give the part's pose in the robot base frame")
         if (self.robot.driver == "sim") != (self.camera.driver == "sim"):
@@ -306,6 +319,9 @@ class ReplaySpec(Strict):
 
     run: Text = Field(min_length=1, max_length=1000)
     masks: Text | None = Field(None, min_length=1, max_length=1000)
+    #: Filled on load: the SHA-256 of the recording's sample index and of the masks (names
+    #: and bytes), so a changed recording or a changed mask is another replay (digest).
+    sha256: Text | None = None
 
 
 class CellSpec(Strict):
@@ -795,6 +811,11 @@ class Scenario(Strict):
                 f"cell.replay.run: {excerpt(rp.run, 80)} holds no finished twincell run "
                 "(manifest.json and samples.jsonl)"
             )
+        h = hashlib.sha256((run / "samples.jsonl").read_bytes())
+        if "masks" in paths:
+            for m in sorted(Path(paths["masks"]).glob("*.png")):
+                h.update(m.name.encode() + b"\0" + m.read_bytes())
+        paths["sha256"] = h.hexdigest()
         cell = self.cell.model_copy(update={"replay": rp.model_copy(update=paths)})
         object.__setattr__(self, "cell", cell)
         return self
@@ -898,10 +919,25 @@ class Scenario(Strict):
         del data["render"]["timeout_s"]
         # Expectations judge a run; they do not change it.
         del data["expect"]
-        # A CAD file is identified by its content, not where it lies.
+        # A CAD file is identified by its content, not where it lies; so is a recording
+        # (and its drawn masks) a replay plays back.
         for fam in data["part"]["families"]:
             if fam.get("cad"):
                 del fam["cad"]["path"]
+        if data["cell"].get("replay"):
+            data["cell"]["replay"].pop("run", None)
+            data["cell"]["replay"].pop("masks", None)
+        # How long a driver may wait and how fast the arm moves change no image: a rerun
+        # with a longer timeout or a lower speed resumes the same recording.
+        hw = data["cell"].get("hardware")
+        if hw:
+            for block, key in (
+                ("robot", "timeout_s"),
+                ("robot", "accel_m_s2"),
+                ("camera", "timeout_s"),
+                ("safety", "max_speed_m_s"),
+            ):
+                hw[block].pop(key, None)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

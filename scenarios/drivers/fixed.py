@@ -91,6 +91,7 @@ class TurntableDriver:
         self.tol_mm = float(tol_mm)
         self.last_failure = ""
         self._theta_deg = 0.0
+        self._confirmed = False  # whether the operator has set the platter since activate
 
     @property
     def angle_deg(self) -> float:
@@ -101,7 +102,8 @@ class TurntableDriver:
         """Nothing to connect."""
 
     def activate(self) -> None:
-        """Nothing to enable."""
+        """Nothing to enable; the next move asks for its angle whatever it is."""
+        self._confirmed = False
 
     def deactivate(self) -> None:
         """Nothing to stop."""
@@ -148,13 +150,16 @@ class TurntableDriver:
             self.last_failure = self._refusal(T, theta, d_mm, d_deg)
             return False
         self.last_failure = ""
-        # Within a twentieth of a degree of where it is: no need to bother the operator.
-        if abs((theta - self._theta_deg + 180.0) % 360.0 - 180.0) > 0.05:
+        # Within a twentieth of a degree of where it is: no need to bother the operator;
+        # but the first move after ``activate`` always asks (a resumed run does not know
+        # where the platter was left).
+        if not self._confirmed or abs((theta - self._theta_deg + 180.0) % 360.0 - 180.0) > 0.05:
             self.operator.ask(
                 f"turn the turntable to {theta:.1f} deg (counter-clockwise seen from above, "
                 "from its 0 deg mark)"
             )
         self._theta_deg = theta
+        self._confirmed = True
         return True
 
     def _refusal(self, T: FloatArray, theta: float, d_mm: float, d_deg: float) -> str:

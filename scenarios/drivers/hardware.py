@@ -31,6 +31,7 @@ import numpy as np
 from scenarios.drivers.base import (
     CameraDriver,
     ConsoleOperator,
+    HardwareStopped,
     Operator,
     RobotDriver,
     Workspace,
@@ -75,17 +76,39 @@ def check(sc: Any) -> None:
     """Refuse, before anything is written, a driver whose SDK is not installed
     (``DriverMissing``, exit 2, naming the extra to install)."""
     import importlib.util
+    import sys
 
     from scenarios.drivers.base import DriverMissing
+
+    def installed(name: str) -> bool:
+        if name in sys.modules:  # already imported (or provided, e.g. a test double)
+            return True
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ValueError:  # a module without a spec: it is there
+            return True
 
     hw = sc.cell.hardware
     for side, spec in (("robot", hw.robot), ("camera", hw.camera)):
         sdk = SDKS.get((side, spec.driver))
-        if sdk is not None and importlib.util.find_spec(sdk[0]) is None:
+        if sdk is not None and not installed(sdk[0]):
             raise DriverMissing(
                 f"cell.hardware.{side}.driver: {spec.driver} needs the Python module {sdk[0]}, "
                 f"which is not installed; run `pip install 'twincell[{sdk[1]}]'`"
             )
+    from scenarios.interfaces import SpecError, excerpt
+
+    if hw.camera.driver == "genicam" and not Path(hw.camera.cti).expanduser().is_file():
+        raise SpecError(f"cell.hardware.camera.cti: no file {excerpt(hw.camera.cti, 80)}")
+    if hw.camera.driver in ("opencv", "genicam"):
+        import detectors
+
+        for i, d in enumerate(sc.detectors):
+            if detectors.level(d.name) == "part":
+                raise SpecError(
+                    f"detectors.{i}: {d.name} needs point clouds; the {hw.camera.driver} "
+                    "camera gives no depth (use a realsense camera, or remove the detector)"
+                )
 
 
 def _pose(p: Any) -> np.ndarray:
@@ -211,11 +234,40 @@ class HardwareCells:
             self.robot, self.camera = make_robot(sc, cam, self.operator)
 
     def activate(self) -> None:
-        """Configure and activate the camera, then the robot (lifecycle order)."""
+        """Configure and activate the camera, then the robot (lifecycle order); an arm that
+        starts outside the workspace is refused before it is asked to move."""
         for d in (self.camera, self.robot):
             self._active.append(d)
             d.configure()
             d.activate()
+        if self.moves_itself:
+            from sim.geometry import transform_points
+
+            T = np.asarray(self.robot.read_pose(), dtype=np.float64)
+            cam = transform_points(T, self.setup().T_ee_cam_believed[:3, 3][None])[0]
+            reason = self.workspace.refusal({"flange": T[:3, 3], "camera": cam})
+            if reason:
+                raise HardwareStopped(
+                    f"the arm starts {reason}; jog it into the workspace box, then rerun"
+                )
+
+    @property
+    def moves_itself(self) -> bool:
+        """Whether the robot is a real arm that moves on its own (not the simulated one, the
+        dry run's or a person turning a table): its paths are checked, not only its goals."""
+        return self.sc.cell.hardware.robot.driver == "ur" and not isinstance(
+            self.robot, PlannedRobot
+        )
+
+    def floor_m(self, placement: Any) -> float:
+        """Height (base frame, m) of what the part stands on, for cropping the real points:
+        the simulated bench (0), or the lowest point of the part where it is believed."""
+        if self._world is not None:
+            return 0.0
+        from sim.geometry import transform_points
+
+        z = transform_points(placement.T_base_obj_twin, np.asarray(placement.part.nominal.vertices))
+        return float(z[:, 2].min())
 
     def setup(self) -> Any:
         """The cell set-up the twin is rendered with: the simulated one (sim drivers), or the
@@ -366,12 +418,35 @@ class HardwareCell:
         T_base_cam, target = self.flange_target(view_id)
         ws = self._src.workspace
         reason = ws.refusal({"flange": target[:3, 3], "camera": T_base_cam[:3, 3]})
+        if not reason and self._src.moves_itself:
+            reason = self._path_refusal(target)
         if reason:
             self.last_failure = reason
             return False
         ok = self._src.robot.move_to(target, ws.max_speed_m_s)
         self.last_failure = "" if ok else self._src.robot.last_failure
         return bool(ok)
+
+    def _path_refusal(self, target: np.ndarray, steps: int = 20) -> str:
+        """'' when the camera stays in the workspace all along a linear move from where the
+        arm is to ``target`` (the flange goes straight, its orientation is interpolated, so
+        the camera, off the flange, moves on a curve), else the first refusal on the way."""
+        from scipy.spatial.transform import Rotation, Slerp
+
+        start = np.asarray(self._src.robot.read_pose(), dtype=np.float64)
+        slerp = Slerp([0.0, 1.0], Rotation.from_matrix([start[:3, :3], target[:3, :3]]))
+        offset = self.setup.T_ee_cam_believed[:3, 3]
+        for t in np.linspace(0.0, 1.0, steps + 1)[1:-1]:
+            p = (1 - t) * start[:3, 3] + t * target[:3, 3]
+            cam = p + slerp([t]).as_matrix()[0] @ offset
+            reason = self._src.workspace.refusal({"camera": cam})
+            if reason:
+                return reason.replace(
+                    "outside the workspace",
+                    f"outside the workspace on the way, {t:.0%} of the move",
+                    1,
+                )
+        return ""
 
     def capture(self) -> Observation:
         """A frame from the camera, placed by the pose the robot reports: the camera pose
@@ -388,7 +463,12 @@ class HardwareCell:
 
             pl = self.placement
             points, pixels = part_points(
-                frame.depth, cam, T_cam, pl.T_base_obj_twin, pl.part.nominal.bounds
+                frame.depth,
+                cam,
+                T_cam,
+                pl.T_base_obj_twin,
+                pl.part.nominal.bounds,
+                self._src.floor_m(pl),
             )
         self._real = Observation(
             frame.rgb,
@@ -404,9 +484,10 @@ class HardwareCell:
         return self._real
 
     def render_twin(self) -> Observation:
-        """The twin at the reported flange pose with the calibrated hand-eye transform."""
+        """The twin at the reported flange pose with the calibrated hand-eye transform (the
+        pose read at the last capture; read now when nothing was captured: the dry run)."""
         if self._T_base_ee is None:
-            raise RuntimeError("render_twin before capture")
+            self._T_base_ee = np.asarray(self._src.robot.read_pose(), dtype=np.float64)
         T_cam = self._T_base_ee @ self.setup.T_ee_cam_believed
         return self._twin_model.twin_at(self.placement.T_base_obj_twin, T_cam, self._T_base_ee)
 
@@ -450,20 +531,24 @@ class PlannedRobot:
 
 def dry_run(sc: Any, out: Path, progress: bool = True) -> dict[str, Any]:
     """Plan a hardware scenario without moving anything: for the first part of each family,
-    every viewpoint is checked against the workspace and its twin rendered at the planned
-    pose. Writes ``out/plan.json`` (each view: camera and flange pose, refused and why) and
-    ``out/twins/<part>_v<view>.png``, and ``out/dry-run.png`` (a contact sheet, refused
-    views marked); returns the plan. Nothing connects to the robot or the camera: the lens is
-    ``cell.camera``'s (or the calibration ``K``/``dist`` given for the camera)."""
+    every viewpoint is checked against the workspace (and, for a turntable, its reach) and
+    its twin rendered at the planned pose. Writes ``out/plan.json`` (each view: camera and
+    flange pose, refused and why), ``out/twins/<part>_v<view>.png`` and ``out/dry-run.png``
+    (a contact sheet, refused views marked); returns the plan. Nothing connects to the
+    robot or the camera: the lens is ``cell.camera``'s (or the calibration ``K``/``dist``
+    given for the camera)."""
     from tqdm import tqdm
 
     from scenarios.engine import plan_parts
     from scenarios.rundir import _png_bytes, write_bytes, write_json
 
     out.mkdir(parents=True, exist_ok=True)
-    source = HardwareCells(
-        sc, sc.seed, robot=PlannedRobot(), camera=_SpecLens(sc), operator=_NoOperator()
-    )
+    robot: Any = PlannedRobot()
+    if sc.cell.hardware.robot.driver == "turntable":  # all software: it knows its reach
+        from scenarios.drivers.fixed import TurntableDriver
+
+        robot = TurntableDriver(_pose(sc.cell.hardware.robot.camera_pose), _NoOperator())
+    source = HardwareCells(sc, sc.seed, robot=robot, camera=_SpecLens(sc), operator=_NoOperator())
     firsts: dict[int, PartPlan] = {}
     for p in plan_parts(sc):
         firsts.setdefault(p.family, p)
@@ -482,7 +567,6 @@ def dry_run(sc: Any, out: Path, progress: bool = True) -> dict[str, Any]:
                 "T_base_ee": target.tolist(),
             }
             if cell.move_to(v):
-                cell._T_base_ee = source.robot.read_pose()
                 twin = cell.render_twin()
                 name = f"twins/{plan.part_id}_v{v:03d}.png"
                 write_bytes(out / name, _png_bytes(twin.rgb))

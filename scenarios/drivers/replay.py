@@ -93,13 +93,9 @@ def view_frame(sc: Any) -> str:
 def open_cells(
     sc: Any, seed: int, render_threads: int = 0, prior: dict[str, Any] | None = None
 ) -> ReplayCells:
-    """The ``CellSource`` of a replay: refuses to resume a replay whose recording changed."""
-    run, manifest, _, _ = recording(sc)
-    if prior and prior.get("replay", {}).get("digest") not in (None, manifest.get("digest")):
-        raise RunDirError(
-            f"cell.replay.run {run}: the recording changed since this replay began; "
-            "choose another --out"
-        )
+    """The ``CellSource`` of a replay. (A changed recording or changed masks are another
+    replay: ``cell.replay.sha256`` is in the scenario's digest, so an ``--out`` holding the
+    old one is refused before anything is written.)"""
     return ReplayCells(sc)
 
 
@@ -251,16 +247,65 @@ class ReplayCell:
         drawn = None if masks is None else masks / f"{r['id']}.png"
         if drawn is None or not drawn.is_file():
             return None
-        gt = np.asarray(load_png(drawn))
-        gt = (gt.max(axis=2) if gt.ndim == 3 else gt) > 0
-        if gt.shape != load_mask(self._dir / "twin_mask.png").shape:
-            raise RunDirError(f"{drawn}: mask of {gt.shape[1]}x{gt.shape[0]} px, not the image's")
+        gt = read_drawn_mask(drawn)
         labels = None
         if cloud is not None:
             labels = _project_labels(cloud[0], r, gt)
         defects = r.get("defects", [])
         return GroundTruth(
             load_mask(self._dir / "twin_mask.png"), gt, tuple(0 for _ in defects), labels
+        )
+
+
+def read_drawn_mask(path: Path) -> np.ndarray:
+    """A mask drawn later: (H, W) bool, True where its grey value (PIL mode ``L``: colour
+    averaged, alpha ignored) is non-zero."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L")) > 0
+
+
+def check(sc: Any) -> None:
+    """Refuse, before anything is written, drawn masks that fit no recorded sample (a name
+    that is no sample id, or another size than its image); warn about the unlabelled test
+    samples that still lack a mask (the run then stays unscored)."""
+    import logging
+
+    from PIL import Image
+
+    from scenarios.interfaces import SpecError, excerpt
+
+    masks = sc.cell.replay.masks
+    if masks is None:
+        return
+    _, _, records, _ = recording(sc)
+    for m in sorted(Path(masks).glob("*.png")):
+        r = records.get(m.stem)
+        if r is None:
+            close = ", ".join(sorted(records)[:3])
+            raise SpecError(
+                f"cell.replay.masks: {excerpt(m.name, 60)} names no recorded sample; a mask "
+                f"is <sample id>.png (e.g. {close})"
+            )
+        with Image.open(m) as im:
+            size = list(im.size)
+        if size != list(r["image_size"]):
+            raise SpecError(
+                f"cell.replay.masks: {m.name} is {size[0]}x{size[1]} px, its image "
+                f"{r['image_size'][0]}x{r['image_size'][1]}"
+            )
+    missing = [
+        i
+        for i, r in records.items()
+        if r["split"] == "test" and r["label"] is None and not (Path(masks) / f"{i}.png").exists()
+    ]
+    if missing:
+        logging.getLogger(__name__).warning(
+            "cell.replay.masks: %d unlabelled test sample(s) have no mask (first: %s); the "
+            "run is scored only when every test sample has a label",
+            len(missing),
+            missing[0],
         )
 
 

@@ -53,8 +53,17 @@ def _pycocotools_mask() -> Any:
 
 
 def check(run: Path, records: list[dict[str, Any]]) -> None:
-    """SpecError when pycocotools is missing (before anything is written)."""
+    """SpecError, before anything is written, when pycocotools is missing or no test
+    sample has ground truth (a hardware recording: its dataset would be empty)."""
     _pycocotools_mask()
+    if not any(r["split"] == "test" and _has_truth(run, r) for r in records):
+        from scenarios.interfaces import SpecError
+
+        raise SpecError(
+            f"--format coco: {run} has no test sample with ground truth (a recording "
+            "without labels); label it first (docs/hardware.md: cell.replay.masks) and "
+            "export the replay"
+        )
 
 
 def _has_truth(run: Path, r: dict[str, Any]) -> bool:

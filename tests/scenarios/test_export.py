@@ -611,13 +611,12 @@ def test_coco_evaluates_ground_truth_as_perfect(exports: dict[str, Path]) -> Non
 
 
 def test_coco_without_ground_truth(hardware_run: Path, tmp_path: Path) -> None:
-    """Samples without ground truth are left out of COCO (and counted)."""
+    """A recording without ground truth has no defect instance to export: refused, with
+    what to do, before anything is written."""
     pytest.importorskip("pycocotools")
-    summary = export_run(hardware_run, "coco", tmp_path / "coco", progress=False)
-    tests = [r for r in _records(hardware_run).values() if r["split"] == "test"]
-    assert summary["images"] == 0 and summary["skipped_no_ground_truth"] == len(tests)
-    data = json.loads((tmp_path / "coco" / "annotations.json").read_text())
-    assert data["images"] == [] and data["annotations"] == []
+    with pytest.raises(SpecError, match="no test sample with ground truth"):
+        export_run(hardware_run, "coco", tmp_path / "coco", progress=False)
+    assert not (tmp_path / "coco").exists()
 
 
 # ---------------------------------------------------------------------------------------

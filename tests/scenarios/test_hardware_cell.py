@@ -93,7 +93,9 @@ class FakeArm:
         self.speeds: list[float] = []
         self.lose_after = lose_after
         self.state = "unconfigured"
-        self.pose: np.ndarray | None = None
+        # parked above the bench, camera down, inside the workspace
+        self.pose = np.diag([1.0, -1.0, -1.0, 1.0])
+        self.pose[:3, 3] = (0.45, 0.0, 0.4)
         self.last_failure = ""
 
     def configure(self) -> None:
@@ -118,7 +120,6 @@ class FakeArm:
         return True
 
     def read_pose(self) -> np.ndarray:
-        assert self.pose is not None
         return self.pose
 
 
@@ -236,6 +237,10 @@ def test_a_lost_connection_stops_the_run_and_a_rerun_resumes(
     assert manifest["status"] == "unscored"
     n = len(engine.sample_table(sc))
     assert len(fakes["arm"].commands) == n - 3  # the finished samples were not redone
+    # a rerun of the finished recording reuses everything (no ground truth to re-score)
+    fakes["arm"] = FakeArm()
+    again = engine.run_scenario(sc, tmp_path / "run", progress=False)
+    assert again["status"] == "unscored" and not fakes["arm"].commands
 
 
 def test_a_camera_timeout_fails_one_sample_and_the_run_goes_on(
@@ -297,10 +302,30 @@ def test_masks_drawn_later_label_a_hardware_recording(
     manifest = engine.run_scenario(replay, tmp_path / "replay", progress=False)
     labelled = {r["id"]: r["label"] for r in sample_records(tmp_path / "replay" / "samples.jsonl")}
     assert all(labelled[r["id"]] == int(r["view_id"]) % 2 for r in test)
-    assert manifest["status"] in ("complete", "unscored")
+    assert manifest["status"] == "complete"
     metrics = json.loads((tmp_path / "replay" / "metrics.json").read_text())
-    if manifest["status"] == "complete":
-        assert metrics["detectors"]["ssim_residual"]["i_auroc"] is not None
+    assert metrics["detectors"]["ssim_residual"]["i_auroc"] is not None
+    assert metrics["detectors"]["ssim_residual"]["p_auroc"] is not None
+    # a mask drawn as an opaque RGBA image (black background) marks only its drawn pixels
+    rgba = np.zeros((96, 96, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[10:20, 10:20, :3] = 255
+    Image.fromarray(rgba, "RGBA").save(masks / f"{test[0]['id']}.png")
+    from scenarios.drivers.replay import read_drawn_mask
+
+    assert read_drawn_mask(masks / f"{test[0]['id']}.png").sum() == 100
+    # a name that is no sample id is refused before anything is written
+    Image.fromarray(drawn).save(masks / "part001_v4.png")
+    from scenarios.interfaces import SpecError
+
+    renamed = replay.model_copy(update={"name": "annotated2"})
+    with pytest.raises(SpecError, match="names no recorded sample"):
+        engine.run_scenario(
+            parse_scenario(renamed.model_dump(mode="json", exclude_none=True)),
+            tmp_path / "replay2",
+            progress=False,
+        )
+    assert not (tmp_path / "replay2").exists()
 
 
 def test_a_replay_of_a_missing_run_is_refused() -> None:
@@ -501,3 +526,84 @@ def test_a_study_cannot_drive_real_hardware_but_sim_drivers_are_fine() -> None:
                 "axes": {"errors.hand_eye.rotation_deg": [0, 1]},
             }
         )
+
+
+def test_a_ur_cell_losing_its_link_mid_run_stops_cleanly_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real UR driver on a test double of ur_rtde (tests/scenarios/drivers/test_ur.py),
+    through the engine: the link drops on the fourth move; the run stops with exit 6 and
+    the three finished samples; the driver has stopped the arm and disconnected; a rerun
+    resumes at the fourth sample and finishes."""
+    import sys
+
+    from tests.scenarios.drivers.test_ur import FakeController
+
+    ctl = FakeController()
+    control, receive = ctl.modules()
+    monkeypatch.setitem(sys.modules, "rtde_control", control)
+    monkeypatch.setitem(sys.modules, "rtde_receive", receive)
+    monkeypatch.setattr(hardware, "make_camera", lambda sc: FakeCamera())
+    # The camera is a double; the UR check stays the real one (its modules are the fakes).
+    sdks = {k: v for k, v in hardware.SDKS.items() if k[0] == "robot"}
+    monkeypatch.setattr(hardware, "SDKS", sdks)
+
+    class Nobody:
+        def ask(self, message: str) -> None:
+            pass
+
+    monkeypatch.setattr(hardware, "ConsoleOperator", Nobody)
+
+    def drop_on_fourth(pose: list[float]) -> None:
+        if len(ctl.commands("moveL")) == 4:
+            ctl.connected = False
+            raise RuntimeError("RTDE control script is not running!")
+
+    ctl.on_move = drop_on_fourth
+    sc = _tiny(**REAL)
+    with pytest.raises(HardwareStopped, match="192.0.2.10 lost"):
+        engine.run_scenario(sc, tmp_path / "run", progress=False)
+    assert len(list((tmp_path / "run" / "samples").iterdir())) == 3
+    assert ("disconnect receive",) in ctl.log and ("stopScript",) in ctl.log
+    assert all(c[2] == 0.25 for c in ctl.commands("moveL"))  # the scenario's speed limit
+    ctl.connected, ctl.on_move, ctl.log = True, None, []
+    manifest = engine.run_scenario(sc, tmp_path / "run", progress=False)
+    assert manifest["status"] == "unscored"  # complete, but without ground truth
+    assert len(ctl.commands("moveL")) == len(engine.sample_table(sc)) - 3
+
+
+def test_an_arm_starting_outside_the_workspace_is_refused(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    fakes["arm"].pose[:3, 3] = (0.05, 0.0, 0.4)  # x below the box's 0.15
+    with pytest.raises(HardwareStopped, match="the arm starts outside the workspace"):
+        engine.run_scenario(_tiny(**REAL), tmp_path / "run", progress=False)
+    assert not fakes["arm"].commands  # nothing was sent
+    assert fakes["arm"].state == "unconfigured"
+
+
+def test_a_move_whose_camera_swings_out_of_the_box_on_the_way_is_refused(
+    fakes: dict[str, Any],
+) -> None:
+    """A linear move keeps the flange on a straight line, but the camera, off the flange,
+    swings with the interpolated orientation: both ends inside the box is not enough."""
+    from sim.geometry import pose_from_xyz_rpy
+
+    data = json.loads(json.dumps(REAL))
+    data["hardware"]["safety"]["workspace_min_m"] = [0.15, -0.4, 0.16]
+    sc = _tiny(**data)
+    source = hardware.HardwareCells(sc, 0, robot=fakes["arm"], camera=fakes["camera"])
+    start = pose_from_xyz_rpy((0.5, 0.0, 0.2), (0.0, 0.0, 0.0))
+    fakes["arm"].pose = start
+    try:
+        source.activate()
+        cell = source.cell(engine.plan_parts(sc)[0], engine.planned_view_ids(sc)[0], 0.0)
+        # hand-eye (0.05, 0, 0.03): the camera is at z 0.23 at the start, 0.17 at the end
+        end = pose_from_xyz_rpy((0.5, 0.0, 0.2), (0.0, np.pi, 0.0))
+        reason = cell._path_refusal(end)
+        assert reason.startswith("outside the workspace on the way")
+        assert "z " in reason and "min +0.160" in reason
+        same = pose_from_xyz_rpy((0.5, 0.0, 0.25), (0.0, 0.0, 0.0))
+        assert cell._path_refusal(same) == ""
+    finally:
+        source.close()
