@@ -179,23 +179,20 @@ class Workspace:
 def pose_to_rotvec(T: FloatArray) -> list[float]:
     """``[x, y, z, rx, ry, rz]``: a pose as translation (m) and rotation vector (rad), the
     form Universal Robots (and many controllers) use."""
-    from scipy.spatial.transform import Rotation
+    from sim.geometry import axis_angle
 
     T = np.asarray(T, dtype=np.float64)
-    return [*map(float, T[:3, 3]), *map(float, Rotation.from_matrix(T[:3, :3]).as_rotvec())]
+    return [*map(float, T[:3, 3]), *map(float, axis_angle(T[:3, :3]))]
 
 
 def rotvec_to_pose(p: list[float] | tuple[float, ...] | FloatArray) -> FloatArray:
     """The 4x4 pose of ``[x, y, z, rx, ry, rz]`` (``pose_to_rotvec``'s inverse)."""
-    from scipy.spatial.transform import Rotation
+    from sim.geometry import make_pose, rotation_matrix
 
     p = np.asarray(p, dtype=np.float64)
     if p.shape != (6,) or not np.all(np.isfinite(p)):
         raise ValueError(f"a pose needs 6 finite numbers [x, y, z, rx, ry, rz], got {p!r}")
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_rotvec(p[3:]).as_matrix()
-    T[:3, 3] = p[:3]
-    return T
+    return make_pose(rotation_matrix(p[3:]), p[:3])
 
 
 class Operator(Protocol):

@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike
 
 from scenarios.drivers.base import CameraDriver, Frame, Intrinsics, Operator
 from scenarios.interfaces import CaptureFailed, FloatArray, SpecError
+from sim.geometry import invert_pose, pose_error
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +47,6 @@ def _rz(theta_rad: float) -> FloatArray:
     T = np.eye(4)
     T[:2, :2] = [[c, -s], [s, c]]
     return T
-
-
-def _rot_deg(R_a: FloatArray, R_b: FloatArray) -> float:
-    """The angle (deg) between two rotations."""
-    cos = np.clip((np.trace(R_a.T @ R_b) - 1.0) / 2.0, -1.0, 1.0)
-    return float(np.degrees(np.arccos(cos)))
-
-
-def _invert(T: FloatArray) -> FloatArray:
-    """The inverse of a 4x4 rigid transform."""
-    inv = np.eye(4)
-    inv[:3, :3] = T[:3, :3].T
-    inv[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return inv
 
 
 class TurntableDriver:
@@ -144,8 +131,8 @@ class TurntableDriver:
         T = np.asarray(T_base_ee, dtype=np.float64)
         theta = self.best_angle_deg(T)
         reached = _rz(-math.radians(theta)) @ self.T_base_cam0
-        d_mm = float(np.linalg.norm(reached[:3, 3] - T[:3, 3])) * 1000.0
-        d_deg = _rot_deg(reached[:3, :3], T[:3, :3])
+        d_m, d_rad = pose_error(reached, T)
+        d_mm, d_deg = d_m * 1000.0, float(np.degrees(d_rad))
         if d_mm > self.tol_mm or d_deg > self.tol_deg:
             self.last_failure = self._refusal(T, theta, d_mm, d_deg)
             return False
@@ -408,6 +395,6 @@ class BoardPoseDriver:
         T_cam_board = board_pose(
             frame.rgb, self.camera.intrinsics(), self.cols, self.rows, self.square_m
         )
-        T_obj_cam = _invert(self.T_board_obj) @ _invert(T_cam_board)
+        T_obj_cam = invert_pose(self.T_board_obj) @ invert_pose(T_cam_board)
         self._measured = (frame, T_obj_cam)
         return T_obj_cam.copy()

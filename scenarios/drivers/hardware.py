@@ -308,9 +308,11 @@ class HardwareCells:
             part = build_part(self._sim_sc, self.seed, dataclasses.replace(plan, kinds=()))
             fixture = self.sc.cell.hardware.part_pose
             T = _pose(fixture) if fixture is not None else np.eye(4)
-            self.operator.ask(
-                f"put {plan.part_id} ({plan.split} part, {part.category}) in the fixture"
-            )
+            where = {
+                "turntable": "on the turntable's centre",
+                "board": "on its checkerboard, ready to hold",
+            }.get(self.sc.cell.hardware.robot.driver, "in the fixture (the arm holds still)")
+            self.operator.ask(f"put {plan.part_id} ({plan.split} part, {part.category}) {where}")
             info: dict[str, object] = {
                 "part_pose": "cell.hardware.part_pose" if fixture else "support frame"
             }

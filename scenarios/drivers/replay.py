@@ -142,8 +142,11 @@ class ReplayCell:
         self._src = source
         self._plan = plan
         self._view = view_id
-        self._record = source.records.get(f"{plan.part_id}_v{view_id:03d}")
-        self._dir = source.run / "samples" / f"{plan.part_id}_v{view_id:03d}"
+        from scenarios.engine import sample_id
+
+        sid = sample_id(plan, view_id)
+        self._record = source.records.get(sid)
+        self._dir = source.run / "samples" / sid
         self._points: tuple[np.ndarray, np.ndarray | None, np.ndarray] | None = None
         self.last_failure = ""
 
@@ -312,17 +315,15 @@ def check(sc: Any) -> None:
 def _project_labels(points: np.ndarray, record: dict[str, Any], mask: np.ndarray) -> np.ndarray:
     """Per-point labels (N,) from a drawn mask: each base-frame point projected into the
     image with the recorded lens and camera pose."""
-    import cv2
+    from sim.geometry import invert_pose, project_points, transform_points
 
-    T_cam_base = np.linalg.inv(np.asarray(record["T_base_cam"], dtype=np.float64))
-    p = points @ T_cam_base[:3, :3].T + T_cam_base[:3, 3]
-    dist = np.zeros(5) if record.get("dist") is None else np.asarray(record["dist"], float)
-    uv, _ = cv2.projectPoints(
-        p.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), np.asarray(record["K"], float), dist
-    )
-    uv = np.round(uv.reshape(-1, 2)).astype(np.int64)
+    p = transform_points(invert_pose(np.asarray(record["T_base_cam"], dtype=np.float64)), points)
+    uv = project_points(p, np.asarray(record["K"], dtype=np.float64), record.get("dist"))
+    ok = np.all(np.isfinite(uv), axis=1)
+    px = np.full(uv.shape, -1, dtype=np.int64)
+    px[ok] = np.round(uv[ok]).astype(np.int64)
     h, w = mask.shape
-    inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+    inside = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
     labels = np.zeros(len(points), dtype=bool)
-    labels[inside] = mask[uv[inside, 1], uv[inside, 0]]
+    labels[inside] = mask[px[inside, 1], px[inside, 0]]
     return labels

@@ -17,6 +17,7 @@ import numpy as np
 
 from scenarios.drivers.base import HardwareStopped, import_sdk, pose_to_rotvec, rotvec_to_pose
 from scenarios.interfaces import FloatArray
+from sim.geometry import pose_error
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +46,14 @@ def _sdk() -> tuple[ModuleType, ModuleType]:
     return control, receive
 
 
-def _pose_error(T_a: FloatArray, T_b: FloatArray) -> tuple[float, float]:
-    """(translation mm, rotation deg) between two 4x4 poses."""
-    d_mm = float(np.linalg.norm(T_a[:3, 3] - T_b[:3, 3])) * 1000.0
-    R = T_a[:3, :3].T @ T_b[:3, :3]
-    cos = np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)
-    return d_mm, float(np.degrees(np.arccos(cos)))
-
-
 class URDriver:
     """A UR arm on ur_rtde: linear moves of the flange (``moveL``), its reported pose.
 
-    ``host`` is the controller's address; ``timeout_s`` how long to wait, after ``moveL``
-    returns, for the reported pose to come within ``arrive_tol_mm`` / ``arrive_tol_deg`` of
-    the target; ``accel_m_s2`` the linear acceleration of every move (m/s^2).
+    ``host`` is the controller's address; ``timeout_s`` how long to wait, beyond the move's
+    own duration, for the reported pose to come within ``arrive_tol_mm`` /
+    ``arrive_tol_deg`` of the target; ``accel_m_s2`` the linear acceleration of every move
+    (m/s^2). Moves are sent asynchronously and their arrival polled, so an interrupt during
+    a move stops the arm at once.
     """
 
     def __init__(
@@ -196,29 +191,48 @@ class URDriver:
                     "unreachable, or past a safety plane or joint limit)"
                 )
                 return False
-            moved = bool(self._control.moveL(pose, float(speed_m_s), self.accel_m_s2))
-            self._check_link()
-            self._check_stops()
-            if not moved:
-                raise HardwareStopped(
-                    f"the UR controller at {self.host} aborted the move to ({pose[0]:+.3f}, "
-                    f"{pose[1]:+.3f}, {pose[2]:+.3f}) m; check the teach pendant's log, then "
-                    "rerun"
-                )
-            self._wait_arrival(T_target)
+            start = rotvec_to_pose(list(self._receive.getActualTCPPose()))
+            # Asynchronous: the call returns at once and the arrival is polled here, so a
+            # Ctrl-C (or any error) during the move stops the arm (``stopL``) at once
+            # instead of after the move.
+            moved = bool(self._control.moveL(pose, float(speed_m_s), self.accel_m_s2, True))
+            try:
+                self._check_link()
+                self._check_stops()
+                if not moved:
+                    raise HardwareStopped(
+                        f"the UR controller at {self.host} aborted the move to "
+                        f"({pose[0]:+.3f}, {pose[1]:+.3f}, {pose[2]:+.3f}) m; check the teach "
+                        "pendant's log, then rerun"
+                    )
+                # The move's own duration (trapezoidal profile, generously) plus the wait.
+                dist = float(np.linalg.norm(T_target[:3, 3] - start[:3, 3]))
+                duration = dist / speed_m_s + speed_m_s / self.accel_m_s2
+                self._wait_arrival(T_target, 1.5 * duration + self.timeout_s)
+            except BaseException:
+                self._stop_quietly()
+                raise
         except RuntimeError as exc:
             raise self._lost(exc) from None
         return True
 
+    def _stop_quietly(self) -> None:
+        """``stopL`` after an interrupted or failed move; errors (a lost link) are logged."""
+        try:
+            self._control.stopL()
+        except RuntimeError as exc:
+            logger.warning("stopping the UR arm at %s failed: %s", self.host, exc)
+
     # -- helpers -------------------------------------------------------------------------
 
-    def _wait_arrival(self, T_target: FloatArray) -> None:
+    def _wait_arrival(self, T_target: FloatArray, within_s: float) -> None:
         """Poll the reported pose until it is within tolerance of ``T_target``, else raise
-        ``HardwareStopped`` after ``timeout_s``."""
-        deadline = time.monotonic() + self.timeout_s
+        ``HardwareStopped`` after ``within_s`` seconds."""
+        deadline = time.monotonic() + within_s
         while True:
             T_now = rotvec_to_pose(list(self._receive.getActualTCPPose()))
-            d_mm, d_deg = _pose_error(T_now, T_target)
+            d_m, d_rad = pose_error(T_now, T_target)
+            d_mm, d_deg = d_m * 1000.0, float(np.degrees(d_rad))
             if d_mm <= self.arrive_tol_mm and d_deg <= self.arrive_tol_deg:
                 return
             if time.monotonic() >= deadline:

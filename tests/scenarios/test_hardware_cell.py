@@ -273,6 +273,22 @@ def test_a_replay_scores_exactly_as_the_run(tmp_path: Path) -> None:
     b = json.loads((tmp_path / "replay" / "metrics.json").read_text())
     assert a["detectors"] == b["detectors"] and a["parts"] == b["parts"]
     assert _files(tmp_path / "run") == _files(tmp_path / "replay")
+    # Drawn masks label points by projecting them into the mask: on a simulated sample,
+    # projecting its points into its exact mask gives back its exact point labels.
+    from scenarios.drivers.replay import _project_labels
+    from scenarios.rundir import load_mask
+    from sim.points import read_ply
+
+    r = next(
+        r
+        for r in sample_records(tmp_path / "run" / "samples.jsonl")
+        if r["label"] == 1 and "point_labels.npy" in r["sha256"]
+    )
+    d = tmp_path / "run" / "samples" / r["id"]
+    points, labels = read_ply(d / "real_points.ply")
+    assert labels is not None and labels.any()
+    projected = _project_labels(points, r, load_mask(d / "gt_mask.png"))
+    assert np.array_equal(projected, labels)
 
 
 def test_masks_drawn_later_label_a_hardware_recording(

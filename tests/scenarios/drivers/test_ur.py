@@ -53,8 +53,14 @@ class FakeController:
                 ctl.log.append(("isPoseWithinSafetyLimits", list(pose)))
                 return ctl.within_limits
 
-            def moveL(self, pose: list[float], speed: float, acceleration: float) -> bool:
-                ctl.log.append(("moveL", list(pose), speed, acceleration))
+            def moveL(
+                self,
+                pose: list[float],
+                speed: float,
+                acceleration: float,
+                asynchronous: bool = False,
+            ) -> bool:
+                ctl.log.append(("moveL", list(pose), speed, acceleration, asynchronous))
                 if not ctl.connected:
                     raise RuntimeError("RTDE control script is not running!")
                 if ctl.on_move is not None and ctl.on_move(pose) is False:
@@ -139,9 +145,9 @@ def test_moves_round_trip_through_the_rotation_vector(ur: FakeController) -> Non
     for _ in range(5):
         T = _pose(tuple(rng.uniform(-0.5, 0.5, 3)), tuple(Rotation.random(rng=rng).as_rotvec()))
         assert d.move_to(T, 0.25) is True
-        _, pose, speed, accel = ur.commands("moveL")[-1]
+        _, pose, speed, accel, asynchronous = ur.commands("moveL")[-1]
         assert pose == pytest.approx(pose_to_rotvec(T), abs=1e-15)
-        assert (speed, accel) == (0.25, 0.7)
+        assert (speed, accel, asynchronous) == (0.25, 0.7, True)
         np.testing.assert_allclose(d.read_pose(), T, atol=1e-12)
     assert d.last_failure == ""
 
@@ -300,3 +306,29 @@ def test_without_ur_rtde_one_line_says_what_to_install(monkeypatch: pytest.Monke
     assert "pip install 'twincell[ur]'" in str(err.value)
     assert "\n" not in str(err.value)
     assert err.value.exit_code == 2
+
+
+def test_an_interrupt_during_a_move_stops_the_arm_at_once(ur: FakeController) -> None:
+    """Moves are asynchronous: a Ctrl-C while the arm travels sends ``stopL`` before it
+    propagates, not after the move."""
+    d = _active(timeout_s=30.0)
+    ur.arrives = False  # the arm is still on its way
+    polls = {"n": 0}
+    real_pose = ur.pose
+
+    def interrupted() -> None:
+        polls["n"] += 1
+        if polls["n"] == 3:
+            raise KeyboardInterrupt
+
+    original = d._receive.getActualTCPPose
+
+    def pose_then_interrupt() -> list[float]:
+        interrupted()
+        return list(original())
+
+    d._receive.getActualTCPPose = pose_then_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        d.move_to(_pose((0.3, 0.1, 0.3), (0.0, np.pi, 0.0)), 0.1)
+    assert ur.commands("stopL")  # stopped at once
+    assert ur.pose == real_pose  # it never arrived
