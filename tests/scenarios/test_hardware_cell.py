@@ -623,3 +623,36 @@ def test_a_move_whose_camera_swings_out_of_the_box_on_the_way_is_refused(
         assert cell._path_refusal(same) == ""
     finally:
         source.close()
+
+
+def test_the_hardware_and_replay_cells_meet_the_shared_cell_contract(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    from scenarios.checks import check_camera_driver, check_cell, check_robot_driver
+
+    for data in (HW, REAL):  # sim drivers (with ground truth), test-double drivers (none)
+        sc = _tiny(**data)
+        plan = engine.plan_parts(sc)[-1]
+        source = hardware.open_cells(sc, 0)
+        try:
+            check_cell(source.cell(plan, engine.planned_view_ids(sc)[0], 0.0))
+        finally:
+            source.close()
+    engine.run_scenario(_tiny(), tmp_path / "run", progress=False)
+    replay = parse_scenario(
+        {"name": "r", "cell": {"kind": "replay", "replay": {"run": str(tmp_path / "run")}}}
+    )
+    from scenarios.drivers.replay import open_cells as open_replay
+
+    source_r = open_replay(replay, 0)
+    plan = engine.plan_parts(replay)[-1]
+    for v in engine.planned_view_ids(replay):
+        cell = source_r.cell(plan, v, 0.0)
+        if cell.move_to(v):
+            check_cell(cell)
+            break
+    else:
+        raise AssertionError("no recorded view of the last part")
+    # the test doubles meet the driver contracts the real drivers are checked against
+    check_robot_driver(FakeArm(), [fakes["arm"].pose])
+    check_camera_driver(FakeCamera())

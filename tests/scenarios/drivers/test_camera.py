@@ -413,3 +413,12 @@ def test_without_harvesters_one_line_says_what_to_install(
         GenICamCamera(cti, K=K).configure()
     assert "pip install 'twincell[genicam]'" in str(err.value)
     assert "\n" not in str(err.value) and err.value.exit_code == 2
+
+
+def test_the_generic_cameras_meet_the_shared_camera_contract(
+    webcam: type[FakeCapture], genicam: FakeGenICam, cti: str
+) -> None:
+    from scenarios.checks import check_camera_driver
+
+    check_camera_driver(_webcam())
+    check_camera_driver(_genicam(cti))

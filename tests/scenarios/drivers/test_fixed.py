@@ -311,3 +311,17 @@ def test_a_board_whose_orientation_is_ambiguous_is_refused(cols: int, rows: int)
             FramesCamera([]), cols=cols, rows=rows, square_mm=25, T_board_obj=np.eye(4),
             operator=RecordingOperator(),
         )  # fmt: skip
+
+
+def test_the_turntable_meets_the_shared_robot_contract() -> None:
+    from scenarios.checks import check_robot_driver
+
+    def turned(deg: float) -> np.ndarray:
+        c, s = np.cos(np.radians(-deg)), np.sin(np.radians(-deg))
+        Rz = np.eye(4)
+        Rz[:2, :2] = [[c, -s], [s, c]]
+        return Rz @ T_CAM0
+
+    check_robot_driver(
+        TurntableDriver(T_CAM0, RecordingOperator()), [turned(a) for a in (0, 45, 200)]
+    )

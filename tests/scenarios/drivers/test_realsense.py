@@ -274,3 +274,10 @@ def test_without_pyrealsense2_one_line_says_what_to_install(
         RealSenseDriver(width=W, height=H).configure()
     assert "pip install 'twincell[realsense]'" in str(err.value)
     assert "\n" not in str(err.value) and err.value.exit_code == 2
+
+
+def test_the_realsense_driver_meets_the_shared_camera_contract(cam: FakeRealSense) -> None:
+    from scenarios.checks import check_camera_driver
+
+    check_camera_driver(RealSenseDriver(width=W, height=H))
+    check_camera_driver(RealSenseDriver(width=W, height=H, depth=False))

@@ -332,3 +332,10 @@ def test_an_interrupt_during_a_move_stops_the_arm_at_once(ur: FakeController) ->
         d.move_to(_pose((0.3, 0.1, 0.3), (0.0, np.pi, 0.0)), 0.1)
     assert ur.commands("stopL")  # stopped at once
     assert ur.pose == real_pose  # it never arrived
+
+
+def test_the_ur_driver_meets_the_shared_robot_contract(ur: FakeController) -> None:
+    from scenarios.checks import check_robot_driver
+
+    targets = [_pose((0.4, 0.1 * k, 0.3), (0.0, np.pi, 0.0)) for k in range(3)]
+    check_robot_driver(URDriver(HOST), targets)
