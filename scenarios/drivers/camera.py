@@ -66,7 +66,9 @@ class OpenCVCamera:
     (backends that ignore them block instead).
 
     ``configure`` opens the source and sets the frame size; the stream runs from then on,
-    so ``activate``/``deactivate`` only gate ``capture``.
+    so ``activate``/``deactivate`` only gate ``capture``. A device (an integer ``source``)
+    buffers frames while the arm moves: each capture first discards ``flush`` of them
+    (``grab``), so the frame returned was exposed after the capture was asked for.
     """
 
     def __init__(
@@ -78,11 +80,15 @@ class OpenCVCamera:
         K: ArrayLike | None,
         dist: ArrayLike | None = None,
         timeout_s: float = 5.0,
+        flush: int = 2,
     ) -> None:
         if not (np.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"OpenCVCamera: timeout_s must be positive, got {timeout_s!r}")
+        if flush < 0:
+            raise ValueError(f"OpenCVCamera: flush must be >= 0, got {flush!r}")
         self.source = source
         self.timeout_s = float(timeout_s)
+        self.flush = int(flush) if isinstance(source, int) else 0  # a file has no backlog
         self._lens = calibrated_lens(width, height, K, dist, f"camera {source!r}")
         self._cap: Any = None
         self._active = False
@@ -148,6 +154,8 @@ class OpenCVCamera:
             raise HardwareStopped(
                 f"camera {self.source!r} is no longer open (disconnected?); reconnect it and rerun"
             )
+        for _ in range(self.flush):  # frames buffered while the arm moved
+            self._cap.grab()
         ok, bgr = self._cap.read()
         stamp = time.time()
         if not ok or bgr is None:

@@ -271,18 +271,29 @@ def read_drawn_mask(path: Path) -> np.ndarray:
 
 def check(sc: Any) -> None:
     """Refuse, before anything is written, drawn masks that fit no recorded sample (a name
-    that is no sample id, or another size than its image); warn about the unlabelled test
-    samples that still lack a mask (the run then stays unscored)."""
+    that is no sample id, or another size than its image); warn about a recording that did
+    not finish and about the unlabelled test samples that still lack a mask (the run then
+    stays unscored)."""
     import logging
 
     from PIL import Image
 
     from scenarios.interfaces import SpecError, excerpt
 
+    run, manifest, records, _ = recording(sc)
+    status = manifest.get("status")
+    if status not in ("complete", "unscored"):
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "cell.replay.run %s: the recording is %s, not finished; its missing samples are "
+            "replayed as dropped (rerun the recording to finish it first)",
+            run,
+            status,
+        )
     masks = sc.cell.replay.masks
     if masks is None:
         return
-    _, _, records, _ = recording(sc)
     for m in sorted(Path(masks).glob("*.png")):
         r = records.get(m.stem)
         if r is None:

@@ -71,6 +71,10 @@ class FakeCapture:
         self.n += 1
         return True, _bgr(self.n, *FakeCapture.native)
 
+    def grab(self) -> bool:
+        self.grabbed = getattr(self, "grabbed", 0) + 1
+        return True
+
     def release(self) -> None:
         self.released += 1
 
@@ -422,3 +426,17 @@ def test_the_generic_cameras_meet_the_shared_camera_contract(
 
     check_camera_driver(_webcam())
     check_camera_driver(_genicam(cti))
+
+
+def test_opencv_a_device_discards_its_buffered_frames_before_each_capture(
+    webcam: type[FakeCapture],
+) -> None:
+    cam = _webcam()  # device 0
+    cam.capture()
+    cam.capture()
+    assert webcam.instances[-1].grabbed == 4  # two buffered frames dropped per capture
+    video = OpenCVCamera("clip.mp4", width=W, height=H, K=K, dist=DIST)
+    video.configure()
+    video.activate()
+    video.capture()
+    assert not hasattr(webcam.instances[-1], "grabbed")  # a file has no backlog
