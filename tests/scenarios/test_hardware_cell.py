@@ -656,3 +656,41 @@ def test_the_hardware_and_replay_cells_meet_the_shared_cell_contract(
     # the test doubles meet the driver contracts the real drivers are checked against
     check_robot_driver(FakeArm(), [fakes["arm"].pose])
     check_camera_driver(FakeCamera())
+
+
+def test_a_realsense_timeout_mid_run_fails_one_sample_and_a_rerun_retries_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real RealSense driver on a test double of pyrealsense2, through the engine."""
+    import sys
+
+    from tests.scenarios.drivers.test_realsense import FakeRealSense
+    from tests.scenarios.drivers.test_realsense import H as RS_H
+    from tests.scenarios.drivers.test_realsense import W as RS_W
+
+    dev = FakeRealSense()
+    monkeypatch.setitem(sys.modules, "pyrealsense2", dev.module())
+    arm = FakeArm()
+    monkeypatch.setattr(hardware, "make_robot", lambda sc, cam, op: (arm, cam))
+    sdks = {k: v for k, v in hardware.SDKS.items() if k[0] == "camera"}
+    monkeypatch.setattr(hardware, "SDKS", sdks)
+
+    class Nobody:
+        def ask(self, message: str) -> None:
+            pass
+
+    monkeypatch.setattr(hardware, "ConsoleOperator", Nobody)
+    data = json.loads(json.dumps(REAL))
+    data["camera"] = {"width": RS_W, "height": RS_H, "hfov_deg": 32}
+    sc = _tiny(**data)
+    dev.timeouts = 1  # the first capture gets no frame
+    manifest = engine.run_scenario(sc, tmp_path / "run", progress=False)
+    failed = manifest["failed_samples"]["items"]
+    assert len(failed) == 1 and "no frame" in failed[0]["reason"]
+    n = len(engine.sample_table(sc))
+    assert len(list((tmp_path / "run" / "samples").iterdir())) == n - 1
+    record = next(iter(sample_records(tmp_path / "run" / "samples.jsonl")))
+    assert record["K"][0][2] != 0 and record["dist"] is not None  # the device's lens
+    again = engine.run_scenario(sc, tmp_path / "run", progress=False)
+    assert again["failed_samples"]["count"] == 0
+    assert len(list((tmp_path / "run" / "samples").iterdir())) == n
