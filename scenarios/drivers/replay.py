@@ -202,37 +202,31 @@ class ReplayCell:
             self._points = (real, labels, twin)
         return self._points
 
-    def capture(self) -> Observation:
-        """The recorded real image, depth and points, at the recorded camera pose."""
+    def _observation(self, side: str, **extra: Any) -> Observation:
+        """The recorded ``real`` or ``twin`` observation: its image, the recorded lens and
+        camera pose, the part pose where recorded, and ``extra`` fields."""
         r = self._require()
+        twin = side == "twin"
         cloud = self._cloud()
         dist = None if r.get("dist") is None else np.asarray(r["dist"], dtype=np.float64)
-        T_obj = _pose(r.get("T_base_obj"))
+        T_obj = _pose(r.get("T_base_obj_twin" if twin else "T_base_obj"))
         return Observation(
-            load_png(self._dir / "real.png"),
+            load_png(self._dir / f"{side}.png"),
             np.asarray(r["K"], dtype=np.float64),
-            np.asarray(r["T_base_cam"], dtype=np.float64),
-            depth=np.load(self._dir / "real_depth.npy"),
+            np.asarray(r["T_base_cam_twin" if twin else "T_base_cam"], dtype=np.float64),
             dist=dist,
             meta={} if T_obj is None else {"T_base_obj": T_obj},
-            points=None if cloud is None else cloud[0],
+            points=None if cloud is None else cloud[2 if twin else 0],
+            **extra,
         )
+
+    def capture(self) -> Observation:
+        """The recorded real image, depth and points, at the recorded camera pose."""
+        return self._observation("real", depth=np.load(self._dir / "real_depth.npy"))
 
     def render_twin(self) -> Observation:
         """The recorded twin (rendered at recording time, at the pose the robot reported)."""
-        r = self._require()
-        cloud = self._cloud()
-        dist = None if r.get("dist") is None else np.asarray(r["dist"], dtype=np.float64)
-        T_obj = _pose(r.get("T_base_obj_twin"))
-        return Observation(
-            load_png(self._dir / "twin.png"),
-            np.asarray(r["K"], dtype=np.float64),
-            np.asarray(r["T_base_cam_twin"], dtype=np.float64),
-            dist=dist,
-            meta={} if T_obj is None else {"T_base_obj": T_obj},
-            mask=load_mask(self._dir / "twin_mask.png"),
-            points=None if cloud is None else cloud[2],
-        )
+        return self._observation("twin", mask=load_mask(self._dir / "twin_mask.png"))
 
     def ground_truth(self) -> GroundTruth | None:
         """The recorded ground truth; a mask drawn later (``cell.replay.masks``); or None."""

@@ -30,15 +30,13 @@ def sim_scenario(sc: Any) -> Any:
     return sc.model_copy(update={"cell": cell})
 
 
-class SimRobot:
-    """A ``RobotDriver`` on the simulated arm: moves by inverse kinematics in PyBullet and
-    reports the flange pose forward kinematics gives (the repeatability error is the
-    camera's to draw, as on a real arm, where it shows only in the image)."""
+class _Bound:
+    """The lifecycle both simulated drivers share: nothing to connect to; they work on the
+    simulated cell they are bound to (``bind``), one per sample."""
 
     def __init__(self) -> None:
         self._cell: Any = None
         self._state = "unconfigured"
-        self.last_failure = ""
 
     def bind(self, cell: Any) -> None:
         """Work on the simulated cell ``cell`` (an ``EyeInHandCell``) from now on."""
@@ -49,13 +47,13 @@ class SimRobot:
         self._state = "inactive"
 
     def activate(self) -> None:
-        """Enable motion."""
+        """Enable motion or capture."""
         if self._state == "unconfigured":
             raise RuntimeError("activate before configure")
         self._state = "active"
 
     def deactivate(self) -> None:
-        """Disable motion."""
+        """Disable motion or capture."""
         if self._state == "active":
             self._state = "inactive"
 
@@ -64,57 +62,48 @@ class SimRobot:
         self._state = "unconfigured"
         self._cell = None
 
+    def _require_active(self, what: str) -> None:
+        if self._state != "active" or self._cell is None:
+            raise RuntimeError(f"{what} before activate (or with no cell bound)")
+
+
+class SimRobot(_Bound):
+    """A ``RobotDriver`` on the simulated arm: moves by inverse kinematics in PyBullet and
+    reports the flange pose forward kinematics gives (the repeatability error is the
+    camera's to draw, as on a real arm, where it shows only in the image)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_failure = ""
+
     def move_to(self, T_base_ee: FloatArray, speed_m_s: float) -> bool:
         """Move the flange to ``T_base_ee`` (inverse kinematics, collision check); False
         with ``last_failure`` when unreachable or colliding."""
-        if self._state != "active" or self._cell is None:
-            raise RuntimeError("move_to before activate (or with no cell bound)")
+        self._require_active("move_to")
         ok = bool(self._cell.move_flange(np.asarray(T_base_ee, dtype=np.float64)))
         self.last_failure = self._cell.last_failure
         return ok
 
     def read_pose(self) -> FloatArray:
         """The flange pose the simulated controller reports."""
-        if self._state != "active" or self._cell is None:
-            raise RuntimeError("read_pose before activate (or with no cell bound)")
+        self._require_active("read_pose")
         return np.asarray(self._cell.reported_flange, dtype=np.float64)
 
 
-class SimCamera:
+class SimCamera(_Bound):
     """A ``CameraDriver`` on the simulated camera: renders the real image (and the depth
     sensor's depth) at the pose the arm really reached, and keeps the capture's exact
     ground truth for ``ground_truth``."""
 
     def __init__(self, setup: Any) -> None:
+        super().__init__()
         self._setup = setup
-        self._cell: Any = None
         self._truth: GroundTruth | None = None
-        self._state = "unconfigured"
 
     def bind(self, cell: Any) -> None:
         """Capture in the simulated cell ``cell`` from now on."""
-        self._cell = cell
+        super().bind(cell)
         self._truth = None
-
-    def configure(self) -> None:
-        """Nothing to connect to."""
-        self._state = "inactive"
-
-    def activate(self) -> None:
-        """Start "streaming"."""
-        if self._state == "unconfigured":
-            raise RuntimeError("activate before configure")
-        self._state = "active"
-
-    def deactivate(self) -> None:
-        """Stop."""
-        if self._state == "active":
-            self._state = "inactive"
-
-    def cleanup(self) -> None:
-        """Forget the cell."""
-        self._state = "unconfigured"
-        self._cell = None
 
     def intrinsics(self) -> Intrinsics:
         """The simulated lens (``cell.camera``)."""
@@ -123,8 +112,7 @@ class SimCamera:
 
     def capture(self) -> Frame:
         """Render the real capture at the pose reached (``EyeInHandCell.capture_real``)."""
-        if self._state != "active" or self._cell is None:
-            raise RuntimeError("capture before activate (or with no cell bound)")
+        self._require_active("capture")
         real, truth, poses = self._cell.capture_real()
         self._truth = truth
         return Frame(
