@@ -70,9 +70,11 @@ def _version() -> str:
 def _cmd_list(args: argparse.Namespace) -> int:
     from scenarios.spec import bundled_scenarios, load_scenario
 
-    for name in bundled_scenarios():
+    names = list(bundled_scenarios())
+    width = max(map(len, names), default=0)
+    for name in names:
         sc = load_scenario(name)
-        print(f"{name:<14} {sc.description}")
+        print(f"{name:<{width}}  {sc.description}")
     return EXIT_OK
 
 
