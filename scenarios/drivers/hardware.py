@@ -493,6 +493,12 @@ class HardwareCell:
         T_cam = self._T_base_ee @ self.setup.T_ee_cam_believed
         return self._twin_model.twin_at(self.placement.T_base_obj_twin, T_cam, self._T_base_ee)
 
+    def planned_twin(self, view_id: int) -> Observation:
+        """The twin at the planned pose of view ``view_id``, whether or not it may be
+        reached (the dry run shows refused views too)."""
+        T_base_cam, target = self.flange_target(view_id)
+        return self._twin_model.twin_at(self.placement.T_base_obj_twin, T_base_cam, target)
+
     def ground_truth(self) -> GroundTruth | None:
         """The simulated camera's exact ground truth; None on real hardware."""
         truth = getattr(self._src.camera, "ground_truth", None)
@@ -568,12 +574,12 @@ def dry_run(sc: Any, out: Path, progress: bool = True) -> dict[str, Any]:
                 "T_base_cam": T_cam.tolist(),
                 "T_base_ee": target.tolist(),
             }
-            if cell.move_to(v):
-                twin = cell.render_twin()
-                name = f"twins/{plan.part_id}_v{v:03d}.png"
-                write_bytes(out / name, _png_bytes(twin.rgb))
-                row.update(status="ok", twin=name)
-            else:
+            ok = cell.move_to(v)
+            twin = cell.render_twin() if ok else cell.planned_twin(v)
+            name = f"twins/{plan.part_id}_v{v:03d}.png"
+            write_bytes(out / name, _png_bytes(twin.rgb))
+            row.update(status="ok", twin=name)
+            if not ok:
                 row.update(status="refused", reason=cell.last_failure)
             rows.append(row)
     finally:
@@ -650,11 +656,15 @@ def _contact_sheet(out: Path, rows: list[dict[str, Any]]) -> None:
     for ax in axes.flat:
         ax.axis("off")
     for ax, r in zip(axes.flat, rows, strict=False):
-        if r["status"] == "ok":
-            ax.imshow(load_png(out / r["twin"]))
-            ax.set_title(f"{r['part_id']} v{r['view_id']}", fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "refused", color="red", ha="center", va="center", fontsize=9)
-            ax.set_title(f"{r['part_id']} v{r['view_id']}", fontsize=7, color="red")
-    fig.suptitle("Dry run: twins at the planned poses (no motion)", fontsize=9)
+        refused = r["status"] != "ok"
+        ax.imshow(load_png(out / r["twin"]))
+        title = f"{r['part_id']} v{r['view_id']}" + (" refused" if refused else "")
+        ax.set_title(title, fontsize=7, color="red" if refused else "black")
+        if refused:  # a red frame: this view would not be captured
+            h, w = load_png(out / r["twin"]).shape[:2]
+            ax.add_patch(plt.Rectangle((0, 0), w - 1, h - 1, fill=False, ec="red", lw=3))
+    fig.suptitle(
+        "Dry run: twins at the planned poses (no motion); red: refused (plan.json says why)",
+        fontsize=9,
+    )
     save_figure(fig, out / "dry-run.png")

@@ -362,7 +362,7 @@ def test_the_dry_run_plans_and_renders_twins_without_moving(tmp_path: Path) -> N
     refused = [v for v in views if v["status"] == "refused"]
     assert ok and refused and plan["refused"] == len(refused)
     assert all(v["reason"].startswith("outside the workspace") for v in refused)
-    for v in ok:
+    for v in views:  # refused views are shown too (framed red on the contact sheet)
         assert (tmp_path / "dry" / v["twin"]).is_file()
     assert (tmp_path / "dry" / "dry-run.png").is_file()
     assert json.loads((tmp_path / "dry" / "plan.json").read_text())["refused"] == len(refused)
