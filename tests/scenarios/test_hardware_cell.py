@@ -84,19 +84,10 @@ def test_the_bundled_hardware_dry_run_is_the_quickstart_behind_drivers() -> None
     assert engine.sample_table(hw) == engine.sample_table(qs)
 
 
-class FakeArm:
-    """A robot driver test double: reaches every pose it is sent, logs each command, and
-    loses its connection after ``lose_after`` moves."""
+class FakeLifecycle:
+    """The lifecycle of the driver test doubles: a state, nothing to connect to."""
 
-    def __init__(self, lose_after: int | None = None) -> None:
-        self.commands: list[np.ndarray] = []
-        self.speeds: list[float] = []
-        self.lose_after = lose_after
-        self.state = "unconfigured"
-        # parked above the bench, camera down, inside the workspace
-        self.pose = np.diag([1.0, -1.0, -1.0, 1.0])
-        self.pose[:3, 3] = (0.45, 0.0, 0.4)
-        self.last_failure = ""
+    state = "unconfigured"
 
     def configure(self) -> None:
         self.state = "inactive"
@@ -109,6 +100,21 @@ class FakeArm:
 
     def cleanup(self) -> None:
         self.state = "unconfigured"
+
+
+class FakeArm(FakeLifecycle):
+    """A robot driver test double: reaches every pose it is sent, logs each command, and
+    loses its connection after ``lose_after`` moves."""
+
+    def __init__(self, lose_after: int | None = None) -> None:
+        self.commands: list[np.ndarray] = []
+        self.speeds: list[float] = []
+        self.lose_after = lose_after
+        self.state = "unconfigured"
+        # parked above the bench, camera down, inside the workspace
+        self.pose = np.diag([1.0, -1.0, -1.0, 1.0])
+        self.pose[:3, 3] = (0.45, 0.0, 0.4)
+        self.last_failure = ""
 
     def move_to(self, T: np.ndarray, speed_m_s: float) -> bool:
         assert self.state == "active"
@@ -123,25 +129,13 @@ class FakeArm:
         return self.pose
 
 
-class FakeCamera:
+class FakeCamera(FakeLifecycle):
     """A camera driver test double: a seeded image per capture, no depth; times out on the
     captures listed in ``timeouts``."""
 
     def __init__(self, timeouts: tuple[int, ...] = ()) -> None:
         self.n = 0
         self.timeouts = timeouts
-        self.state = "unconfigured"
-
-    def configure(self) -> None:
-        self.state = "inactive"
-
-    def activate(self) -> None:
-        self.state = "active"
-
-    def deactivate(self) -> None:
-        self.state = "inactive" if self.state == "active" else self.state
-
-    def cleanup(self) -> None:
         self.state = "unconfigured"
 
     def intrinsics(self) -> Intrinsics:
