@@ -16,6 +16,7 @@ truth (their points are labelled by projecting them into it), and the part pixel
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -33,37 +34,46 @@ from scenarios.interfaces import (
 from scenarios.rundir import is_failed, load_mask, load_png, read_manifest, sample_records
 
 
+@dataclass(frozen=True)
+class Recording:
+    """A recorded run, indexed once: its manifest, its sample records by id (failed ones
+    left out), its dropped viewpoints by (part id, view id), its parts (``PartPlan`` in
+    part-id order, each with a representative record), its view ids, and each part's
+    planned viewpoints ``T_obj_cam`` (captured and dropped)."""
+
+    run: Path
+    manifest: dict[str, Any]
+    records: dict[str, dict[str, Any]]
+    dropped: dict[tuple[str, int], dict[str, Any]]
+    parts: tuple[PartPlan, ...]
+    part_records: dict[str, dict[str, Any]]
+    views: tuple[int, ...]
+    planned: dict[str, dict[int, np.ndarray]]
+
+
 @lru_cache(maxsize=4)
-def _recording(run: str, stamp: float) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list]:
-    """(manifest, {sample id: record}, dropped viewpoints) of the run at ``run`` (cached
-    per process while its ``samples.jsonl`` is unchanged: ``stamp`` is its mtime)."""
+def _recording(run: str, stamp: float) -> Recording:
+    """The ``Recording`` of the run at ``run`` (cached per process while its
+    ``samples.jsonl`` is unchanged: ``stamp`` is its mtime)."""
     out = Path(run)
     manifest = read_manifest(out)
     if manifest is None:
         raise RunDirError(f"cell.replay.run {run}: not a twincell run directory")
     records = {r["id"]: r for r in sample_records(out / "samples.jsonl") if not is_failed(r)}
-    dropped = list(manifest.get("dropped_viewpoints", {}).get("items", []))
-    return manifest, records, dropped
-
-
-def recording(sc: Any) -> tuple[Path, dict[str, Any], dict[str, dict[str, Any]], list]:
-    """(run directory, manifest, records by id, dropped viewpoints) of the replayed run."""
-    run = Path(sc.cell.replay.run)
-    index = run / "samples.jsonl"
-    if not index.is_file():
-        raise RunDirError(f"cell.replay.run {run}: no samples.jsonl; not a finished run")
-    return (run, *_recording(str(run), index.stat().st_mtime))
-
-
-def plan_parts(sc: Any) -> list[PartPlan]:
-    """The recorded parts in their recorded order (with their split, family order and the
-    kinds of their defects)."""
-    _, _, records, _ = recording(sc)
-    parts: dict[str, dict[str, Any]] = {}
+    dropped = {
+        (d["part_id"], int(d["view_id"])): d
+        for d in manifest.get("dropped_viewpoints", {}).get("items", [])
+    }
+    firsts: dict[str, dict[str, Any]] = {}
+    planned: dict[str, dict[int, np.ndarray]] = {}
+    for r in [*records.values(), *dropped.values()]:
+        planned.setdefault(r["part_id"], {})[int(r["view_id"])] = np.asarray(
+            r["T_obj_cam_planned"], dtype=np.float64
+        )
     for r in records.values():
-        parts.setdefault(r["part_id"], r)
-    families = list(dict.fromkeys(r["category"] for r in parts.values()))
-    return [
+        firsts.setdefault(r["part_id"], r)
+    families = list(dict.fromkeys(r["category"] for r in firsts.values()))
+    parts = tuple(
         PartPlan(
             i,
             pid,
@@ -71,22 +81,35 @@ def plan_parts(sc: Any) -> list[PartPlan]:
             tuple(d["kind"] for d in r.get("defects", [])),
             families.index(r["category"]),
         )
-        for i, (pid, r) in enumerate(sorted(parts.items()))
-    ]
+        for i, (pid, r) in enumerate(sorted(firsts.items()))
+    )
+    views = tuple(sorted({v for per_part in planned.values() for v in per_part}))
+    return Recording(out, manifest, records, dropped, parts, firsts, views, planned)
+
+
+def recording(sc: Any) -> Recording:
+    """The replayed run's ``Recording``."""
+    run = Path(sc.cell.replay.run)
+    index = run / "samples.jsonl"
+    if not index.is_file():
+        raise RunDirError(f"cell.replay.run {run}: no samples.jsonl; not a finished run")
+    return _recording(str(run), index.stat().st_mtime)
+
+
+def plan_parts(sc: Any) -> list[PartPlan]:
+    """The recorded parts in part-id order (with their split, family order and the kinds
+    of their defects)."""
+    return list(recording(sc).parts)
 
 
 def view_ids(sc: Any) -> list[int]:
     """Every view id the recording captured or dropped, sorted."""
-    _, _, records, dropped = recording(sc)
-    return sorted(
-        {int(r["view_id"]) for r in records.values()} | {int(d["view_id"]) for d in dropped}
-    )
+    return list(recording(sc).views)
 
 
 def view_frame(sc: Any) -> str:
     """The recorded cell's view frame ("part" for a part-in-hand cell, else "cell")."""
-    _, manifest, _, _ = recording(sc)
-    kind = manifest.get("scenario", {}).get("cell", {}).get("kind")
+    kind = recording(sc).manifest.get("scenario", {}).get("cell", {}).get("kind")
     return "part" if kind == "part_in_hand" else "cell"
 
 
@@ -104,8 +127,8 @@ class ReplayCells:
 
     def __init__(self, sc: Any) -> None:
         self.sc = sc
-        self.run, self.manifest, self.records, dropped = recording(sc)
-        self.dropped = {(d["part_id"], int(d["view_id"])): d for d in dropped}
+        self.recording = recording(sc)
+        self.run = self.recording.run
         masks = sc.cell.replay.masks
         self.masks = Path(masks) if masks is not None else None
 
@@ -122,7 +145,7 @@ class ReplayCells:
         """Which run is replayed (path and scenario digest) and what its cell measured."""
         recorded = self.run / "cell.json"
         return {
-            "replay": {"run": str(self.run), "digest": self.manifest.get("digest")},
+            "replay": {"run": str(self.run), "digest": self.recording.manifest.get("digest")},
             "recorded": json.loads(recorded.read_text()) if recorded.is_file() else {},
         }
 
@@ -145,7 +168,7 @@ class ReplayCell:
         from scenarios.engine import sample_id
 
         sid = sample_id(plan, view_id)
-        self._record = source.records.get(sid)
+        self._record = source.recording.records.get(sid)
         self._dir = source.run / "samples" / sid
         self._points: tuple[np.ndarray, np.ndarray | None, np.ndarray] | None = None
         self.last_failure = ""
@@ -157,9 +180,7 @@ class ReplayCell:
 
     def part(self) -> PartInfo:
         """The recorded part: id, family, defects (as recorded) and acquisition record."""
-        r = self._record or next(
-            (x for x in self._src.records.values() if x["part_id"] == self._plan.part_id), {}
-        )
+        r = self._record or self._src.recording.part_records.get(self._plan.part_id, {})
         defects = tuple(
             DefectRecord(
                 d["kind"],
@@ -174,12 +195,7 @@ class ReplayCell:
 
     def plan_viewpoints(self) -> dict[int, np.ndarray]:
         """The recorded planned viewpoints ``T_obj_cam`` of this part."""
-        out: dict[int, np.ndarray] = {}
-        pid = self._plan.part_id
-        for r in [*self._src.records.values(), *self._src.dropped.values()]:
-            if r["part_id"] == pid:
-                out[int(r["view_id"])] = np.asarray(r["T_obj_cam_planned"], dtype=np.float64)
-        return out
+        return dict(self._src.recording.planned.get(self._plan.part_id, {}))
 
     def move_to(self, view_id: int) -> bool:
         """True when the recording has this capture; else False with why."""
@@ -188,7 +204,7 @@ class ReplayCell:
             return False
         if self._record is not None:
             return True
-        drop = self._src.dropped.get((self._plan.part_id, view_id))
+        drop = self._src.recording.dropped.get((self._plan.part_id, view_id))
         self.last_failure = drop["reason"] if drop else "not in the recording (failed or absent)"
         return False
 
@@ -274,8 +290,9 @@ def check(sc: Any) -> None:
 
     from scenarios.interfaces import SpecError, excerpt
 
-    run, manifest, records, _ = recording(sc)
-    status = manifest.get("status")
+    rec = recording(sc)
+    run, records = rec.run, rec.records
+    status = rec.manifest.get("status")
     if status not in ("complete", "unscored"):
         import logging
 
