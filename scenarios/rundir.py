@@ -183,7 +183,7 @@ def read_npy_verified(path: Path, sha256: str) -> np.ndarray | None:
         return None
 
 
-def _png_bytes(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return buf.getvalue()
@@ -235,15 +235,15 @@ def write_sample_dir(
     Returns the record as written: ``record`` plus ``sha256`` {file name: hex digest}.
     """
     blobs = {
-        "real.png": _png_bytes(real_rgb),
-        "twin.png": _png_bytes(twin_rgb),
-        "twin_mask.png": _png_bytes(mask_to_png(twin_mask)),
+        "real.png": png_bytes(real_rgb),
+        "twin.png": png_bytes(twin_rgb),
+        "twin_mask.png": png_bytes(mask_to_png(twin_mask)),
         "real_depth.npy": _npy_bytes(np.asarray(real_depth, dtype=np.float32)),
     }
     if real_mask is not None:
-        blobs["real_mask.png"] = _png_bytes(mask_to_png(real_mask))
+        blobs["real_mask.png"] = png_bytes(mask_to_png(real_mask))
     if gt_mask is not None:
-        blobs["gt_mask.png"] = _png_bytes(mask_to_png(gt_mask))
+        blobs["gt_mask.png"] = png_bytes(mask_to_png(gt_mask))
     if points:
         from sim.points import ply_bytes
 

@@ -159,9 +159,10 @@ class Workspace:
     max_m: tuple[float, float, float]
     max_speed_m_s: float
 
-    def refusal(self, points: dict[str, FloatArray]) -> str:
+    def refusal(self, points: dict[str, FloatArray], when: str = "") -> str:
         """'' when every named point (3,) lies in the box, else one line: which point, where
-        it is and which bound it crosses."""
+        it is and which bound it crosses (``when`` says where on a move, e.g. ``on the way,
+        40% of the move``)."""
         lo, hi = np.asarray(self.min_m), np.asarray(self.max_m)
         for name, p in points.items():
             p = np.asarray(p, dtype=np.float64)
@@ -170,7 +171,8 @@ class Workspace:
                     side = f"< min {a:+.3f}" if v < a else f"> max {b:+.3f}"
                     where = ", ".join(f"{x:+.3f}" for x in p)
                     return (
-                        f"outside the workspace ({name} at ({where}) m: "
+                        f"outside the workspace{' ' + when if when else ''} ({name} at "
+                        f"({where}) m: "
                         f"{'xyz'[axis]} {v:+.3f} {side})"
                     )
         return ""

@@ -21,7 +21,6 @@ truth: the samples are recorded without labels (``Cell.ground_truth`` is None).
 from __future__ import annotations
 
 import dataclasses
-import logging
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,6 @@ from scenarios.interfaces import (
     PartInfo,
     PartPlan,
 )
-
-log = logging.getLogger(__name__)
 
 
 def view_ids(sc: Any) -> list[int]:
@@ -385,7 +382,7 @@ class HardwareCell:
             np.random.default_rng(0),
         )
         self._T_base_ee: np.ndarray | None = None
-        self._real: Observation | None = None
+        self._views: dict[int, np.ndarray] | None = None
         self.last_failure = ""
 
     def part(self) -> PartInfo:
@@ -399,22 +396,30 @@ class HardwareCell:
 
     def plan_viewpoints(self) -> dict[int, np.ndarray]:
         """The eye-in-hand viewpoints ``T_obj_cam`` around the believed part centre."""
-        from sim.cells.eye_in_hand import viewpoints_around
+        return dict(self._planned())
 
-        pl = self.placement
-        return viewpoints_around(self.setup.viewpoints, pl.T_base_obj_twin, pl.center_obj)
+    def _planned(self) -> dict[int, np.ndarray]:
+        """The viewpoints, planned once per cell (the part and the set-up do not change)."""
+        if self._views is None:
+            from sim.cells.eye_in_hand import viewpoints_around
+
+            pl = self.placement
+            self._views = viewpoints_around(
+                self.setup.viewpoints, pl.T_base_obj_twin, pl.center_obj
+            )
+        return self._views
 
     def flange_target(self, view_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(camera pose, flange target) in the base frame of planned view ``view_id``."""
         from sim.geometry import invert_pose
 
-        T_base_cam = self.placement.T_base_obj_twin @ self.plan_viewpoints()[view_id]
+        T_base_cam = self.placement.T_base_obj_twin @ self._planned()[view_id]
         return T_base_cam, T_base_cam @ invert_pose(self.setup.T_ee_cam_believed)
 
     def move_to(self, view_id: int) -> bool:
         """Check the view against the workspace, then move; False (``last_failure``) when
         the box or the controller refuses it: then nothing moved."""
-        if view_id not in self.plan_viewpoints():
+        if view_id not in self._planned():
             self.last_failure = f"no planned view {view_id}"
             return False
         T_base_cam, target = self.flange_target(view_id)
@@ -441,13 +446,11 @@ class HardwareCell:
         for t in np.linspace(0.0, 1.0, steps + 1)[1:-1]:
             p = (1 - t) * start[:3, 3] + t * target[:3, 3]
             cam = p + slerp([t]).as_matrix()[0] @ offset
-            reason = self._src.workspace.refusal({"camera": cam})
+            reason = self._src.workspace.refusal(
+                {"camera": cam}, f"on the way, {t:.0%} of the move"
+            )
             if reason:
-                return reason.replace(
-                    "outside the workspace",
-                    f"outside the workspace on the way, {t:.0%} of the move",
-                    1,
-                )
+                return reason
         return ""
 
     def capture(self) -> Observation:
@@ -472,7 +475,7 @@ class HardwareCell:
                 pl.part.nominal.bounds,
                 self._src.floor_m(pl),
             )
-        self._real = Observation(
+        return Observation(
             frame.rgb,
             cam.K.copy(),
             T_cam,
@@ -483,7 +486,6 @@ class HardwareCell:
             points=points,
             point_pixels=pixels,
         )
-        return self._real
 
     def render_twin(self) -> Observation:
         """The twin at the reported flange pose with the calibrated hand-eye transform (the
@@ -548,7 +550,7 @@ def dry_run(sc: Any, out: Path, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
     from scenarios.engine import plan_parts
-    from scenarios.rundir import _png_bytes, write_bytes, write_json
+    from scenarios.rundir import png_bytes, write_bytes, write_json
 
     out.mkdir(parents=True, exist_ok=True)
     robot: Any = PlannedRobot()
@@ -577,10 +579,10 @@ def dry_run(sc: Any, out: Path, progress: bool = True) -> dict[str, Any]:
             ok = cell.move_to(v)
             twin = cell.render_twin() if ok else cell.planned_twin(v)
             name = f"twins/{plan.part_id}_v{v:03d}.png"
-            write_bytes(out / name, _png_bytes(twin.rgb))
-            row.update(status="ok", twin=name)
+            write_bytes(out / name, png_bytes(twin.rgb))
+            row.update(status="ok" if ok else "refused", twin=name)
             if not ok:
-                row.update(status="refused", reason=cell.last_failure)
+                row["reason"] = cell.last_failure
             rows.append(row)
     finally:
         source.close()
