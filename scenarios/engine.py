@@ -618,7 +618,7 @@ def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
         by_part.setdefault(r["part_id"], []).append(r["id"])
     for part_id, ids in by_part.items():
         clouds, labels, views = [], [], []
-        labelled = True  # every view has ground truth (else the part's label is unknown)
+        all_known = True  # every view has ground truth (else the part's label is unknown)
         for sid in sorted(ids):
             d = out / "samples" / sid
             if not (d / "real_points.ply").exists():
@@ -636,7 +636,7 @@ def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
             clouds.append(P @ T[:3, :3].T + T[:3, 3])
             known = (d / "point_labels.npy").exists()  # absent without ground truth
             labels.append(np.load(d / "point_labels.npy") if known else np.zeros(len(P), bool))
-            labelled = labelled and known and view["label"] is not None
+            all_known = all_known and known and view["label"] is not None
             views.append(view)
         if not clouds:
             continue
@@ -645,7 +645,9 @@ def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
             log.warning("part %s: %d fused points; left out of the 3D detectors", part_id, len(pts))
             (out / "parts" / part_id / PART_RECORD).unlink(missing_ok=True)
             continue
-        write_bytes(out / "parts" / part_id / PART_CLOUD, ply_bytes(pts, lab if labelled else None))
+        write_bytes(
+            out / "parts" / part_id / PART_CLOUD, ply_bytes(pts, lab if all_known else None)
+        )
         first = views[0]
         defects = [
             {k: v for k, v in d.items() if k != "visible_px"} for d in first.get("defects", [])
@@ -654,11 +656,11 @@ def fuse_part_clouds(out: Path, summaries: Sequence[dict[str, Any]]) -> None:
             "id": part_id,
             "category": first["category"],
             "split": first["split"],
-            "label": int(lab.any()) if labelled else None,
+            "label": int(lab.any()) if all_known else None,
             "defects": defects,
             "views": [v["id"] for v in views],
             "n_points": int(len(pts)),
-            "n_defect_points": int(lab.sum()) if labelled else None,
+            "n_defect_points": int(lab.sum()) if all_known else None,
         }
         write_json(out / "parts" / part_id / PART_RECORD, record)
 
@@ -820,7 +822,7 @@ def _run_detector(
         for r in test:
             yield _gt_mask(out, r), np.load(pred_dir / f"{r['id']}.npy")
 
-    if any(r["label"] is None for r in test):
+    if not labelled(test):
         # Recorded without ground truth: every metric needs labels (metrics.json's
         # ``scores`` holds what needs none).
         metrics = dict.fromkeys(METRIC_NAMES, float("nan"))
@@ -918,10 +920,10 @@ def _run_part_detector(
         }
 
     nan = dict.fromkeys(PART_METRIC_NAMES, float("nan"))
-    unlabelled = any(r["label"] is None for r in test)
-    metrics = scored(test) if test and not unlabelled else nan
+    known = labelled(test)
+    metrics = scored(test) if test and known else nan
     families: dict[str, dict[str, float]] = {}
-    for fam in sorted({r["category"] for r in test}) if not unlabelled else ():
+    for fam in sorted({r["category"] for r in test}) if known else ():
         rows = [r for r in test if r["category"] == fam]
         families[fam] = {
             **scored(rows),
@@ -1174,11 +1176,17 @@ NO_TRUTH = (
 )
 
 
+def labelled(records: Sequence[dict[str, Any]]) -> bool:
+    """Whether every record (sample or part) has a label: not so for what a cell recorded
+    without ground truth (hardware), whose label is None."""
+    return all(r["label"] is not None for r in records)
+
+
 def unscored_reason(records: Sequence[dict[str, Any]]) -> str:
     """Why the test split cannot be scored ('' when it can): no test pair, no ground truth
     (a hardware recording), or one class only."""
     test = [r for r in records if r["split"] == "test"]
-    if any(r["label"] is None for r in test):
+    if not labelled(test):
         return NO_TRUTH
     labels = Counter(int(r["label"]) for r in test)
     if not labels:
@@ -1317,9 +1325,9 @@ def _run_phases(
         # Full records (K, poses) of the test pairs, streamed from samples.jsonl.
         test = [r for r in sample_records(out / "samples.jsonl") if r["split"] == "test"]
         views = [d.key for d in sc.detectors if levels[d.key] == "view"]
-        labelled = bool(test) and all(r["label"] is not None for r in test)
-        parts = {k: part_decisions(sc, out, test, k) for k in views} if labelled else {}
-        by_view = {k: view_metrics(sc, out, test, k) for k in views} if labelled else {}
+        scorable = bool(test) and labelled(test)
+        parts = {k: part_decisions(sc, out, test, k) for k in views} if scorable else {}
+        by_view = {k: view_metrics(sc, out, test, k) for k in views} if scorable else {}
         write_json(
             out / "metrics.json",
             {
