@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike
 
 from scenarios.drivers.base import CameraDriver, Frame, Intrinsics, Operator
 from scenarios.interfaces import CaptureFailed, FloatArray, SpecError
-from sim.geometry import invert_pose, pose_error
+from sim.geometry import invert_pose, pose_error, pose_from_xyz_rpy
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,7 @@ def _pose(T: ArrayLike, what: str) -> FloatArray:
 
 def _rz(theta_rad: float) -> FloatArray:
     """The 4x4 rotation by ``theta_rad`` about z."""
-    c, s = math.cos(theta_rad), math.sin(theta_rad)
-    T = np.eye(4)
-    T[:2, :2] = [[c, -s], [s, c]]
-    return T
+    return pose_from_xyz_rpy((0.0, 0.0, 0.0), (0.0, 0.0, theta_rad))
 
 
 class TurntableDriver:

@@ -84,6 +84,13 @@ def test_the_bundled_hardware_dry_run_is_the_quickstart_behind_drivers() -> None
     assert engine.sample_table(hw) == engine.sample_table(qs)
 
 
+class Nobody:
+    """An operator who does what is asked at once."""
+
+    def ask(self, message: str) -> None:
+        pass
+
+
 class FakeLifecycle:
     """The lifecycle of the driver test doubles: a state, nothing to connect to."""
 
@@ -558,10 +565,6 @@ def test_a_ur_cell_losing_its_link_mid_run_stops_cleanly_and_resumes(
     sdks = {k: v for k, v in hardware.SDKS.items() if k[0] == "robot"}
     monkeypatch.setattr(hardware, "SDKS", sdks)
 
-    class Nobody:
-        def ask(self, message: str) -> None:
-            pass
-
     monkeypatch.setattr(hardware, "ConsoleOperator", Nobody)
 
     def drop_on_fourth(pose: list[float]) -> None:
@@ -668,10 +671,6 @@ def test_a_realsense_timeout_mid_run_fails_one_sample_and_a_rerun_retries_it(
     monkeypatch.setattr(hardware, "make_robot", lambda sc, cam, op: (arm, cam))
     sdks = {k: v for k, v in hardware.SDKS.items() if k[0] == "camera"}
     monkeypatch.setattr(hardware, "SDKS", sdks)
-
-    class Nobody:
-        def ask(self, message: str) -> None:
-            pass
 
     monkeypatch.setattr(hardware, "ConsoleOperator", Nobody)
     data = json.loads(json.dumps(REAL))
