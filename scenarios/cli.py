@@ -607,6 +607,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     previous = {}
     if args.command in ("run", "check", "pretrain", "train", "study"):
+        from scenarios.engine import STOP
+
+        STOP.clear()
         for sig in (signal.SIGINT, signal.SIGTERM):
             # A SIGINT ignored by whoever started us (a background job) stays ignored.
             if signal.getsignal(sig) is not signal.SIG_IGN:
@@ -626,6 +629,15 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except Exception:
+        # A Ctrl-C that lands inside a C call (an OpenGL call through ctypes) can surface as
+        # another exception; the flag _stop set says what it was.
+        from scenarios.engine import STOP
+
+        if not STOP.is_set():
+            raise
+        print("twincell: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

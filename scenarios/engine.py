@@ -1274,11 +1274,15 @@ def run_scenario(
             write_json(out / "manifest.json", manifest)
         try:
             _run_phases(sc, out, workers, progress, report, timer, manifest)
-        except KeyboardInterrupt:
-            manifest["status"] = "interrupted"
-            _finish(out, manifest, timer)
-            raise
         except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt) or STOP.is_set():
+                # A signal that lands inside a C call can surface as another exception
+                # (ctypes wraps it in an ArgumentError); the flag says it was a stop.
+                manifest["status"] = "interrupted"
+                _finish(out, manifest, timer)
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                raise KeyboardInterrupt from exc
             manifest["status"] = "failed"
             manifest["error"] = f"{type(exc).__name__}: {exc}"[:500]
             _finish(out, manifest, timer)

@@ -405,7 +405,7 @@ def run_cell(task: CellTask) -> CellOutcome:
 
     Top-level and picklable: the pool's workers and Ray's tasks call it alike.
     """
-    from scenarios.engine import close_worker, run_scenario
+    from scenarios.engine import STOP, close_worker, run_scenario
     from scenarios.report import write_report
 
     t0 = time.perf_counter()
@@ -421,6 +421,8 @@ def run_cell(task: CellTask) -> CellOutcome:
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - a failed cell is reported, not fatal
+        if STOP.is_set():  # a stop that surfaced as another exception (see engine.run)
+            raise KeyboardInterrupt from exc
         close_worker()
         return CellOutcome(
             task.index,
@@ -676,7 +678,7 @@ def run_study(
     """
     if executor not in EXECUTORS:
         raise SpecError(f"--executor: {excerpt(executor)}; allowed: {', '.join(EXECUTORS)}")
-    from scenarios.engine import check_backends, check_out_dir
+    from scenarios.engine import STOP, check_backends, check_out_dir
 
     if not 1 <= workers <= MAX_WORKERS:
         raise SpecError(f"--workers: must be >= 1 and <= {MAX_WORKERS}, got {workers}")
@@ -739,10 +741,12 @@ def run_study(
                     run_ray(todo, workers, on_done, ray_address)
                 else:
                     run_pool(todo, workers, on_done)
-        except KeyboardInterrupt:
-            write_study_record(out, study, outcomes, "interrupted", extra)
-            raise
         except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt) or STOP.is_set():
+                write_study_record(out, study, outcomes, "interrupted", extra)
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                raise KeyboardInterrupt from exc
             extra["error"] = f"{type(exc).__name__}: {exc}"[:500]
             write_study_record(out, study, outcomes, "failed", extra)
             raise

@@ -112,6 +112,44 @@ def test_a_failed_acquisition_fails_its_part_not_the_run(
     assert "no overview pose reachable" in (out / "report.md").read_text()
 
 
+def test_a_stop_that_surfaces_as_another_exception_still_ends_the_run_as_interrupted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal that lands inside a ctypes call (PyOpenGL, mid-render) reaches Python as a
+    ``ctypes.ArgumentError`` wrapping the KeyboardInterrupt, not as the interrupt itself.
+    The handler's flag says what it was: exit 130, manifest "interrupted", samples kept."""
+    import ctypes
+
+    from scenarios.cli import _stop
+    from sim.cells.eye_in_hand import EyeInHandCell
+
+    real_capture = EyeInHandCell.capture_pair
+    calls = {"n": 0}
+
+    def capture(self: EyeInHandCell):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 4:
+            try:
+                _stop(signal.SIGTERM, None)
+            except KeyboardInterrupt as exc:
+                raise ctypes.ArgumentError(f"argument 2: KeyboardInterrupt: {exc}") from None
+        return real_capture(self)
+
+    monkeypatch.setattr(EyeInHandCell, "capture_pair", capture)
+    spec = _scenario(tmp_path, "wrapped", INTERRUPTED)
+    out = tmp_path / "run"
+    assert main(["run", str(spec), "--out", str(out), "-q", "--workers", "1"]) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "interrupted; rerun the same command to resume" in err and "Traceback" not in err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "interrupted"
+    assert "error" not in m
+
+    monkeypatch.setattr(EyeInHandCell, "capture_pair", real_capture)
+    assert main(["run", str(spec), "--out", str(out), "-q", "--workers", "1"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
 def _wait_for_samples(out: Path, n: int, proc: subprocess.Popen[bytes], limit_s: float) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit_s:
