@@ -17,7 +17,8 @@ Errors a driver raises, and what the engine does with them:
 - ``move_to`` returns False with ``last_failure`` for a pose the controller refuses before
   moving (unreachable, outside its own safety limits): that viewpoint is dropped.
 
-Every SDK is imported only inside its driver module, through ``import_sdk``.
+Every SDK is imported only inside its driver module, through ``import_sdk``; ``SDKS`` says
+which modules each driver needs and which pip extra installs them.
 """
 
 from __future__ import annotations
@@ -54,16 +55,65 @@ class CameraTimeout(CaptureFailed):
     """The camera gave no frame in time: this sample fails, the run goes on."""
 
 
-def import_sdk(module: str, driver: str, extra: str) -> ModuleType:
-    """Import an SDK module for ``driver``, or raise ``DriverMissing`` saying what to install
-    (``pip install 'twincell[<extra>]'``)."""
+@dataclass(frozen=True)
+class Sdk:
+    """What a driver imports: its Python modules, a name for messages, its pip extra."""
+
+    name: str
+    extra: str
+    modules: tuple[str, ...]
+
+
+#: The SDK of each driver that needs one (``cell.hardware.{robot,camera}.driver``): the one
+#: table ``import_sdk`` (at connect) and ``missing_sdk`` (before a run writes anything) read.
+SDKS: dict[str, Sdk] = {
+    "ur": Sdk("UR", "ur", ("rtde_control", "rtde_receive")),
+    "realsense": Sdk("RealSense", "realsense", ("pyrealsense2",)),
+    "genicam": Sdk("GenICam", "genicam", ("harvesters.core",)),
+}
+
+
+def _install_hint(sdk: Sdk, module: str) -> str:
+    return (
+        f"needs the Python module {module}, which is not installed; "
+        f"run `pip install 'twincell[{sdk.extra}]'`"
+    )
+
+
+def import_sdk(driver: str, module: str) -> ModuleType:
+    """Import ``module`` of ``driver``'s SDK, or raise ``DriverMissing`` saying what to
+    install (``pip install 'twincell[<extra>]'``)."""
+    sdk = SDKS[driver]
+    assert module in sdk.modules, f"{module} is not in the {driver} SDK {sdk.modules}"
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise DriverMissing(
-            f"the {driver} driver needs the Python module {module}, which is not installed; "
-            f"run `pip install 'twincell[{extra}]'`"
-        ) from None
+        raise DriverMissing(f"the {sdk.name} driver {_install_hint(sdk, module)}") from None
+
+
+def missing_sdk(driver: str) -> str | None:
+    """Why ``driver`` cannot run here (its SDK is not installed: what to install), or None.
+    Checks without importing: an SDK may be slow to import or talk to devices on import."""
+    import importlib.util
+    import sys
+
+    def installed(name: str) -> bool:
+        if name in sys.modules:  # already imported (or provided, e.g. a test double)
+            return sys.modules[name] is not None
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # its parent package is not there
+            return False
+        except ValueError:  # a module without a spec: it is there
+            return True
+
+    sdk = SDKS.get(driver)
+    if sdk is None:
+        return None
+    for module in sdk.modules:
+        if not installed(module):
+            return f"{driver} {_install_hint(sdk, module)}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,7 @@ def genicam_to_rgb(data: NDArray[Any], width: int, height: int, fmt: str) -> NDA
 
 def _harvesters() -> ModuleType:
     """harvesters.core (``DriverMissing`` when harvesters is not installed)."""
-    return import_sdk("harvesters.core", "GenICam", "genicam")
+    return import_sdk("genicam", "harvesters.core")
 
 
 class GenICamCamera:

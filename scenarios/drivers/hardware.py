@@ -61,38 +61,16 @@ def parallel(sc: Any) -> bool:
     return False
 
 
-#: The SDK module each driver imports, and the pip extra that installs it.
-SDKS = {
-    ("robot", "ur"): ("rtde_control", "ur"),
-    ("camera", "realsense"): ("pyrealsense2", "realsense"),
-    ("camera", "genicam"): ("harvesters", "genicam"),
-}
-
-
 def check(sc: Any) -> None:
     """Refuse, before anything is written, a driver whose SDK is not installed
     (``DriverMissing``, exit 2, naming the extra to install)."""
-    import importlib.util
-    import sys
-
-    from scenarios.drivers.base import DriverMissing
-
-    def installed(name: str) -> bool:
-        if name in sys.modules:  # already imported (or provided, e.g. a test double)
-            return True
-        try:
-            return importlib.util.find_spec(name) is not None
-        except ValueError:  # a module without a spec: it is there
-            return True
+    from scenarios.drivers import base
 
     hw = sc.cell.hardware
     for side, spec in (("robot", hw.robot), ("camera", hw.camera)):
-        sdk = SDKS.get((side, spec.driver))
-        if sdk is not None and not installed(sdk[0]):
-            raise DriverMissing(
-                f"cell.hardware.{side}.driver: {spec.driver} needs the Python module {sdk[0]}, "
-                f"which is not installed; run `pip install 'twincell[{sdk[1]}]'`"
-            )
+        why = base.missing_sdk(spec.driver)
+        if why is not None:
+            raise base.DriverMissing(f"cell.hardware.{side}.driver: {why}")
     from scenarios.interfaces import SpecError, excerpt
 
     if hw.camera.driver == "genicam" and not Path(hw.camera.cti).expanduser().is_file():

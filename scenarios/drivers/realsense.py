@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 def _sdk() -> ModuleType:
     """pyrealsense2 (``DriverMissing`` when it is not installed)."""
-    return import_sdk("pyrealsense2", "RealSense", "realsense")
+    return import_sdk("realsense", "pyrealsense2")
 
 
 def _serials(rs: ModuleType) -> list[str]:

@@ -41,8 +41,8 @@ _POLL_S = 0.01
 
 def _sdk() -> tuple[ModuleType, ModuleType]:
     """The ur_rtde modules (``DriverMissing`` when ur_rtde is not installed)."""
-    control = import_sdk("rtde_control", "UR", "ur")
-    receive = import_sdk("rtde_receive", "UR", "ur")
+    control = import_sdk("ur", "rtde_control")
+    receive = import_sdk("ur", "rtde_receive")
     return control, receive
 
 

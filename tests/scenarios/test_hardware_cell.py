@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from scenarios import engine
-from scenarios.drivers import hardware
+from scenarios.drivers import base, hardware
 from scenarios.drivers.base import CameraTimeout, Frame, HardwareStopped, Intrinsics
 from scenarios.interfaces import EXIT_HARDWARE
 from scenarios.report import write_report
@@ -174,7 +174,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     made: dict[str, Any] = {"arm": FakeArm(), "camera": FakeCamera()}
     monkeypatch.setattr(hardware, "make_camera", lambda sc: made["camera"])
     monkeypatch.setattr(hardware, "make_robot", lambda sc, cam, op: (made["arm"], cam))
-    monkeypatch.setattr(hardware, "SDKS", {})  # the doubles need no SDK
+    monkeypatch.setattr(base, "SDKS", {})  # the doubles need no SDK
 
     class Nobody:
         def ask(self, message: str) -> None:
@@ -562,8 +562,7 @@ def test_a_ur_cell_losing_its_link_mid_run_stops_cleanly_and_resumes(
     monkeypatch.setitem(sys.modules, "rtde_receive", receive)
     monkeypatch.setattr(hardware, "make_camera", lambda sc: FakeCamera())
     # The camera is a double; the UR check stays the real one (its modules are the fakes).
-    sdks = {k: v for k, v in hardware.SDKS.items() if k[0] == "robot"}
-    monkeypatch.setattr(hardware, "SDKS", sdks)
+    monkeypatch.setattr(base, "SDKS", {"ur": base.SDKS["ur"]})
 
     monkeypatch.setattr(hardware, "ConsoleOperator", Nobody)
 
@@ -669,8 +668,7 @@ def test_a_realsense_timeout_mid_run_fails_one_sample_and_a_rerun_retries_it(
     monkeypatch.setitem(sys.modules, "pyrealsense2", dev.module())
     arm = FakeArm()
     monkeypatch.setattr(hardware, "make_robot", lambda sc, cam, op: (arm, cam))
-    sdks = {k: v for k, v in hardware.SDKS.items() if k[0] == "camera"}
-    monkeypatch.setattr(hardware, "SDKS", sdks)
+    monkeypatch.setattr(base, "SDKS", {"realsense": base.SDKS["realsense"]})
 
     monkeypatch.setattr(hardware, "ConsoleOperator", Nobody)
     data = json.loads(json.dumps(REAL))
