@@ -279,11 +279,31 @@ def read_drawn_mask(path: Path) -> np.ndarray:
         return np.asarray(im.convert("L")) > 0
 
 
+#: What a replay plays back as recorded, so its scenario's own values are not used: the
+#: scenario fields, then the ``cell`` fields. Used: name, seed, detectors, decisions, expect.
+IGNORED = (
+    ("viewpoints", "part", "defects", "split", "errors", "appearance", "render"),
+    ("robot", "camera", "hand_eye", "depth", "calibration", "pose_estimation", "part_in_hand"),
+)
+
+
+def ignored_fields(sc: Any) -> list[str]:
+    """The fields of the replay scenario ``sc`` set to other than their defaults, which the
+    replay does not use (the recording says them), spelled as in the scenario."""
+    from scenarios.spec import parse_scenario
+
+    default = parse_scenario({"name": "default"})  # the defaults as a load fills them in
+    top, cell = IGNORED
+    found = [f for f in top if getattr(sc, f) != getattr(default, f)]
+    found += [f"cell.{f}" for f in cell if getattr(sc.cell, f) != getattr(default.cell, f)]
+    return found
+
+
 def check(sc: Any) -> None:
     """Refuse, before anything is written, drawn masks that fit no recorded sample (a name
-    that is no sample id, or another size than its image); warn about a recording that did
-    not finish and about the unlabelled test samples that still lack a mask (the run then
-    stays unscored)."""
+    that is no sample id, or another size than its image); warn about scenario fields the
+    replay does not use, a recording that did not finish and the unlabelled test samples
+    that still lack a mask (the run then stays unscored)."""
     import logging
 
     from PIL import Image
@@ -292,10 +312,15 @@ def check(sc: Any) -> None:
 
     rec = recording(sc)
     run, records = rec.run, rec.records
+    unused = ignored_fields(sc)
+    if unused:
+        logging.getLogger(__name__).warning(
+            "cell.kind replay: %s set but not used; the recording's parts, views, images and "
+            "poses are played back as recorded (remove them to silence this)",
+            ", ".join(unused),
+        )
     status = rec.manifest.get("status")
     if status not in ("complete", "unscored"):
-        import logging
-
         logging.getLogger(__name__).warning(
             "cell.replay.run %s: the recording is %s, not finished; its missing samples are "
             "replayed as dropped (rerun the recording to finish it first)",

@@ -292,6 +292,37 @@ def test_a_replay_scores_exactly_as_the_run(tmp_path: Path) -> None:
     assert np.array_equal(projected, labels)
 
 
+def test_a_replay_says_which_of_its_fields_the_recording_overrides(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from scenarios.drivers import replay as replay_cell
+
+    sc = _tiny()
+    engine.run_scenario(sc, tmp_path / "run", progress=False)
+    plain = {
+        "name": "replayed",
+        "cell": {"kind": "replay", "replay": {"run": str(tmp_path / "run")}},
+        "detectors": ["rgb_residual"],
+        "decisions": {"k": 1},
+    }
+    with caplog.at_level(logging.WARNING):
+        replay_cell.check(parse_scenario(plain))
+    assert not [r for r in caplog.records if "not used" in r.message]
+    # a copy of the recording's own scenario, switched to replay: its part,
+    # viewpoints and camera are the recording's, so they are named as unused
+    copied = sc.model_dump(mode="json", exclude_none=True)
+    copied["cell"] = {**copied["cell"], **plain["cell"]}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        replay_cell.check(parse_scenario(copied))
+    (line,) = [r.message for r in caplog.records if "not used" in r.message]
+    for field in ("viewpoints", "part", "cell.camera"):
+        assert field in line
+    assert "detectors" not in line and "decisions" not in line
+
+
 def test_masks_drawn_later_label_a_hardware_recording(
     tmp_path: Path, fakes: dict[str, Any]
 ) -> None:
