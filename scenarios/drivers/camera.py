@@ -220,6 +220,18 @@ def genicam_to_rgb(data: NDArray[Any], width: int, height: int, fmt: str) -> NDA
     return np.asarray(cv2.cvtColor(mono, _BAYER_TO_RGB[fmt]), dtype=np.uint8)
 
 
+def _node_value(nodes: Any, name: str) -> str | None:
+    """The value of GenICam feature ``name`` as text, or None when the camera lacks it."""
+    node = getattr(nodes, name, None)
+    return None if node is None else str(node.value)
+
+
+#: The most filled buffers a capture returns unread (a producer holds a few to a few dozen),
+#: and how long it waits for each before deciding none is left (s).
+_MAX_BUFFERS = 256
+_DRAIN_S = 0.001
+
+
 def _harvesters() -> ModuleType:
     """harvesters.core (``DriverMissing`` when harvesters is not installed)."""
     return import_sdk("genicam", "harvesters.core")
@@ -231,6 +243,14 @@ class GenICamCamera:
     (None: the first); the image size and pixel format are the camera's own settings
     (read in ``configure``), the lens is the calibration ``K``, ``dist`` given here;
     ``timeout_s`` bounds the wait for a frame.
+
+    A free-running camera (``TriggerMode`` Off) fills buffers while the arm moves, and
+    harvesters hands them out oldest first: each capture returns every filled buffer to the
+    producer unread, then discards ``flush`` more frames (one whose exposure began before
+    the call, while the arm may still have been settling) and returns the next, so the image
+    is of the pose the robot reported. A software-triggered camera (``TriggerMode`` On,
+    ``TriggerSource`` Software) is triggered once per capture after the same drain; one
+    waiting for another trigger source is refused at ``configure``.
 
     ``configure`` opens the camera (exclusive access), ``activate`` starts acquisition,
     ``deactivate`` stops it, ``cleanup`` releases the camera and the producer.
@@ -244,10 +264,14 @@ class GenICamCamera:
         K: ArrayLike | None,
         dist: ArrayLike | None = None,
         timeout_s: float = 5.0,
+        flush: int = 1,
     ) -> None:
         if not (np.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"GenICamCamera: timeout_s must be positive, got {timeout_s!r}")
+        if flush < 0:
+            raise ValueError(f"GenICamCamera: flush must be >= 0, got {flush!r}")
         self.cti = cti
+        self.flush = int(flush)
         self.serial = serial
         self.timeout_s = float(timeout_s)
         # Validated now (size checked in configure, when the camera's size is known).
@@ -259,6 +283,7 @@ class GenICamCamera:
         self._timeout_exc: tuple[type[BaseException], ...] = ()
         self._gentl_exc: tuple[type[BaseException], ...] = ()
         self._acquiring = False
+        self._trigger: Any = None  # the TriggerSoftware command node, when triggered
 
     def _name(self) -> str:
         """How messages name this camera."""
@@ -306,6 +331,8 @@ class GenICamCamera:
             nodes = self._ia.remote_device.node_map
             width, height = int(nodes.Width.value), int(nodes.Height.value)
             fmt = str(nodes.PixelFormat.value)
+            triggered = _node_value(nodes, "TriggerMode") == "On"
+            source = _node_value(nodes, "TriggerSource")
         except HardwareStopped:
             self.cleanup()
             raise
@@ -321,8 +348,22 @@ class GenICamCamera:
                 f"{self._name()} is set to pixel format {fmt}, which twincell does not read; "
                 f"set PixelFormat to one of {', '.join(GENICAM_FORMATS)}"
             )
+        if triggered and source != "Software":
+            self.cleanup()
+            raise SpecError(
+                f"{self._name()} waits for a {source} trigger, which twincell does not send; "
+                "set TriggerMode to Off (free-running) or TriggerSource to Software"
+            )
+        self._trigger = nodes.TriggerSoftware if triggered else None
         self._lens = calibrated_lens(width, height, self._K, self._dist, self._name())
-        logger.info("configured %s: %dx%d %s", self._name(), width, height, fmt)
+        logger.info(
+            "configured %s: %dx%d %s, %s",
+            self._name(),
+            width,
+            height,
+            fmt,
+            "software-triggered" if triggered else "free-running",
+        )
 
     def activate(self) -> None:
         """Start acquisition (``HardwareStopped`` when the camera will not start)."""
@@ -383,7 +424,20 @@ class GenICamCamera:
                 "GenICamCamera.capture() before activate(): call configure(), then activate()"
             )
         fetch = getattr(self._ia, "fetch", None) or self._ia.fetch_buffer
+        try_fetch = getattr(self._ia, "try_fetch", None) or self._ia.try_fetch_buffer
         try:
+            # Buffers filled before this call (while the arm moved) go back unread.
+            for _ in range(_MAX_BUFFERS):
+                stale = try_fetch(timeout=_DRAIN_S)
+                if stale is None:
+                    break
+                stale.queue()
+            if self._trigger is not None:  # exposed now, on our trigger: nothing to discard
+                self._trigger.execute()
+            else:
+                for _ in range(self.flush):
+                    with fetch(timeout=self.timeout_s):
+                        pass
             # The buffer goes back to the producer's queue when the block ends: copy first.
             with fetch(timeout=self.timeout_s) as buffer:
                 stamp = time.time()

@@ -216,7 +216,29 @@ class FakeGenICam:
         self.fmt = "RGB8"
         self.script: list[str] = []  # per fetch: "ok", "timeout", "gone"
         self.log: list[tuple[Any, ...]] = []
-        self.n = 0
+        self.n = 0  # frames exposed so far; pixel (0, 0) of frame n is (n, n, n)
+        self.filled: list[int] = []  # frames exposed and waiting in the producer's buffers
+        self.trigger: str | None = "Off"
+
+    def trigger_nodes(self) -> dict[str, Any]:
+        """The trigger features, as the camera is set (``trigger``: None, a camera without
+        them; "Off"; or the source it waits for)."""
+        if self.trigger is None:
+            return {}
+        nodes = {
+            "TriggerMode": types.SimpleNamespace(value="Off" if self.trigger == "Off" else "On")
+        }
+        if self.trigger != "Off":
+            nodes["TriggerSource"] = types.SimpleNamespace(value=self.trigger)
+            nodes["TriggerSoftware"] = types.SimpleNamespace(execute=lambda: self.expose(1))
+        return nodes
+
+    def expose(self, frames: int) -> None:
+        """The camera runs free while nobody fetches (the arm moving): ``frames`` more
+        buffers fill."""
+        for _ in range(frames):
+            self.n += 1
+            self.filled.append(self.n)
 
     def image(self) -> np.ndarray:
         rgb = np.broadcast_to(COLOUR, (H, W, 3)).copy()
@@ -245,6 +267,7 @@ class FakeGenICam:
                     Width=types.SimpleNamespace(value=W),
                     Height=types.SimpleNamespace(value=H),
                     PixelFormat=types.SimpleNamespace(value=cam.fmt),
+                    **cam.trigger_nodes(),
                 )
                 self.remote_device = types.SimpleNamespace(node_map=nodes)
 
@@ -257,6 +280,14 @@ class FakeGenICam:
             def destroy(self) -> None:
                 cam.log.append(("destroy",))
 
+            def try_fetch(self, *, timeout: float) -> Any:
+                # harvesters: a filled buffer (oldest first), or None after ``timeout``
+                if not cam.filled:
+                    return None
+                n = cam.filled.pop(0)
+                cam.log.append(("stale", n))
+                return types.SimpleNamespace(queue=lambda: cam.log.append(("queued",)))
+
             @contextmanager
             def fetch(self, *, timeout: float = 0) -> Any:
                 cam.log.append(("fetch", timeout))
@@ -265,7 +296,12 @@ class FakeGenICam:
                     raise TimeoutException()
                 if what == "gone":
                     raise GenTL_GenericException("GC_ERR_IO: device lost")
-                cam.n += 1
+                if cam.filled:
+                    n = cam.filled.pop(0)
+                else:  # wait for the next exposure
+                    cam.n += 1
+                    n = cam.n
+                cam.log.append(("delivered", n))
                 comp = types.SimpleNamespace(
                     width=W, height=H, data_format=cam.fmt, data=cam.image()
                 )
@@ -334,7 +370,7 @@ def test_genicam_mono_becomes_grey_rgb(genicam: FakeGenICam, cti: str) -> None:
     genicam.fmt = "Mono8"
     f = _genicam(cti).capture()
     np.testing.assert_array_equal(f.rgb[5, 5], [200, 200, 200])
-    np.testing.assert_array_equal(f.rgb[0, 0], [1, 1, 1])
+    np.testing.assert_array_equal(f.rgb[0, 0], [2, 2, 2])  # frame 1 discarded (flush)
 
 
 def test_genicam_opens_the_serial_asked_and_copies_before_requeueing(
@@ -344,8 +380,8 @@ def test_genicam_opens_the_serial_asked_and_copies_before_requeueing(
     assert ("add_file", cti) in genicam.log
     assert ("create", {"serial_number": "S2"}) in genicam.log
     f = cam.capture()
-    assert genicam.log[-2:] == [("fetch", 1.5), ("queued",)]
-    assert f.rgb[0, 0, 0] == 1
+    assert genicam.log[-3:] == [("fetch", 1.5), ("delivered", 2), ("queued",)]
+    assert f.rgb[0, 0, 0] == 2
     lens = cam.intrinsics()
     assert lens.image_size == (W, H)
     np.testing.assert_array_equal(lens.K, K)
@@ -368,7 +404,7 @@ def test_genicam_a_timeout_fails_one_capture_and_the_next_works(
     genicam.script[:] = ["timeout"]
     with pytest.raises(CameraTimeout, match="no frame within 1.5 s"):
         cam.capture()
-    assert cam.capture().rgb[0, 0, 0] == 2
+    assert cam.capture().rgb[0, 0, 0] == 4  # frames 1-2, then (timeout) 3-4
 
 
 def test_genicam_a_camera_gone_mid_sequence_stops_the_run(genicam: FakeGenICam, cti: str) -> None:
@@ -426,6 +462,41 @@ def test_the_generic_cameras_meet_the_shared_camera_contract(
 
     check_camera_driver(_webcam())
     check_camera_driver(_genicam(cti))
+
+
+def test_genicam_returns_a_frame_exposed_after_the_capture_was_asked_for(
+    genicam: FakeGenICam, cti: str
+) -> None:
+    cam = _genicam(cti)
+    genicam.expose(5)  # buffers filled while the arm moved: frames 1-5
+    cam.capture()
+    delivered = [e[1] for e in genicam.log if e[0] == "delivered"]
+    assert [e[1] for e in genicam.log if e[0] == "stale"] == [1, 2, 3, 4, 5]  # back unread
+    assert delivered == [6, 7]  # frame 6 began before the call: discarded; 7 returned
+    assert cam.capture().rgb[0, 0, 0] == 9
+    genicam.log.clear()
+    eager = _genicam(cti, flush=0)  # flush=0: the first frame after the drain
+    genicam.expose(2)
+    assert eager.capture().rgb[0, 0, 0] == 12
+    assert [e[1] for e in genicam.log if e[0] == "stale"] == [10, 11]
+    with pytest.raises(ValueError, match="flush must be >= 0"):
+        GenICamCamera(cti, K=K, dist=DIST, flush=-1)
+
+
+def test_genicam_software_trigger_fires_once_per_capture_and_other_triggers_are_refused(
+    genicam: FakeGenICam, cti: str
+) -> None:
+    genicam.trigger = "Software"
+    cam = _genicam(cti)
+    genicam.expose(3)  # frames left from before (a trigger sent by another program)
+    assert cam.capture().rgb[0, 0, 0] == 4  # the one our trigger exposed
+    assert [e[1] for e in genicam.log if e[0] == "delivered"] == [4]
+    genicam.trigger = "Line1"
+    with pytest.raises(SpecError, match="waits for a Line1 trigger.*TriggerMode to Off"):
+        GenICamCamera(cti, K=K).configure()
+    assert ("destroy",) in genicam.log
+    genicam.trigger = None  # a camera without trigger features runs free
+    assert _genicam(cti).capture().rgb[0, 0, 0] == 6
 
 
 def test_opencv_a_device_discards_its_buffered_frames_before_each_capture(
