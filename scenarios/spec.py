@@ -205,10 +205,11 @@ class PoseSpec(Strict):
 class RobotDriverSpec(Strict):
     """What moves the camera relative to the part on a hardware cell (``driver``): ``sim``
     the simulated arm (``cell.robot``) behind the driver interface; ``ur`` a Universal Robots
-    arm over RTDE at ``host``; ``turntable`` a fixed camera over a manual turntable
-    (``camera_pose``: the camera in the platter frame at 0 deg); ``board`` a fixed camera and
-    a hand-held part with a checkerboard (``board``) at ``board_pose`` (the part in the
-    board's frame)."""
+    arm over RTDE at ``host`` (``home``: where the flange waits, clear of the fixture,
+    while a part is put in or taken out); ``turntable`` a fixed camera over a manual
+    turntable (``camera_pose``: the camera in the platter frame at 0 deg); ``board`` a fixed
+    camera and a hand-held part with a checkerboard (``board``) at ``board_pose`` (the part
+    in the board's frame)."""
 
     driver: Literal["sim", "ur", "turntable", "board"]
     host: Text | None = Field(None, min_length=1, max_length=253)
@@ -217,15 +218,18 @@ class RobotDriverSpec(Strict):
     camera_pose: PoseSpec | None = None
     board: BoardSpec | None = None
     board_pose: PoseSpec | None = None
+    home: PoseSpec | None = None
 
     @model_validator(mode="after")
     def _fields_of_driver(self) -> RobotDriverSpec:
         need = {"ur": ("host",), "turntable": ("camera_pose",), "board": ("board", "board_pose")}
+        may = {"ur": ("home",)}
         for name in need.get(self.driver, ()):
             if getattr(self, name) is None:
                 raise ValueError(f"the {self.driver} driver needs `{name}`")
-        for name in ("host", "camera_pose", "board", "board_pose"):
-            if getattr(self, name) is not None and name not in need.get(self.driver, ()):
+        for name in ("host", "camera_pose", "board", "board_pose", "home"):
+            used = need.get(self.driver, ()) + may.get(self.driver, ())
+            if getattr(self, name) is not None and name not in used:
                 raise ValueError(f"`{name}` is not used by the {self.driver} driver; remove it")
         return self
 
@@ -927,13 +931,15 @@ class Scenario(Strict):
         if data["cell"].get("replay"):
             data["cell"]["replay"].pop("run", None)
             data["cell"]["replay"].pop("masks", None)
-        # How long a driver may wait and how fast the arm moves change no image: a rerun
-        # with a longer timeout or a lower speed resumes the same recording.
+        # How long a driver may wait, how fast the arm moves and where it waits between
+        # parts change no image: a rerun with a longer timeout, a lower speed or another
+        # home resumes the same recording.
         hw = data["cell"].get("hardware")
         if hw:
             for block, key in (
                 ("robot", "timeout_s"),
                 ("robot", "accel_m_s2"),
+                ("robot", "home"),
                 ("camera", "timeout_s"),
                 ("safety", "max_speed_m_s"),
             ):

@@ -73,6 +73,11 @@ def check(sc: Any) -> None:
             raise base.DriverMissing(f"cell.hardware.{side}.driver: {why}")
     from scenarios.interfaces import SpecError, excerpt
 
+    if hw.robot.home is not None:  # the camera there is checked once the lens is known
+        reason = workspace(sc).refusal({"flange": np.asarray(hw.robot.home.xyz_m)}, "at home")
+        if reason:
+            raise SpecError(f"cell.hardware.robot.home: {reason}")
+
     if hw.camera.driver == "genicam" and not Path(hw.camera.cti).expanduser().is_file():
         raise SpecError(f"cell.hardware.camera.cti: no file {excerpt(hw.camera.cti, 80)}")
     if hw.camera.driver in ("opencv", "genicam"):
@@ -216,15 +221,16 @@ class HardwareCells:
             d.configure()
             d.activate()
         if self.moves_itself:
-            from sim.geometry import transform_points
-
-            T = np.asarray(self.robot.read_pose(), dtype=np.float64)
-            cam = transform_points(T, self.setup().T_ee_cam_believed[:3, 3][None])[0]
-            reason = self.workspace.refusal({"flange": T[:3, 3], "camera": cam})
+            reason = self._refusal(np.asarray(self.robot.read_pose(), dtype=np.float64))
             if reason:
                 raise HardwareStopped(
                     f"the arm starts {reason}; jog it into the workspace box, then rerun"
                 )
+        home = self.home()
+        if home is not None:
+            reason = self._refusal(home, "at home")
+            if reason:
+                raise HardwareStopped(f"cell.hardware.robot.home: {reason}; change it, then rerun")
 
     @property
     def moves_itself(self) -> bool:
@@ -233,6 +239,59 @@ class HardwareCells:
         return self.sc.cell.hardware.robot.driver == "ur" and not isinstance(
             self.robot, PlannedRobot
         )
+
+    def home(self) -> np.ndarray | None:
+        """The flange pose the arm waits at while a part is swapped (``robot.home``), or
+        None (no home given, or no arm)."""
+        spec = self.sc.cell.hardware.robot
+        return _pose(spec.home) if spec.driver == "ur" and spec.home is not None else None
+
+    def _refusal(self, target: np.ndarray, when: str = "") -> str:
+        """'' when flange pose ``target`` puts the flange and the camera inside the
+        workspace, else why not."""
+        from sim.geometry import transform_points
+
+        cam = transform_points(target, self.setup().T_ee_cam_believed[:3, 3][None])[0]
+        return self.workspace.refusal({"flange": target[:3, 3], "camera": cam}, when)
+
+    def path_refusal(self, target: np.ndarray, steps: int = 20) -> str:
+        """'' when the camera stays in the workspace all along a linear move from where the
+        arm is to ``target`` (the flange goes straight, its orientation is interpolated, so
+        the camera, off the flange, moves on a curve), else the first refusal on the way."""
+        from scipy.spatial.transform import Rotation, Slerp
+
+        start = np.asarray(self.robot.read_pose(), dtype=np.float64)
+        slerp = Slerp([0.0, 1.0], Rotation.from_matrix([start[:3, :3], target[:3, :3]]))
+        offset = self.setup().T_ee_cam_believed[:3, 3]
+        for t in np.linspace(0.0, 1.0, steps + 1)[1:-1]:
+            p = (1 - t) * start[:3, 3] + t * target[:3, 3]
+            cam = p + slerp([t]).as_matrix()[0] @ offset
+            reason = self.workspace.refusal({"camera": cam}, f"on the way, {t:.0%} of the move")
+            if reason:
+                return reason
+        return ""
+
+    def _clear_the_fixture(self) -> str:
+        """Before the operator reaches into the cell: send a real arm home (its path checked
+        like a view's). Returns what the operator is told about the arm."""
+        if self.sc.cell.hardware.robot.driver != "ur":
+            return ""
+        home = self.home()
+        if home is None:
+            return (
+                "; the arm holds still at its last view (no cell.hardware.robot.home): keep "
+                "clear of it"
+            )
+        reason = self.path_refusal(home) if self.moves_itself else ""
+        if reason:
+            raise HardwareStopped(
+                f"the way to cell.hardware.robot.home: {reason}; jog the arm home, then rerun"
+            )
+        if not self.robot.move_to(home, self.workspace.max_speed_m_s):
+            raise HardwareStopped(
+                f"the arm did not go home ({self.robot.last_failure}); jog it there, then rerun"
+            )
+        return "; the arm is at home"
 
     def floor_m(self, placement: Any) -> float:
         """Height (base frame, m) of what the part stands on, for cropping the real points:
@@ -286,8 +345,11 @@ class HardwareCells:
             where = {
                 "turntable": "on the turntable's centre",
                 "board": "on its checkerboard, ready to hold",
-            }.get(self.sc.cell.hardware.robot.driver, "in the fixture (the arm holds still)")
-            self.operator.ask(f"put {plan.part_id} ({plan.split} part, {part.category}) {where}")
+            }.get(self.sc.cell.hardware.robot.driver, "in the fixture")
+            arm = self._clear_the_fixture()
+            self.operator.ask(
+                f"put {plan.part_id} ({plan.split} part, {part.category}) {where}{arm}"
+            )
             info: dict[str, object] = {
                 "part_pose": "cell.hardware.part_pose" if fixture else "support frame"
             }
@@ -404,32 +466,13 @@ class HardwareCell:
         ws = self._src.workspace
         reason = ws.refusal({"flange": target[:3, 3], "camera": T_base_cam[:3, 3]})
         if not reason and self._src.moves_itself:
-            reason = self._path_refusal(target)
+            reason = self._src.path_refusal(target)
         if reason:
             self.last_failure = reason
             return False
         ok = self._src.robot.move_to(target, ws.max_speed_m_s)
         self.last_failure = "" if ok else self._src.robot.last_failure
         return bool(ok)
-
-    def _path_refusal(self, target: np.ndarray, steps: int = 20) -> str:
-        """'' when the camera stays in the workspace all along a linear move from where the
-        arm is to ``target`` (the flange goes straight, its orientation is interpolated, so
-        the camera, off the flange, moves on a curve), else the first refusal on the way."""
-        from scipy.spatial.transform import Rotation, Slerp
-
-        start = np.asarray(self._src.robot.read_pose(), dtype=np.float64)
-        slerp = Slerp([0.0, 1.0], Rotation.from_matrix([start[:3, :3], target[:3, :3]]))
-        offset = self.setup.T_ee_cam_believed[:3, 3]
-        for t in np.linspace(0.0, 1.0, steps + 1)[1:-1]:
-            p = (1 - t) * start[:3, 3] + t * target[:3, 3]
-            cam = p + slerp([t]).as_matrix()[0] @ offset
-            reason = self._src.workspace.refusal(
-                {"camera": cam}, f"on the way, {t:.0%} of the move"
-            )
-            if reason:
-                return reason
-        return ""
 
     def capture(self) -> Observation:
         """A frame from the camera, placed by the pose the robot reports: the camera pose

@@ -625,6 +625,53 @@ def test_an_arm_starting_outside_the_workspace_is_refused(
     assert fakes["arm"].state == "unconfigured"
 
 
+def _with_home(xyz: tuple[float, float, float]) -> Any:
+    data = json.loads(json.dumps(REAL))
+    # camera down (flange z axis along -z), above the fixture
+    data["hardware"]["robot"]["home"] = {"xyz_m": list(xyz), "rpy_deg": [180.0, 0.0, 0.0]}
+    data["hardware"]["part_pose"] = {"xyz_m": [0.5, 0.0, 0.0]}
+    return _tiny(**data)
+
+
+def test_the_arm_goes_home_before_each_part_is_put_in(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    sc = _with_home((0.3, 0.3, 0.45))
+    engine.run_scenario(sc, tmp_path / "run", progress=False)
+    parts = engine.plan_parts(sc)
+    assert len(parts) > 1
+    asked = fakes["asked"]
+    assert len(asked) == len(parts) and all(a.endswith("the arm is at home") for a in asked)
+    home = np.array([0.3, 0.3, 0.45])
+    at_home = [i for i, T in enumerate(fakes["arm"].commands) if np.allclose(T[:3, 3], home)]
+    assert len(at_home) == len(parts)  # once per part, before its first view
+    assert at_home[0] == 0
+    # without a home the operator is told the arm stays where it is
+    fakes["asked"] = []
+    engine.run_scenario(_tiny(**REAL), tmp_path / "run2", progress=False)
+    assert fakes["asked"] and all("keep clear of it" in a for a in fakes["asked"])
+
+
+def test_a_home_outside_the_workspace_is_refused_before_anything_moves(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    from scenarios.interfaces import SpecError
+
+    with pytest.raises(
+        SpecError, match=r"cell\.hardware\.robot\.home: outside the workspace at home"
+    ):
+        engine.run_scenario(_with_home((0.3, 0.3, 0.9)), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    # the flange inside, the camera (0.05 m off it, pointing along +x) past the box's x max
+    with pytest.raises(HardwareStopped, match=r"home: outside the workspace at home \(camera"):
+        engine.run_scenario(_with_home((0.84, 0.0, 0.45)), tmp_path / "run", progress=False)
+    assert not fakes["arm"].commands
+    with pytest.raises(SpecError, match="`home` is not used by the sim driver"):
+        data = json.loads(json.dumps(HW))
+        data["hardware"]["robot"]["home"] = {"xyz_m": [0.3, 0.3, 0.45]}
+        _tiny(**data)
+
+
 def test_a_move_whose_camera_swings_out_of_the_box_on_the_way_is_refused(
     fakes: dict[str, Any],
 ) -> None:
@@ -640,14 +687,13 @@ def test_a_move_whose_camera_swings_out_of_the_box_on_the_way_is_refused(
     fakes["arm"].pose = start
     try:
         source.activate()
-        cell = source.cell(engine.plan_parts(sc)[0], engine.planned_view_ids(sc)[0], 0.0)
         # hand-eye (0.05, 0, 0.03): the camera is at z 0.23 at the start, 0.17 at the end
         end = pose_from_xyz_rpy((0.5, 0.0, 0.2), (0.0, np.pi, 0.0))
-        reason = cell._path_refusal(end)
+        reason = source.path_refusal(end)
         assert reason.startswith("outside the workspace on the way")
         assert "z " in reason and "min +0.160" in reason
         same = pose_from_xyz_rpy((0.5, 0.0, 0.25), (0.0, 0.0, 0.0))
-        assert cell._path_refusal(same) == ""
+        assert source.path_refusal(same) == ""
     finally:
         source.close()
 
