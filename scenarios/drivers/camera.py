@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from types import ModuleType
 from typing import Any
@@ -220,10 +222,22 @@ def genicam_to_rgb(data: NDArray[Any], width: int, height: int, fmt: str) -> NDA
     return np.asarray(cv2.cvtColor(mono, _BAYER_TO_RGB[fmt]), dtype=np.uint8)
 
 
-def _node_value(nodes: Any, name: str) -> str | None:
-    """The value of GenICam feature ``name`` as text, or None when the camera lacks it."""
-    node = getattr(nodes, name, None)
-    return None if node is None else str(node.value)
+def _frame_trigger(nodes: Any, errors: tuple[type[BaseException], ...]) -> tuple[bool, str | None]:
+    """(whether each frame waits for a trigger, its source) from a GenICam node map: the
+    ``TriggerMode``/``TriggerSource`` of the ``FrameStart`` trigger (the SFNC selector; a
+    camera without ``TriggerSelector``, or without a ``FrameStart`` entry in it, has its
+    one trigger read), (False, None) for a camera without trigger features."""
+    selector = getattr(nodes, "TriggerSelector", None)
+    if selector is not None:
+        try:
+            selector.value = "FrameStart"
+        except errors:  # no FrameStart trigger: read the one selected
+            pass
+    mode = getattr(nodes, "TriggerMode", None)
+    if mode is None or str(mode.value) != "On":
+        return False, None
+    source = getattr(nodes, "TriggerSource", None)
+    return True, None if source is None else str(source.value)
 
 
 #: The most filled buffers a capture returns unread (a producer holds a few to a few dozen),
@@ -281,7 +295,7 @@ class GenICamCamera:
         self._harvester: Any = None
         self._ia: Any = None
         self._timeout_exc: tuple[type[BaseException], ...] = ()
-        self._gentl_exc: tuple[type[BaseException], ...] = ()
+        self._device_exc: tuple[type[BaseException], ...] = ()
         self._acquiring = False
         self._trigger: Any = None  # the TriggerSoftware command node, when triggered
 
@@ -303,10 +317,16 @@ class GenICamCamera:
         self._timeout_exc = tuple(
             e for e in (getattr(core, "TimeoutException", None),) if isinstance(e, type)
         )
-        self._gentl_exc = tuple(
-            e for e in (getattr(core, "GenTL_GenericException", None),) if isinstance(e, type)
+        # GenTL (transport) and GenApi (feature access) errors: both mean the device failed.
+        self._device_exc = tuple(
+            e
+            for e in (
+                getattr(core, "GenTL_GenericException", None),
+                getattr(core, "GenApi_GenericException", None),
+            )
+            if isinstance(e, type)
         )
-        open_errors: tuple[type[BaseException], ...] = (ValueError, *self._gentl_exc)
+        open_errors: tuple[type[BaseException], ...] = (ValueError, *self._device_exc)
         h = core.Harvester()
         self._harvester = h
         try:
@@ -320,19 +340,25 @@ class GenICamCamera:
                     "check the cable, the network and the serial, then rerun"
                 )
             key = {"serial_number": self.serial} if self.serial is not None else None
-            if hasattr(h, "create"):
-                self._ia = h.create(key) if key is not None else h.create()
-            else:  # harvesters < 1.3.7
-                self._ia = (
-                    h.create_image_acquirer(serial_number=self.serial)
-                    if self.serial is not None
-                    else h.create_image_acquirer(0)
-                )
+            # harvesters' ImageAcquirer takes over Ctrl-C (its handler destroys the acquirer
+            # and raises nothing): give it back, so Ctrl-C stops the run as everywhere else.
+            sigint = signal.getsignal(signal.SIGINT)
+            try:
+                if hasattr(h, "create"):
+                    self._ia = h.create(key) if key is not None else h.create()
+                else:  # harvesters < 1.3.7
+                    self._ia = (
+                        h.create_image_acquirer(serial_number=self.serial)
+                        if self.serial is not None
+                        else h.create_image_acquirer(0)
+                    )
+            finally:
+                if threading.current_thread() is threading.main_thread() and sigint is not None:
+                    signal.signal(signal.SIGINT, sigint)
             nodes = self._ia.remote_device.node_map
             width, height = int(nodes.Width.value), int(nodes.Height.value)
             fmt = str(nodes.PixelFormat.value)
-            triggered = _node_value(nodes, "TriggerMode") == "On"
-            source = _node_value(nodes, "TriggerSource")
+            triggered, source = _frame_trigger(nodes, self._device_exc)
         except HardwareStopped:
             self.cleanup()
             raise
@@ -351,7 +377,8 @@ class GenICamCamera:
         if triggered and source != "Software":
             self.cleanup()
             raise SpecError(
-                f"{self._name()} waits for a {source} trigger, which twincell does not send; "
+                f"{self._name()} waits for a {source or 'hardware'} trigger, which twincell "
+                "does not send; "
                 "set TriggerMode to Off (free-running) or TriggerSource to Software"
             )
         self._trigger = nodes.TriggerSoftware if triggered else None
@@ -376,7 +403,7 @@ class GenICamCamera:
         start = getattr(self._ia, "start", None) or self._ia.start_acquisition
         try:
             start()
-        except self._gentl_exc as exc:
+        except self._device_exc as exc:
             raise HardwareStopped(f"{self._name()} would not start ({exc}); rerun") from None
         self._acquiring = True
 
@@ -387,7 +414,7 @@ class GenICamCamera:
             stop = getattr(self._ia, "stop", None) or self._ia.stop_acquisition
             try:
                 stop()
-            except self._gentl_exc as exc:
+            except self._device_exc as exc:
                 logger.warning("stopping %s: %s", self._name(), exc)
         self._acquiring = False
 
@@ -401,7 +428,7 @@ class GenICamCamera:
                 continue
             try:
                 getattr(obj, what)()
-            except self._gentl_exc as exc:
+            except self._device_exc as exc:
                 logger.warning("releasing %s: %s", self._name(), exc)
 
     def intrinsics(self) -> Intrinsics:
@@ -426,12 +453,16 @@ class GenICamCamera:
         fetch = getattr(self._ia, "fetch", None) or self._ia.fetch_buffer
         try_fetch = getattr(self._ia, "try_fetch", None) or self._ia.try_fetch_buffer
         try:
-            # Buffers filled before this call (while the arm moved) go back unread.
+            # Buffers filled before this call (while the arm moved) go back unread. try_fetch
+            # also answers None at once for an incomplete buffer (it requeues it): only a
+            # None after the whole wait means none is left.
             for _ in range(_MAX_BUFFERS):
+                t0 = time.monotonic()
                 stale = try_fetch(timeout=_DRAIN_S)
-                if stale is None:
+                if stale is not None:
+                    stale.queue()
+                elif time.monotonic() - t0 >= _DRAIN_S:
                     break
-                stale.queue()
             if self._trigger is not None:  # exposed now, on our trigger: nothing to discard
                 self._trigger.execute()
             else:
@@ -448,7 +479,7 @@ class GenICamCamera:
             raise CameraTimeout(
                 f"{self._name()} gave no frame within {self.timeout_s:g} s"
             ) from None
-        except self._gentl_exc as exc:
+        except self._device_exc as exc:
             raise HardwareStopped(
                 f"{self._name()} failed ({type(exc).__name__}: {exc}); check its cable or "
                 "network link, then rerun"

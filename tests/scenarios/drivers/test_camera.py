@@ -3,7 +3,9 @@ harvesters.core."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
 import types
 from contextlib import contextmanager
 from pathlib import Path
@@ -219,15 +221,30 @@ class FakeGenICam:
         self.n = 0  # frames exposed so far; pixel (0, 0) of frame n is (n, n, n)
         self.filled: list[int] = []  # frames exposed and waiting in the producer's buffers
         self.trigger: str | None = "Off"
+        self.selector: str | None = None
 
     def trigger_nodes(self) -> dict[str, Any]:
         """The trigger features, as the camera is set (``trigger``: None, a camera without
-        them; "Off"; or the source it waits for)."""
+        them; "Off"; or the source its FrameStart trigger waits for). With ``selector``, the
+        node map has a ``TriggerSelector`` left at ``selector`` (whose trigger is Off): the
+        frame trigger shows only once FrameStart is selected."""
         if self.trigger is None:
             return {}
-        nodes = {
-            "TriggerMode": types.SimpleNamespace(value="Off" if self.trigger == "Off" else "On")
-        }
+        cam = self
+
+        class Selector:
+            value = cam.selector or "FrameStart"
+
+        sel = Selector()
+
+        class Mode:
+            @property
+            def value(self) -> str:
+                return "Off" if cam.trigger == "Off" or sel.value != "FrameStart" else "On"
+
+        nodes: dict[str, Any] = {"TriggerMode": Mode()}
+        if self.selector is not None:
+            nodes["TriggerSelector"] = sel
         if self.trigger != "Off":
             nodes["TriggerSource"] = types.SimpleNamespace(value=self.trigger)
             nodes["TriggerSoftware"] = types.SimpleNamespace(execute=lambda: self.expose(1))
@@ -281,12 +298,17 @@ class FakeGenICam:
                 cam.log.append(("destroy",))
 
             def try_fetch(self, *, timeout: float) -> Any:
-                # harvesters: a filled buffer (oldest first), or None after ``timeout``
+                # harvesters: a filled buffer (oldest first), or None after ``timeout``; an
+                # incomplete buffer (frame number 0 here) is requeued and None returned at once
                 if not cam.filled:
+                    time.sleep(timeout)
                     return None
                 n = cam.filled.pop(0)
+                if n == 0:
+                    cam.log.append(("incomplete",))
+                    return None
                 cam.log.append(("stale", n))
-                return types.SimpleNamespace(queue=lambda: cam.log.append(("queued",)))
+                return types.SimpleNamespace(queue=lambda: cam.log.append(("requeued", n)))
 
             @contextmanager
             def fetch(self, *, timeout: float = 0) -> Any:
@@ -322,6 +344,8 @@ class FakeGenICam:
 
             def create(self, search_key: Any = None) -> ImageAcquirer:
                 cam.log.append(("create", search_key))
+                # harvesters' ImageAcquirer installs its own Ctrl-C handler
+                signal.signal(signal.SIGINT, lambda signum, frame: cam.log.append(("sigint",)))
                 return ImageAcquirer()
 
             def reset(self) -> None:
@@ -464,14 +488,31 @@ def test_the_generic_cameras_meet_the_shared_camera_contract(
     check_camera_driver(_genicam(cti))
 
 
+def test_genicam_leaves_ctrl_c_to_twincell(genicam: FakeGenICam, cti: str) -> None:
+    """harvesters' ImageAcquirer takes over SIGINT (destroying itself, raising nothing):
+    the driver puts back the handler it found, so Ctrl-C stops the run."""
+
+    def ours(signum: int, frame: object) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGINT, ours)
+    try:
+        _genicam(cti)
+        assert signal.getsignal(signal.SIGINT) is ours
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_genicam_returns_a_frame_exposed_after_the_capture_was_asked_for(
     genicam: FakeGenICam, cti: str
 ) -> None:
     cam = _genicam(cti)
     genicam.expose(5)  # buffers filled while the arm moved: frames 1-5
+    genicam.filled.insert(2, 0)  # an incomplete buffer among them does not end the drain
     cam.capture()
     delivered = [e[1] for e in genicam.log if e[0] == "delivered"]
-    assert [e[1] for e in genicam.log if e[0] == "stale"] == [1, 2, 3, 4, 5]  # back unread
+    assert [e[1] for e in genicam.log if e[0] == "stale"] == [1, 2, 3, 4, 5]
+    assert [e[1] for e in genicam.log if e[0] == "requeued"] == [1, 2, 3, 4, 5]  # unread
     assert delivered == [6, 7]  # frame 6 began before the call: discarded; 7 returned
     assert cam.capture().rgb[0, 0, 0] == 9
     genicam.log.clear()
@@ -495,6 +536,10 @@ def test_genicam_software_trigger_fires_once_per_capture_and_other_triggers_are_
     with pytest.raises(SpecError, match="waits for a Line1 trigger.*TriggerMode to Off"):
         GenICamCamera(cti, K=K).configure()
     assert ("destroy",) in genicam.log
+    # the frame trigger is read under FrameStart, whatever selector the camera was left at
+    genicam.selector = "AcquisitionStart"
+    with pytest.raises(SpecError, match="waits for a Line1 trigger"):
+        GenICamCamera(cti, K=K).configure()
     genicam.trigger = None  # a camera without trigger features runs free
     assert _genicam(cti).capture().rgb[0, 0, 0] == 6
 
