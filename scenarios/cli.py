@@ -20,6 +20,7 @@ from scenarios.interfaces import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UNSCORED,
+    STOP,
     SpecError,
     TwincellError,
 )
@@ -592,8 +593,6 @@ def _stop(signum: int, frame: object) -> None:
     # terminated, finished samples are kept and the manifest says "interrupted". The flag
     # makes it stick: the engine checks it between samples, in case the exception landed in
     # a finalizer, where Python prints and swallows it.
-    from scenarios.engine import STOP
-
     STOP.set()
     raise KeyboardInterrupt
 
@@ -605,11 +604,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "twincell: %(message)s",
     )
+    STOP.clear()  # set by _stop, for the length of this call
     previous = {}
     if args.command in ("run", "check", "pretrain", "train", "study"):
-        from scenarios.engine import STOP
-
-        STOP.clear()
         for sig in (signal.SIGINT, signal.SIGTERM):
             # A SIGINT ignored by whoever started us (a background job) stays ignored.
             if signal.getsignal(sig) is not signal.SIG_IGN:
@@ -632,15 +629,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         # A Ctrl-C that lands inside a C call (an OpenGL call through ctypes) can surface as
         # another exception; the flag _stop set says what it was.
-        from scenarios.engine import STOP
-
-        if not STOP.is_set():
+        if not (previous and STOP.is_set()):
             raise
         print("twincell: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        STOP.clear()
     return code
 
 

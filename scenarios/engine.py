@@ -18,7 +18,6 @@ import multiprocessing.util
 import os
 import platform
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +32,7 @@ from tqdm import tqdm
 
 import detectors
 from scenarios.interfaces import (
+    STOP,
     CaptureFailed,
     Cell,
     CellSource,
@@ -77,16 +77,18 @@ from scenarios.spec import Scenario
 
 log = logging.getLogger(__name__)
 
-#: Set when the run is asked to stop (Ctrl-C or SIGTERM, by the CLI's handler) and checked
-#: between samples: Python swallows a KeyboardInterrupt that lands while a finalizer
-#: (``__del__``, a weakref callback) runs, so the exception alone may not stop a run.
-STOP = threading.Event()
-
 
 def check_stop() -> None:
     """Raise KeyboardInterrupt if the run was asked to stop."""
     if STOP.is_set():
         raise KeyboardInterrupt
+
+
+def stopping(exc: BaseException) -> bool:
+    """Whether ``exc`` ends the run because it was asked to stop: a KeyboardInterrupt, or any
+    exception while ``STOP`` is set (a signal that lands inside a C call can surface as
+    another exception: ctypes wraps it in an ArgumentError)."""
+    return isinstance(exc, KeyboardInterrupt) or STOP.is_set()
 
 
 #: Views of one part per simulation task: small enough for a live progress bar and a fast
@@ -1257,7 +1259,6 @@ def run_scenario(
     """
     timer = PhaseTimer()
     check_backends(sc)
-    STOP.clear()
     with ExitStack() as stack:
         with timer.phase("prepare"):
             leftovers = stack.enter_context(open_out_dir(out, sc))
@@ -1275,9 +1276,7 @@ def run_scenario(
         try:
             _run_phases(sc, out, workers, progress, report, timer, manifest)
         except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt) or STOP.is_set():
-                # A signal that lands inside a C call can surface as another exception
-                # (ctypes wraps it in an ArgumentError); the flag says it was a stop.
+            if stopping(exc):
                 manifest["status"] = "interrupted"
                 _finish(out, manifest, timer)
                 if isinstance(exc, KeyboardInterrupt):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import reprlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -296,6 +297,12 @@ EXIT_EXPECTATION = 4  # `twincell check`: the run completed and an expectation d
 EXIT_CELLS_FAILED = 5  # `twincell study`: it finished but some cells failed; rerun retries them
 EXIT_HARDWARE = 6  # the hardware stopped the run (link lost, protective stop); rerun resumes
 EXIT_INTERRUPTED = 130  # Ctrl-C; finished samples are kept and a rerun resumes
+
+#: Set when the run is asked to stop (Ctrl-C or SIGTERM, by the CLI's handler, for the length
+#: of one CLI call) and checked between samples: Python swallows a KeyboardInterrupt that
+#: lands while a finalizer (``__del__``, a weakref callback) runs, so the exception alone
+#: may not stop a run.
+STOP = threading.Event()
 
 #: Longest one-line validation message (field path, what is wrong, what was given).
 MESSAGE_CHARS = 200

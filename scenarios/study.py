@@ -405,7 +405,7 @@ def run_cell(task: CellTask) -> CellOutcome:
 
     Top-level and picklable: the pool's workers and Ray's tasks call it alike.
     """
-    from scenarios.engine import STOP, close_worker, run_scenario
+    from scenarios.engine import close_worker, run_scenario
     from scenarios.report import write_report
 
     t0 = time.perf_counter()
@@ -421,8 +421,6 @@ def run_cell(task: CellTask) -> CellOutcome:
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - a failed cell is reported, not fatal
-        if STOP.is_set():  # a stop that surfaced as another exception (see engine.run)
-            raise KeyboardInterrupt from exc
         close_worker()
         return CellOutcome(
             task.index,
@@ -481,7 +479,10 @@ def run_pool(
     for a result that never comes, and a rerun retries them. On Ctrl-C the workers are
     terminated at once (their cells are left to resume)."""
     if workers <= 1 or len(tasks) <= 1:
+        from scenarios.engine import check_stop
+
         for t in tasks:
+            check_stop()  # a stop flagged between cells (its interrupt swallowed)
             on_done(fn(t))
         return
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -678,7 +679,7 @@ def run_study(
     """
     if executor not in EXECUTORS:
         raise SpecError(f"--executor: {excerpt(executor)}; allowed: {', '.join(EXECUTORS)}")
-    from scenarios.engine import STOP, check_backends, check_out_dir
+    from scenarios.engine import check_backends, check_out_dir, stopping
 
     if not 1 <= workers <= MAX_WORKERS:
         raise SpecError(f"--workers: must be >= 1 and <= {MAX_WORKERS}, got {workers}")
@@ -742,7 +743,7 @@ def run_study(
                 else:
                     run_pool(todo, workers, on_done)
         except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt) or STOP.is_set():
+            if stopping(exc):
                 write_study_record(out, study, outcomes, "interrupted", extra)
                 if isinstance(exc, KeyboardInterrupt):
                     raise

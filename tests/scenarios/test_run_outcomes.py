@@ -144,10 +144,43 @@ def test_a_stop_that_surfaces_as_another_exception_still_ends_the_run_as_interru
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "interrupted"
     assert "error" not in m
+    from scenarios.interfaces import STOP
+
+    assert not STOP.is_set()  # the flag lives for one CLI call: nothing stale after it
 
     monkeypatch.setattr(EyeInHandCell, "capture_pair", real_capture)
     assert main(["run", str(spec), "--out", str(out), "-q", "--workers", "1"]) == 0
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_the_cli_reads_a_stop_that_surfaced_outside_a_run_as_an_interrupt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same wrapped interrupt where no run catches it (before the run starts, in a
+    command's own code): exit 130 with the one line, not a traceback; and an ordinary error
+    with no stop asked for is still an error."""
+    import ctypes
+
+    from scenarios import engine
+    from scenarios.cli import _stop
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        try:
+            _stop(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            raise ctypes.ArgumentError("argument 2: KeyboardInterrupt: ") from None
+
+    monkeypatch.setattr(engine, "run_scenario", stopped)
+    spec = _scenario(tmp_path, "wrapped", INTERRUPTED)
+    assert main(["run", str(spec), "--out", str(tmp_path / "run"), "-q"]) == EXIT_INTERRUPTED
+    assert "interrupted" in capsys.readouterr().err
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ctypes.ArgumentError("a real bug")
+
+    monkeypatch.setattr(engine, "run_scenario", broken)
+    with pytest.raises(ctypes.ArgumentError, match="a real bug"):
+        main(["run", str(spec), "--out", str(tmp_path / "run2"), "-q"])
 
 
 def _wait_for_samples(out: Path, n: int, proc: subprocess.Popen[bytes], limit_s: float) -> None:
