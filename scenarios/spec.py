@@ -206,7 +206,7 @@ class RobotDriverSpec(Strict):
     """What moves the camera relative to the part on a hardware cell (``driver``): ``sim``
     the simulated arm (``cell.robot``) behind the driver interface; ``ur`` a Universal Robots
     arm over RTDE at ``host`` (``home``: where the flange waits, clear of the fixture,
-    while a part is put in or taken out); ``turntable`` a fixed camera over a manual
+    while the operator puts in the next part); ``turntable`` a fixed camera over a manual
     turntable (``camera_pose``: the camera in the platter frame at 0 deg); ``board`` a fixed
     camera and a hand-held part with a checkerboard (``board``) at ``board_pose`` (the part
     in the board's frame)."""

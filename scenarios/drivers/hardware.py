@@ -73,10 +73,7 @@ def check(sc: Any) -> None:
             raise base.DriverMissing(f"cell.hardware.{side}.driver: {why}")
     from scenarios.interfaces import SpecError, excerpt
 
-    if hw.robot.home is not None:  # the camera there is checked once the lens is known
-        reason = workspace(sc).refusal({"flange": np.asarray(hw.robot.home.xyz_m)}, "at home")
-        if reason:
-            raise SpecError(f"cell.hardware.robot.home: {reason}")
+    check_home(sc)
 
     if hw.camera.driver == "genicam" and not Path(hw.camera.cti).expanduser().is_file():
         raise SpecError(f"cell.hardware.camera.cti: no file {excerpt(hw.camera.cti, 80)}")
@@ -89,6 +86,21 @@ def check(sc: Any) -> None:
                     f"detectors.{i}: {d.name} needs point clouds; the {hw.camera.driver} "
                     "camera gives no depth (use a realsense camera, or remove the detector)"
                 )
+
+
+def check_home(sc: Any) -> None:
+    """Refuse (``SpecError``, exit 2) a ``cell.hardware.robot.home`` that puts the flange or
+    the camera (off it by ``cell.hand_eye``) outside the workspace box."""
+    if sc.cell.hardware.robot.home is None:
+        return
+    from scenarios.interfaces import SpecError
+    from sim.cells.factory import cell_setup
+
+    T = _pose(sc.cell.hardware.robot.home)
+    cam = (T @ cell_setup(sim_scenario(sc), sc.seed).T_ee_cam)[:3, 3]
+    reason = workspace(sc).refusal({"flange": T[:3, 3], "camera": cam}, "at home")
+    if reason:
+        raise SpecError(f"cell.hardware.robot.home: {reason}")
 
 
 def _pose(p: Any) -> np.ndarray:
@@ -221,16 +233,11 @@ class HardwareCells:
             d.configure()
             d.activate()
         if self.moves_itself:
-            reason = self._refusal(np.asarray(self.robot.read_pose(), dtype=np.float64))
+            reason = self.refusal(np.asarray(self.robot.read_pose(), dtype=np.float64))
             if reason:
                 raise HardwareStopped(
                     f"the arm starts {reason}; jog it into the workspace box, then rerun"
                 )
-        home = self.home()
-        if home is not None:
-            reason = self._refusal(home, "at home")
-            if reason:
-                raise HardwareStopped(f"cell.hardware.robot.home: {reason}; change it, then rerun")
 
     @property
     def moves_itself(self) -> bool:
@@ -246,13 +253,11 @@ class HardwareCells:
         spec = self.sc.cell.hardware.robot
         return _pose(spec.home) if spec.driver == "ur" and spec.home is not None else None
 
-    def _refusal(self, target: np.ndarray, when: str = "") -> str:
+    def refusal(self, target: np.ndarray) -> str:
         """'' when flange pose ``target`` puts the flange and the camera inside the
         workspace, else why not."""
-        from sim.geometry import transform_points
-
-        cam = transform_points(target, self.setup().T_ee_cam_believed[:3, 3][None])[0]
-        return self.workspace.refusal({"flange": target[:3, 3], "camera": cam}, when)
+        cam = (target @ self.setup().T_ee_cam_believed)[:3, 3]
+        return self.workspace.refusal({"flange": target[:3, 3], "camera": cam})
 
     def path_refusal(self, target: np.ndarray, steps: int = 20) -> str:
         """'' when the camera stays in the workspace all along a linear move from where the
@@ -462,15 +467,14 @@ class HardwareCell:
         if view_id not in self._planned():
             self.last_failure = f"no planned view {view_id}"
             return False
-        T_base_cam, target = self.flange_target(view_id)
-        ws = self._src.workspace
-        reason = ws.refusal({"flange": target[:3, 3], "camera": T_base_cam[:3, 3]})
+        _, target = self.flange_target(view_id)
+        reason = self._src.refusal(target)
         if not reason and self._src.moves_itself:
             reason = self._src.path_refusal(target)
         if reason:
             self.last_failure = reason
             return False
-        ok = self._src.robot.move_to(target, ws.max_speed_m_s)
+        ok = self._src.robot.move_to(target, self._src.workspace.max_speed_m_s)
         self.last_failure = "" if ok else self._src.robot.last_failure
         return bool(ok)
 
@@ -573,6 +577,7 @@ def dry_run(sc: Any, out: Path, progress: bool = True) -> dict[str, Any]:
     from scenarios.engine import plan_parts
     from scenarios.rundir import png_bytes, write_bytes, write_json
 
+    check_home(sc)
     out.mkdir(parents=True, exist_ok=True)
     robot: Any = PlannedRobot()
     if sc.cell.hardware.robot.driver == "turntable":  # all software: it knows its reach

@@ -179,6 +179,8 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     class Nobody:
         def ask(self, message: str) -> None:
             made.setdefault("asked", []).append(message)
+            # how many moves the arm had been sent when the operator was asked
+            made.setdefault("asked_after", []).append(len(made["arm"].commands))
 
     monkeypatch.setattr(hardware, "ConsoleOperator", Nobody)
     return made
@@ -644,8 +646,10 @@ def test_the_arm_goes_home_before_each_part_is_put_in(
     assert len(asked) == len(parts) and all(a.endswith("the arm is at home") for a in asked)
     home = np.array([0.3, 0.3, 0.45])
     at_home = [i for i, T in enumerate(fakes["arm"].commands) if np.allclose(T[:3, 3], home)]
-    assert len(at_home) == len(parts)  # once per part, before its first view
-    assert at_home[0] == 0
+    # once per part: home, then the operator is asked, then that part's views
+    assert fakes["asked_after"] == [i + 1 for i in at_home]
+    views = np.split(np.arange(len(fakes["arm"].commands)), at_home)[1:]
+    assert len(views) == len(parts) and all(len(v) > 1 for v in views)
     # without a home the operator is told the arm stays where it is
     fakes["asked"] = []
     engine.run_scenario(_tiny(**REAL), tmp_path / "run2", progress=False)
@@ -663,13 +667,45 @@ def test_a_home_outside_the_workspace_is_refused_before_anything_moves(
         engine.run_scenario(_with_home((0.3, 0.3, 0.9)), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
     # the flange inside, the camera (0.05 m off it, pointing along +x) past the box's x max
-    with pytest.raises(HardwareStopped, match=r"home: outside the workspace at home \(camera"):
+    with pytest.raises(SpecError, match=r"home: outside the workspace at home \(camera"):
         engine.run_scenario(_with_home((0.84, 0.0, 0.45)), tmp_path / "run", progress=False)
-    assert not fakes["arm"].commands
+    assert not (tmp_path / "run").exists() and not fakes["arm"].commands
+    # the dry run checks it too
+    with pytest.raises(SpecError, match=r"home: outside the workspace at home \(camera"):
+        hardware.dry_run(_with_home((0.84, 0.0, 0.45)), tmp_path / "dry", progress=False)
     with pytest.raises(SpecError, match="`home` is not used by the sim driver"):
         data = json.loads(json.dumps(HW))
         data["hardware"]["robot"]["home"] = {"xyz_m": [0.3, 0.3, 0.45]}
         _tiny(**data)
+
+
+def test_an_arm_that_cannot_go_home_stops_the_run_before_the_operator_reaches_in(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    # the controller refuses the move home
+    real_move = fakes["arm"].move_to
+
+    def refuse_home(T: np.ndarray, speed_m_s: float) -> bool:
+        if np.allclose(T[:3, 3], (0.3, 0.3, 0.45)):
+            fakes["arm"].last_failure = "the controller refused the pose (test)"
+            return False
+        return real_move(T, speed_m_s)
+
+    fakes["arm"].move_to = refuse_home
+    with pytest.raises(HardwareStopped, match="did not go home.*refused the pose"):
+        engine.run_scenario(_with_home((0.3, 0.3, 0.45)), tmp_path / "run", progress=False)
+    assert "asked" not in fakes  # nobody was asked to reach in
+    # the way home leaves the box (the camera dips below z min on the way)
+    fakes["arm"].move_to = real_move
+    data = json.loads(json.dumps(REAL))
+    data["hardware"]["safety"]["workspace_min_m"] = [0.15, -0.4, 0.16]
+    # as in the test below: turning the flange half a turn about y swings the camera low
+    data["hardware"]["robot"]["home"] = {"xyz_m": [0.45, 0.0, 0.2], "rpy_deg": [0.0, 180.0, 0.0]}
+    fakes["arm"].pose = np.eye(4)
+    fakes["arm"].pose[:3, 3] = (0.45, 0.0, 0.2)
+    with pytest.raises(HardwareStopped, match="the way to cell.hardware.robot.home: outside"):
+        engine.run_scenario(_tiny(**data), tmp_path / "run2", progress=False)
+    assert not fakes["arm"].commands and "asked" not in fakes
 
 
 def test_a_move_whose_camera_swings_out_of_the_box_on_the_way_is_refused(
