@@ -625,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        return EXIT_INTERRUPTED if previous and STOP.is_set() else EXIT_OK
     except Exception:
         # A Ctrl-C that lands inside a C call (an OpenGL call through ctypes) can surface as
         # another exception; the flag _stop set says what it was.

@@ -1226,13 +1226,15 @@ def check_backends(sc: Scenario) -> None:
     is not installed (SpecError naming the field and what to install)."""
     import importlib.util
 
-    for side in ("real", "twin"):
+    module = cell_module(sc)
+    # The images this cell kind renders (a replay renders none; real drivers only the twin).
+    sides = module.rendered(sc) if hasattr(module, "rendered") else ("real", "twin")
+    for side in sides:
         if getattr(sc.render, side) == "blender" and importlib.util.find_spec("bpy") is None:
             raise SpecError(
                 f"render.{side}: blender needs bpy (Blender as a Python module), which is not "
                 "installed; run `bash scripts/setup.sh` or choose pyrender"
             )
-    module = cell_module(sc)
     if hasattr(module, "check"):  # e.g. a hardware cell's driver SDKs
         module.check(sc)
     for i, d in enumerate(sc.detectors):

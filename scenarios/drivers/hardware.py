@@ -56,6 +56,11 @@ def view_frame(sc: Any) -> str:
     return "cell"
 
 
+def rendered(sc: Any) -> tuple[str, ...]:
+    """The images rendered: the twin, and the real image too behind sim drivers."""
+    return ("real", "twin") if sc.cell.hardware.camera.driver == "sim" else ("twin",)
+
+
 def parallel(sc: Any) -> bool:
     """A hardware cell runs in one process: its drivers hold one connection each."""
     return False

@@ -107,6 +107,11 @@ def view_ids(sc: Any) -> list[int]:
     return list(recording(sc).views)
 
 
+def rendered(sc: Any) -> tuple[str, ...]:
+    """Nothing is rendered: the real images and the twins are the recording's."""
+    return ()
+
+
 def view_frame(sc: Any) -> str:
     """The recorded cell's view frame ("part" for a part-in-hand cell, else "cell")."""
     kind = recording(sc).manifest.get("scenario", {}).get("cell", {}).get("kind")

@@ -325,6 +325,46 @@ def test_a_replay_says_which_of_its_fields_the_recording_overrides(
     assert "detectors" not in line and "decisions" not in line
 
 
+def test_a_missing_render_backend_is_refused_only_where_the_cell_renders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay renders nothing, real drivers only the twin: Blender missing does not stop
+    either for an image it would not render."""
+    import importlib.util
+
+    from scenarios.interfaces import SpecError
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bpy" else real_find_spec(name, *a),
+    )
+    sc = _tiny()
+    engine.run_scenario(sc, tmp_path / "run", progress=False)
+    blender_real = {"real": "blender", "twin": "pyrender"}
+    replay = parse_scenario(
+        {
+            "name": "replayed",
+            "cell": {"kind": "replay", "replay": {"run": str(tmp_path / "run")}},
+            "render": blender_real,
+        }
+    )
+    engine.check_backends(replay)
+    monkeypatch.setattr(base, "SDKS", {})
+    engine.check_backends(
+        parse_scenario(
+            {**_tiny(**REAL).model_dump(mode="json", exclude_none=True), "render": blender_real}
+        )
+    )
+    with pytest.raises(SpecError, match="render.real: blender needs bpy"):
+        engine.check_backends(
+            parse_scenario(
+                {**_tiny(**HW).model_dump(mode="json", exclude_none=True), "render": blender_real}
+            )
+        )
+
+
 def test_masks_drawn_later_label_a_hardware_recording(
     tmp_path: Path, fakes: dict[str, Any]
 ) -> None:
