@@ -160,6 +160,8 @@ def _dry_run(sc: Any, args: argparse.Namespace) -> int:
     for v in plan["views"]:
         if v["status"] == "refused":
             print(f"  {v['part_id']} view {v['view_id']}: refused: {v['reason']}")
+    for reason in plan.get("home", {}).get("refused_on_the_way", []):
+        print(f"  the way home: refused (a run would stop there): {reason}")
     print(f"twins: {out / 'dry-run.png'}")
     return EXIT_OK
 

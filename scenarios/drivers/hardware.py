@@ -222,6 +222,8 @@ class HardwareCells:
         self._setup: Any = None
         self._part: tuple[int, Any] | None = None
         self._active: list[Any] = []
+        #: Why the way home was refused, when the dry run rehearsed it (a real run stops).
+        self.home_refusals: list[str] = []
         if robot is not None and camera is not None:
             self.robot, self.camera = robot, camera
         elif self._world is not None:
@@ -247,10 +249,14 @@ class HardwareCells:
     @property
     def moves_itself(self) -> bool:
         """Whether the robot is a real arm that moves on its own (not the simulated one, the
-        dry run's or a person turning a table): its paths are checked, not only its goals."""
-        return self.sc.cell.hardware.robot.driver == "ur" and not isinstance(
-            self.robot, PlannedRobot
-        )
+        dry run's or a person turning a table): its start pose is checked."""
+        return self.checks_paths and not isinstance(self.robot, PlannedRobot)
+
+    @property
+    def checks_paths(self) -> bool:
+        """Whether each move is checked along the way, not only at its goal: a UR arm's
+        linear moves, and the dry run's rehearsal of them."""
+        return bool(self.sc.cell.hardware.robot.driver == "ur")
 
     def home(self) -> np.ndarray | None:
         """The flange pose the arm waits at while a part is swapped (``robot.home``), or
@@ -270,6 +276,8 @@ class HardwareCells:
         the camera, off the flange, moves on a curve), else the first refusal on the way."""
         from scipy.spatial.transform import Rotation, Slerp
 
+        if isinstance(self.robot, PlannedRobot) and self.robot.pose is None:
+            return ""  # a rehearsal's first move: where the arm will start is not known
         start = np.asarray(self.robot.read_pose(), dtype=np.float64)
         slerp = Slerp([0.0, 1.0], Rotation.from_matrix([start[:3, :3], target[:3, :3]]))
         offset = self.setup().T_ee_cam_believed[:3, 3]
@@ -292,8 +300,10 @@ class HardwareCells:
                 "; the arm holds still at its last view (no cell.hardware.robot.home): keep "
                 "clear of it"
             )
-        reason = self.path_refusal(home) if self.moves_itself else ""
-        if reason:
+        reason = self.path_refusal(home)
+        if reason and isinstance(self.robot, PlannedRobot):  # the dry run: note it, go on
+            self.home_refusals.append(reason)
+        elif reason:
             raise HardwareStopped(
                 f"the way to cell.hardware.robot.home: {reason}; jog the arm home, then rerun"
             )
@@ -474,7 +484,7 @@ class HardwareCell:
             return False
         _, target = self.flange_target(view_id)
         reason = self._src.refusal(target)
-        if not reason and self._src.moves_itself:
+        if not reason and self._src.checks_paths:
             reason = self._src.path_refusal(target)
         if reason:
             self.last_failure = reason
@@ -542,7 +552,7 @@ class PlannedRobot:
     run: plan, check against the workspace and render the twins, with no motion)."""
 
     def __init__(self) -> None:
-        self._pose: np.ndarray | None = None
+        self.pose: np.ndarray | None = None  # the last commanded pose; None before any
         self.last_failure = ""
 
     def configure(self) -> None:
@@ -559,24 +569,27 @@ class PlannedRobot:
 
     def move_to(self, T_base_ee: np.ndarray, speed_m_s: float) -> bool:
         """Record the target; no motion."""
-        self._pose = np.asarray(T_base_ee, dtype=np.float64)
+        self.pose = np.asarray(T_base_ee, dtype=np.float64)
         return True
 
     def read_pose(self) -> np.ndarray:
         """The last commanded pose."""
-        if self._pose is None:
+        if self.pose is None:
             raise RuntimeError("read_pose before move_to")
-        return self._pose
+        return self.pose
 
 
 def dry_run(sc: Any, out: Path, progress: bool = True) -> dict[str, Any]:
     """Plan a hardware scenario without moving anything: for the first part of each family,
     every viewpoint is checked against the workspace (and, for a turntable, its reach) and
-    its twin rendered at the planned pose. Writes ``out/plan.json`` (each view: camera and
-    flange pose, refused and why), ``out/twins/<part>_v<view>.png`` and ``out/dry-run.png``
-    (a contact sheet, refused views marked); returns the plan. Nothing connects to the
-    robot or the camera: the lens is ``cell.camera``'s (or the calibration ``K``/``dist``
-    given for the camera)."""
+    its twin rendered at the planned pose. A UR arm's linear moves are rehearsed in order,
+    home (if given) then each view, and checked along the way as the run checks them (from
+    the first planned pose: where the arm will start is not known). Writes
+    ``out/plan.json`` (each view: camera and flange pose, refused and why; the home pose
+    and any refusal on the way to it), ``out/twins/<part>_v<view>.png`` and
+    ``out/dry-run.png`` (a contact sheet, refused views marked); returns the plan. Nothing
+    connects to the robot or the camera: the lens is ``cell.camera``'s (or the calibration
+    ``K``/``dist`` given for the camera)."""
     from tqdm import tqdm
 
     from scenarios.engine import plan_parts
@@ -598,18 +611,18 @@ def dry_run(sc: Any, out: Path, progress: bool = True) -> dict[str, Any]:
     try:
         source.activate()
         work = [(p, v) for p in firsts.values() for v in views]
-        for plan, v in tqdm(work, desc="dry run", unit="view", disable=not progress):
-            cell = source.cell(plan, v, 0.0)
+        for part, v in tqdm(work, desc="dry run", unit="view", disable=not progress):
+            cell = source.cell(part, v, 0.0)
             T_cam, target = cell.flange_target(v)
             row: dict[str, Any] = {
-                "part_id": plan.part_id,
+                "part_id": part.part_id,
                 "view_id": v,
                 "T_base_cam": T_cam.tolist(),
                 "T_base_ee": target.tolist(),
             }
             ok = cell.move_to(v)
             twin = cell.render_twin() if ok else cell.planned_twin(v)
-            name = f"twins/{plan.part_id}_v{v:03d}.png"
+            name = f"twins/{part.part_id}_v{v:03d}.png"
             write_bytes(out / name, png_bytes(twin.rgb))
             row.update(status="ok" if ok else "refused", twin=name)
             if not ok:
@@ -617,12 +630,15 @@ def dry_run(sc: Any, out: Path, progress: bool = True) -> dict[str, Any]:
             rows.append(row)
     finally:
         source.close()
-    plan = {
+    plan: dict[str, Any] = {
         "scenario": sc.name,
         "safety": sc.cell.hardware.safety.model_dump(mode="json"),
         "views": rows,
         "refused": sum(r["status"] == "refused" for r in rows),
     }
+    home = source.home()
+    if home is not None:
+        plan["home"] = {"T_base_ee": home.tolist(), "refused_on_the_way": source.home_refusals}
     write_json(out / "plan.json", plan)
     _contact_sheet(out, rows)
     return plan

@@ -442,6 +442,36 @@ def test_the_dry_run_plans_and_renders_twins_without_moving(tmp_path: Path) -> N
     assert json.loads((tmp_path / "dry" / "plan.json").read_text())["refused"] == len(refused)
 
 
+def test_the_dry_run_rehearses_the_moves_as_the_run_checks_them(
+    tmp_path: Path, fakes: dict[str, Any]
+) -> None:
+    """The dry run's robot stands still, but its moves are checked along the way as a UR's
+    are: a move that swings the camera out of the box is refused (a view dropped; the way
+    home noted, where a run would stop), except the first, whose start is not known."""
+    from sim.geometry import pose_from_xyz_rpy
+
+    data = json.loads(json.dumps(REAL))
+    data["hardware"]["safety"]["workspace_min_m"] = [0.15, -0.4, 0.16]
+    data["hardware"]["robot"]["home"] = {"xyz_m": [0.5, 0.0, 0.2], "rpy_deg": [0.0, 180.0, 0.0]}
+    sc = _tiny(**data)
+    planned = hardware.PlannedRobot()
+    source = hardware.HardwareCells(sc, 0, robot=planned, camera=fakes["camera"])
+    try:
+        source.activate()  # the dry run's robot has no start pose to check
+        assert source.path_refusal(pose_from_xyz_rpy((0.5, 0.0, 0.2), (0.0, np.pi, 0.0))) == ""
+        planned.move_to(pose_from_xyz_rpy((0.5, 0.0, 0.2), (0.0, 0.0, 0.0)), 0.1)
+        # as in the swing test below: half a turn about y dips the camera under z 0.16
+        source.placement(engine.plan_parts(sc)[0])
+        (reason,) = source.home_refusals
+        assert reason.startswith("outside the workspace on the way")
+        assert np.allclose(planned.read_pose(), source.home())  # went on, to plan the rest
+    finally:
+        source.close()
+    plan = hardware.dry_run(sc, tmp_path / "dry", progress=False)
+    assert plan["home"]["T_base_ee"] == source.home().tolist()
+    assert plan["home"]["refused_on_the_way"] == []  # its first move: start unknown
+
+
 def _write(tmp_path: Path, sc: Any) -> Path:
     import yaml
 
