@@ -138,9 +138,10 @@ def scenario_parts(sc: Scenario) -> list[PartPlan]:
 #: ``run_info()`` of the same run, or None) and, optionally, ``view_frame(sc)`` ("cell" or
 #: "part": the frame a view id's direction is fixed in; "part" without it),
 #: ``plan_parts(sc)`` (the parts, where the scenario's families do not say them),
-#: ``parallel(sc)`` (False: one process only, e.g. drivers holding one connection) and
-#: ``check(sc)`` (raise ``SpecError`` before anything is written, e.g. a missing SDK). A new
-#: kind of cell adds a line here; the engine itself only speaks ``Cell``.
+#: ``parallel(sc)`` (False: one process only, e.g. drivers holding one connection),
+#: ``check(sc)`` (raise ``SpecError`` before anything is written, e.g. a missing SDK) and
+#: ``rendered(sc)`` (which of "real", "twin" it renders; both without it). A new kind of
+#: cell adds a line here; the engine itself only speaks ``Cell``.
 CELL_KINDS: dict[str, str] = {}
 
 

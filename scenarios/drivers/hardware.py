@@ -67,19 +67,18 @@ def parallel(sc: Any) -> bool:
 
 
 def check(sc: Any) -> None:
-    """Refuse, before anything is written, a driver whose SDK is not installed
-    (``DriverMissing``, exit 2, naming the extra to install)."""
+    """Refuse, before anything is written (exit 2): a driver whose SDK is not installed
+    (``DriverMissing``, naming the extra to install), a ``home`` outside the workspace, a
+    missing GenICam producer file, and a 3D detector with a camera that gives no depth."""
     from scenarios.drivers import base
+    from scenarios.interfaces import SpecError, excerpt
 
     hw = sc.cell.hardware
     for side, spec in (("robot", hw.robot), ("camera", hw.camera)):
         why = base.missing_sdk(spec.driver)
         if why is not None:
             raise base.DriverMissing(f"cell.hardware.{side}.driver: {why}")
-    from scenarios.interfaces import SpecError, excerpt
-
     check_home(sc)
-
     if hw.camera.driver == "genicam" and not Path(hw.camera.cti).expanduser().is_file():
         raise SpecError(f"cell.hardware.camera.cti: no file {excerpt(hw.camera.cti, 80)}")
     if hw.camera.driver in ("opencv", "genicam"):
@@ -261,8 +260,8 @@ class HardwareCells:
     def home(self) -> np.ndarray | None:
         """The flange pose the arm waits at while a part is swapped (``robot.home``), or
         None (no home given, or no arm)."""
-        spec = self.sc.cell.hardware.robot
-        return _pose(spec.home) if spec.driver == "ur" and spec.home is not None else None
+        home = self.sc.cell.hardware.robot.home  # the spec allows it for ur only
+        return None if home is None else _pose(home)
 
     def refusal(self, target: np.ndarray) -> str:
         """'' when flange pose ``target`` puts the flange and the camera inside the
@@ -547,25 +546,29 @@ class HardwareCell:
         return truth() if truth is not None else None
 
 
-class PlannedRobot:
-    """A robot that does not move: it reports every commanded pose as reached (the dry
-    run: plan, check against the workspace and render the twins, with no motion)."""
-
-    def __init__(self) -> None:
-        self.pose: np.ndarray | None = None  # the last commanded pose; None before any
-        self.last_failure = ""
+class _Offline:
+    """The lifecycle of a driver with nothing behind it (the dry run's robot and lens)."""
 
     def configure(self) -> None:
         """Nothing to connect to."""
 
     def activate(self) -> None:
-        """Nothing to enable."""
+        """Nothing to enable or start."""
 
     def deactivate(self) -> None:
         """Nothing to stop."""
 
     def cleanup(self) -> None:
         """Nothing to disconnect."""
+
+
+class PlannedRobot(_Offline):
+    """A robot that does not move: it reports every commanded pose as reached (the dry
+    run: plan, check against the workspace and render the twins, with no motion)."""
+
+    def __init__(self) -> None:
+        self.pose: np.ndarray | None = None  # the last commanded pose; None before any
+        self.last_failure = ""
 
     def move_to(self, T_base_ee: np.ndarray, speed_m_s: float) -> bool:
         """Record the target; no motion."""
@@ -651,7 +654,7 @@ class _NoOperator:
         """Nothing to do."""
 
 
-class _SpecLens:
+class _SpecLens(_Offline):
     """A camera that only states the lens the scenario gives (the dry run captures
     nothing)."""
 
@@ -664,18 +667,6 @@ class _SpecLens:
         dist = spec.dist if spec.K is not None else cam.dist
         self._dist = None if dist is None else np.asarray(dist, dtype=np.float64)
         self._size = (cam.width, cam.height)
-
-    def configure(self) -> None:
-        """Nothing to connect to."""
-
-    def activate(self) -> None:
-        """Nothing to start."""
-
-    def deactivate(self) -> None:
-        """Nothing to stop."""
-
-    def cleanup(self) -> None:
-        """Nothing to disconnect."""
 
     def intrinsics(self) -> Any:
         """The scenario's lens."""
@@ -706,11 +697,12 @@ def _contact_sheet(out: Path, rows: list[dict[str, Any]]) -> None:
         ax.axis("off")
     for ax, r in zip(axes.flat, rows, strict=False):
         refused = r["status"] != "ok"
-        ax.imshow(load_png(out / r["twin"]))
+        twin = load_png(out / r["twin"])
+        ax.imshow(twin)
         title = f"{r['part_id']} v{r['view_id']}" + (" refused" if refused else "")
         ax.set_title(title, fontsize=7, color="red" if refused else "black")
         if refused:  # a red frame: this view would not be captured
-            h, w = load_png(out / r["twin"]).shape[:2]
+            h, w = twin.shape[:2]
             ax.add_patch(plt.Rectangle((0, 0), w - 1, h - 1, fill=False, ec="red", lw=3))
     fig.suptitle(
         "Dry run: twins at the planned poses (no motion); red: refused (plan.json says why)",
