@@ -475,7 +475,9 @@ def open_out_dir(out: Path, sc: Scenario) -> Iterator[int]:
 
     The lock (``flock`` on ``out/.twincell-lock``) keeps a second run out of a directory in
     use: it would otherwise delete the first run's temporary files under it. On failure
-    nothing is left behind: directories created here are removed again.
+    nothing is left behind: directories created here are removed again. A missing parent
+    that another process creates meanwhile (the sibling cells of a parallel study, under
+    one new ``cells/``) is theirs as much as ours: it is used, and not removed.
     """
     check_out_dir(out, sc)
     created: list[Path] = []
@@ -485,7 +487,12 @@ def open_out_dir(out: Path, sc: Scenario) -> Iterator[int]:
         missing = missing.parent
     try:
         for d in reversed(created):
-            d.mkdir()
+            try:
+                d.mkdir()
+            except FileExistsError:
+                if d == out:
+                    raise
+                created.remove(d)
         lock = os.open(out / LOCK_NAME, os.O_WRONLY | os.O_CREAT, 0o666)
     except OSError as exc:
         for d in created:

@@ -413,6 +413,27 @@ def test_pybullet_banner_does_not_reach_the_terminal() -> None:
     assert "pybullet build time" not in proc.stdout + proc.stderr
 
 
+def test_a_parent_another_run_creates_meanwhile_is_shared_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two cells of a parallel study start at once under one new ``cells/``: both find it
+    missing, one creates it first. The other uses it (it was "File exists": a failed cell)."""
+    from scenarios.engine import open_out_dir
+    from scenarios.spec import load_scenario
+
+    parent = tmp_path / "cells"
+    real_mkdir = Path.mkdir
+
+    def raced(self: Path, *args: object, **kwargs: object) -> None:
+        if self == parent and not parent.exists():
+            real_mkdir(parent)  # the other process wins the race
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", raced)
+    with open_out_dir(parent / "cell0", load_scenario("tiny")):
+        assert (parent / "cell0").is_dir()
+
+
 def test_second_run_into_a_directory_in_use_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
